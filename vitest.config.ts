@@ -1,0 +1,42 @@
+import { fileURLToPath } from "node:url";
+import { defineConfig } from "vitest/config";
+
+const packages = ["iso9660", "qmp", "qga", "host-detect", "artifacts"];
+// Tests import sibling packages from source, so `pnpm test` needs no prior build.
+const alias = Object.fromEntries(
+  packages.map((name) => [
+    `@stack/${name}`,
+    fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url)),
+  ]),
+);
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        resolve: { alias },
+        test: {
+          name: "unit",
+          include: ["packages/*/test/**/*.test.ts", "guest/test/**/*.test.ts", "docker/test/**/*.test.ts"],
+          exclude: ["**/*.vm.test.ts", "**/node_modules/**"],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        resolve: { alias },
+        test: {
+          // Tests that boot VMs: two cores cannot run several TCG guests at once.
+          name: "vm",
+          include: ["packages/*/test/**/*.vm.test.ts", "guest/test/**/*.vm.test.ts"],
+          fileParallelism: false,
+          maxWorkers: 1,
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
+  },
+});
