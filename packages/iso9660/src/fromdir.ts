@@ -1,0 +1,164 @@
+// Reads a directory tree's metadata from disk into the layout tree; file contents are read later, in order.
+
+import { lstatSync, readdirSync, readlinkSync, type Stats } from "node:fs";
+import { basename, join } from "node:path";
+import { IsoError } from "./errors.js";
+import { type DirNode, newDir, type TreeNode, validateName } from "./tree.js";
+
+export interface WalkOptions {
+  date: Date;
+  /** Caps every mtime at `date`, as reproducible builds expect when SOURCE_DATE_EPOCH or a date is given. */
+  clampMtime: boolean;
+}
+
+function statOrThrow(path: string, missingCode: "SOURCE_NOT_FOUND" | "READ_FAILED"): Stats {
+  try {
+    return lstatSync(path);
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code === "ENOENT" ? missingCode : "READ_FAILED";
+    throw new IsoError(
+      code,
+      `Cannot read "${path}": ${(cause as Error).message}. Check the path and its permissions.`,
+      {
+        path,
+        cause,
+      },
+    );
+  }
+}
+
+function mtimeOf(stats: Stats, opts: WalkOptions): Date {
+  return opts.clampMtime && stats.mtimeMs > opts.date.getTime() ? opts.date : stats.mtime;
+}
+
+/** Directory entry names as bytes, so names that are not UTF-8 are refused instead of silently altered. */
+function readNames(path: string): string[] {
+  let raw: Buffer[];
+  try {
+    raw = readdirSync(path, { encoding: "buffer" });
+  } catch (cause) {
+    throw new IsoError(
+      "READ_FAILED",
+      `Cannot list "${path}": ${(cause as Error).message}. Check its permissions.`,
+      {
+        path,
+        cause,
+      },
+    );
+  }
+  return raw.map((bytes) => {
+    const name = bytes.toString("utf8");
+    if (!Buffer.from(name, "utf8").equals(bytes))
+      throw new IsoError("INVALID_NAME", `A name in "${path}" is not valid UTF-8; rename it.`, { path });
+    return name;
+  });
+}
+
+function nodeFromDisk(
+  path: string,
+  name: string,
+  imagePath: string,
+  stats: Stats,
+  opts: WalkOptions,
+): TreeNode {
+  const mtime = mtimeOf(stats, opts);
+  const mode = stats.mode & 0o7777;
+  if (stats.isFile())
+    return {
+      type: "file",
+      name,
+      path: imagePath,
+      mode,
+      mtime,
+      size: stats.size,
+      source: { kind: "path", path },
+    };
+  if (stats.isSymbolicLink()) {
+    let target: string;
+    try {
+      target = readlinkSync(path);
+    } catch (cause) {
+      throw new IsoError("READ_FAILED", `Cannot read symlink "${path}": ${(cause as Error).message}.`, {
+        path,
+        cause,
+      });
+    }
+    return { type: "symlink", name, path: imagePath, mode: 0o777, mtime, target };
+  }
+  if (stats.isDirectory()) {
+    const dir = newDir(name, imagePath, mtime, mode);
+    dir.implicit = false;
+    addDirectoryContents(dir, path, opts);
+    return dir;
+  }
+  throw new IsoError(
+    "UNSUPPORTED_FILE_TYPE",
+    `"${path}" is a device, socket or FIFO; only files, directories and symlinks go in an image. Remove it from the source.`,
+    { path },
+  );
+}
+
+/** Adds the contents of the directory at `path` under `dir`. Names are sorted so disk order never matters. */
+export function addDirectoryContents(dir: DirNode, path: string, opts: WalkOptions): void {
+  for (const name of readNames(path).sort()) {
+    const childPath = join(path, name);
+    const imagePath = dir.path === "" ? name : `${dir.path}/${name}`;
+    validateName(name, imagePath);
+    dir.children.set(
+      name,
+      nodeFromDisk(childPath, name, imagePath, statOrThrow(childPath, "READ_FAILED"), opts),
+    );
+  }
+}
+
+/** The tree of a source directory; its root takes the directory's own mode and mtime. */
+export function treeFromDirectory(path: string, opts: WalkOptions): DirNode {
+  const stats = statOrThrow(path, "SOURCE_NOT_FOUND");
+  if (!stats.isDirectory())
+    throw new IsoError(
+      "SOURCE_NOT_FOUND",
+      `"${path}" is not a directory; give the directory to put in the image.`,
+      {
+        path,
+      },
+    );
+  const root = newDir("", "", mtimeOf(stats, opts), stats.mode & 0o7777);
+  addDirectoryContents(root, path, opts);
+  return root;
+}
+
+/**
+ * genisoimage's operand rule: a directory's contents are merged at the image root, any other path is added
+ * at the root under its own name. A name given twice is an error.
+ */
+export function treeFromOperands(paths: string[], opts: WalkOptions): DirNode {
+  const root = newDir("", "", opts.date);
+  for (const path of paths) {
+    const stats = statOrThrow(path, "SOURCE_NOT_FOUND");
+    if (stats.isDirectory()) {
+      const sub = treeFromDirectory(path, opts);
+      mergeInto(root, sub);
+    } else {
+      const name = basename(path);
+      validateName(name, name);
+      if (root.children.has(name))
+        throw new IsoError("DUPLICATE_PATH", `"${name}" is given more than once; keep one source per name.`, {
+          path: name,
+        });
+      root.children.set(name, nodeFromDisk(path, name, name, stats, opts));
+    }
+  }
+  return root;
+}
+
+function mergeInto(target: DirNode, source: DirNode): void {
+  for (const [name, child] of source.children) {
+    const existing = target.children.get(name);
+    if (existing === undefined) target.children.set(name, child);
+    else if (existing.type === "dir" && child.type === "dir") mergeInto(existing, child);
+    else
+      throw new IsoError("DUPLICATE_PATH", `"${child.path}" comes from more than one source; keep one.`, {
+        path: child.path,
+      });
+  }
+}

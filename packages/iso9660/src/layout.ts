@@ -1,0 +1,564 @@
+// The layout pass: from the tree's metadata alone, compute every name, record, path table and extent, and
+// encode all sectors before the first file's data. Pure: no I/O, no clock.
+
+import {
+  dirDate,
+  directoryRecord,
+  FLAG_DIRECTORY,
+  FLAG_MULTI_EXTENT,
+  pathTableRecord,
+  recordBaseLength,
+  SECTOR,
+  sectorsFor,
+  terminatorDescriptor,
+  ucs2be,
+  volumeDescriptor,
+} from "./encode.js";
+import { IsoError } from "./errors.js";
+import { compareIdentifiers, type IsoLevel, NameAllocator } from "./names.js";
+import {
+  CE_LENGTH,
+  ceEntry,
+  clEntry,
+  erEntry,
+  nmEntries,
+  plEntry,
+  pxEntry,
+  reEntry,
+  slEntries,
+  spEntry,
+  splitSystemUse,
+  tfEntry,
+} from "./rockridge.js";
+import { type DirNode, type FileNode, newDir, type TreeNode } from "./tree.js";
+
+export interface LayoutOptions {
+  volumeId: string;
+  level: IsoLevel;
+  joliet: boolean;
+  rockRidge: boolean;
+  date: Date;
+}
+
+export interface PlannedFile {
+  node: FileNode;
+  /** First sector of the file's data; files are contiguous and in ascending order. */
+  sector: number;
+}
+
+export interface Plan {
+  /** Every sector before the first file's data: system area, descriptors, path tables, directories. */
+  metadata: Buffer;
+  files: PlannedFile[];
+  totalSectors: number;
+}
+
+/** ECMA-119 6.8.2.1: at most eight directory levels, the root being the first. */
+const MAX_LEVELS = 8;
+/** Path table records number their parent with 16 bits. */
+const MAX_DIRECTORIES = 0xffff;
+/** Largest extent of a multi-extent file: 4 GiB less one sector, so every section starts on a sector. */
+export const SECTION_SIZE = 0xfffff800;
+const MAX_SINGLE_EXTENT = 0xffffffff;
+const FIRST_DESCRIPTOR = 16;
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+type MemberKind = "normal" | "placeholder" | "relocated";
+
+interface Member {
+  node: TreeNode;
+  kind: MemberKind;
+  id: string;
+}
+
+/** A directory of one hierarchy (primary or Joliet) with its records' targets in sorted order. */
+interface LaidDir {
+  node: DirNode;
+  parent: LaidDir | null;
+  id: string;
+  members: Member[];
+  number: number;
+  extent: number;
+  sectors: number;
+  /** For a directory moved under rr_moved: the directory it really belongs to. */
+  realParent: DirNode | null;
+}
+
+interface Locations {
+  isoDir: Map<DirNode, LaidDir>;
+  fileExtent: Map<FileNode, number>;
+  zeroBlock: number;
+}
+
+/** Packs continuation areas into whole sectors, none crossing a sector boundary. */
+class ContinuationAreas {
+  private sector: number;
+  private offset = 0;
+  used = 0;
+
+  constructor(
+    private readonly start: number,
+    private readonly out: Buffer | null,
+  ) {
+    this.sector = start;
+  }
+
+  reserve(length: number): { extent: number; offset: number } {
+    if (this.offset + length > SECTOR) {
+      this.sector++;
+      this.offset = 0;
+    }
+    const at = { extent: this.sector, offset: this.offset };
+    this.offset += length;
+    this.used = this.sector - this.start + 1;
+    return at;
+  }
+
+  write(at: { extent: number; offset: number }, bytes: Buffer): void {
+    if (this.out !== null) bytes.copy(this.out, at.extent * SECTOR + at.offset);
+  }
+}
+
+function sum(buffers: Buffer[]): number {
+  return buffers.reduce((n, b) => n + b.length, 0);
+}
+
+/** Lays records out in sectors (none crossing a boundary) and returns each record's offset and the sector count. */
+function packRecords(records: Buffer[]): { offsets: number[]; sectors: number } {
+  const offsets: number[] = [];
+  let pos = 0;
+  for (const r of records) {
+    const inSector = pos % SECTOR;
+    if (inSector + r.length > SECTOR) pos += SECTOR - inSector;
+    offsets.push(pos);
+    pos += r.length;
+  }
+  return { offsets, sectors: Math.max(1, sectorsFor(pos)) };
+}
+
+function compareNodes(a: { node: TreeNode }, b: { node: TreeNode }): number {
+  const an = a.node.name;
+  const bn = b.node.name;
+  if (an !== bn) return an < bn ? -1 : 1;
+  return a.node.path < b.node.path ? -1 : a.node.path > b.node.path ? 1 : 0;
+}
+
+function sortedChildren(dir: DirNode): TreeNode[] {
+  return [...dir.children.values()].sort((a, b) => compareNodes({ node: a }, { node: b }));
+}
+
+function isDirRecord(m: Member): boolean {
+  return m.node.type === "dir" && m.kind !== "placeholder";
+}
+
+function sortMembers(members: Member[]): void {
+  members.sort((a, b) => compareIdentifiers(a.id, isDirRecord(a), b.id, isDirRecord(b)));
+}
+
+/** Numbers directories breadth-first, which is the path table order of ECMA-119 6.9.1. */
+function numberDirectories(root: LaidDir, byNode: Map<DirNode, LaidDir>, what: string): LaidDir[] {
+  const order: LaidDir[] = [root];
+  for (let i = 0; i < order.length; i++) {
+    const dir = order[i]!;
+    dir.number = i + 1;
+    for (const m of dir.members) if (isDirRecord(m)) order.push(byNode.get(m.node as DirNode)!);
+  }
+  if (order.length > MAX_DIRECTORIES)
+    throw new IsoError(
+      "TOO_MANY_DIRECTORIES",
+      `The ${what} tree has ${order.length} directories; ISO 9660 path tables hold at most ${MAX_DIRECTORIES}.`,
+    );
+  return order;
+}
+
+function checkFileSizes(dir: DirNode, level: IsoLevel): void {
+  for (const child of dir.children.values()) {
+    if (child.type === "dir") checkFileSizes(child, level);
+    else if (child.type === "file" && child.size > MAX_SINGLE_EXTENT && level < 3)
+      throw new IsoError(
+        "FILE_TOO_LARGE",
+        `File "${child.path}" has ${child.size} bytes; files of 4 GiB or more need isoLevel 3 (multi-extent).`,
+        { path: child.path },
+      );
+  }
+}
+
+function maxDepth(dir: DirNode, level: number): { depth: number; path: string } {
+  let deepest = { depth: level, path: dir.path };
+  for (const child of dir.children.values()) {
+    if (child.type !== "dir") continue;
+    const d = maxDepth(child, level + 1);
+    if (d.depth > deepest.depth) deepest = d;
+  }
+  return deepest;
+}
+
+/** Builds the primary hierarchy, moving directories deeper than eight levels under rr_moved (RRIP 4.1.5). */
+function primaryTree(
+  root: DirNode,
+  opts: LayoutOptions,
+): { dirs: LaidDir[]; byNode: Map<DirNode, LaidDir>; rrMoved: LaidDir | null } {
+  const deepest = maxDepth(root, 1);
+  const relocate = deepest.depth > MAX_LEVELS;
+  if (relocate && !opts.rockRidge)
+    throw new IsoError(
+      "TOO_DEEP",
+      `Directory "${deepest.path}" is ${deepest.depth} levels deep; ISO 9660 allows ${MAX_LEVELS}. Enable rockRidge (which relocates deep directories) or flatten the tree.`,
+      { path: deepest.path },
+    );
+  const byNode = new Map<DirNode, LaidDir>();
+  const make = (node: DirNode, parent: LaidDir | null, id: string, realParent: DirNode | null): LaidDir => {
+    const laid: LaidDir = { node, parent, id, members: [], number: 0, extent: 0, sectors: 0, realParent };
+    byNode.set(node, laid);
+    return laid;
+  };
+  const rootDir = make(root, null, "", null);
+  let rrMoved: LaidDir | null = null;
+  if (relocate) {
+    const usedNames = new Set([...root.children.keys()]);
+    let name = "rr_moved";
+    for (let n = 1; usedNames.has(name); n++) name = `rr_moved${n}`;
+    rrMoved = make(newDir(name, name, opts.date), rootDir, "", null);
+    rrMoved.node.implicit = false;
+  }
+  // Members are collected breadth-first so each directory's level is known when its children are placed.
+  const queue: { dir: DirNode; laid: LaidDir; level: number }[] = [{ dir: root, laid: rootDir, level: 1 }];
+  const visit = (dir: DirNode, laid: LaidDir, level: number) => {
+    for (const child of sortedChildren(dir)) {
+      if (child.type === "symlink" && !opts.rockRidge) continue;
+      if (child.type === "dir" && level + 1 > MAX_LEVELS) {
+        laid.members.push({ node: child, kind: "placeholder", id: "" });
+        rrMoved!.members.push({ node: child, kind: "relocated", id: "" });
+        const moved = make(child, rrMoved, "", dir);
+        queue.push({ dir: child, laid: moved, level: 3 });
+        continue;
+      }
+      laid.members.push({ node: child, kind: "normal", id: "" });
+      if (child.type === "dir")
+        queue.push({ dir: child, laid: make(child, laid, "", null), level: level + 1 });
+    }
+  };
+  for (let i = 0; i < queue.length; i++) {
+    const { dir, laid, level } = queue[i]!;
+    visit(dir, laid, level);
+    if (laid === rootDir && rrMoved !== null)
+      laid.members.push({ node: rrMoved.node, kind: "normal", id: "" });
+  }
+  for (const laid of byNode.values()) {
+    const names = new NameAllocator();
+    const ordered = [...laid.members].sort(compareNodes);
+    for (const m of ordered) {
+      m.id = names.iso(m.node.name, m.node.type === "dir", opts.level);
+      if (isDirRecord(m)) byNode.get(m.node as DirNode)!.id = m.id;
+    }
+    sortMembers(laid.members);
+  }
+  return { dirs: numberDirectories(rootDir, byNode, "ISO 9660"), byNode, rrMoved };
+}
+
+function jolietTree(root: DirNode): LaidDir[] {
+  const byNode = new Map<DirNode, LaidDir>();
+  const build = (node: DirNode, parent: LaidDir | null, id: string): LaidDir => {
+    const laid: LaidDir = {
+      node,
+      parent,
+      id,
+      members: [],
+      number: 0,
+      extent: 0,
+      sectors: 0,
+      realParent: null,
+    };
+    byNode.set(node, laid);
+    const names = new NameAllocator();
+    for (const child of sortedChildren(node)) {
+      if (child.type === "symlink") continue;
+      const m: Member = { node: child, kind: "normal", id: names.joliet(child.name, child.type === "dir") };
+      laid.members.push(m);
+      if (child.type === "dir") build(child, laid, m.id);
+    }
+    sortMembers(laid.members);
+    return laid;
+  };
+  return numberDirectories(build(root, null, ""), byNode, "Joliet");
+}
+
+/** Serial numbers and link counts for Rock Ridge PX entries, assigned in a fixed depth-first order. */
+function posixIdentity(
+  root: DirNode,
+  extra: DirNode | null,
+): { serial: Map<TreeNode, number>; links: (n: TreeNode) => number } {
+  const serial = new Map<TreeNode, number>();
+  const walk = (node: TreeNode) => {
+    serial.set(node, serial.size + 1);
+    if (node.type === "dir") for (const c of sortedChildren(node)) walk(c);
+  };
+  walk(root);
+  if (extra !== null) serial.set(extra, serial.size + 1);
+  const links = (n: TreeNode) => {
+    if (n.type !== "dir") return 1;
+    let dirs = 0;
+    for (const c of n.children.values()) if (c.type === "dir") dirs++;
+    return 2 + dirs;
+  };
+  return { serial, links };
+}
+
+export function layout(root: DirNode, opts: LayoutOptions): Plan {
+  checkFileSizes(root, opts.level);
+  const primary = primaryTree(root, opts);
+  const joliet = opts.joliet ? jolietTree(root) : [];
+  const rrMovedNode = primary.rrMoved;
+  const identity = posixIdentity(root, rrMovedNode?.node ?? null);
+  const rrMovedLinks = rrMovedNode ? 2 + rrMovedNode.members.length : 0;
+  const links = (n: TreeNode) => (n === rrMovedNode?.node ? rrMovedLinks : identity.links(n));
+
+  const suFor = (node: TreeNode, extra: Buffer[]): Buffer[] => {
+    const type = node.type === "dir" ? S_IFDIR : node.type === "file" ? S_IFREG : S_IFLNK;
+    return [
+      pxEntry({
+        mode: type | node.mode,
+        links: links(node),
+        uid: 0,
+        gid: 0,
+        serial: identity.serial.get(node)!,
+      }),
+      tfEntry(node.mtime),
+      ...extra,
+    ];
+  };
+
+  const record = (
+    identifier: Buffer,
+    extent: number,
+    size: number,
+    date: Date,
+    flags: number,
+    su: Buffer[] | null,
+    ce: ContinuationAreas,
+  ): Buffer => {
+    const fields = { extent, size, date: dirDate(date), flags, identifier };
+    if (su === null) return directoryRecord(fields);
+    const split = splitSystemUse(su, 254 - recordBaseLength(identifier.length));
+    const inline = [...split.inline];
+    const areas = split.continuation;
+    if (areas.length > 0) {
+      const lengths = areas.map((a, k) => sum(a) + (k < areas.length - 1 ? CE_LENGTH : 0));
+      const places = lengths.map((l) => ce.reserve(l));
+      areas.forEach((area, k) => {
+        const next = places[k + 1];
+        const link = next === undefined ? [] : [ceEntry(next.extent, next.offset, lengths[k + 1]!)];
+        ce.write(places[k]!, Buffer.concat([...area, ...link]));
+      });
+      inline.push(ceEntry(places[0]!.extent, places[0]!.offset, lengths[0]!));
+    }
+    return directoryRecord({ ...fields, systemUse: Buffer.concat(inline) });
+  };
+
+  /** Records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
+  const fileRecords = (
+    id: Buffer,
+    node: FileNode,
+    loc: Locations,
+    su: Buffer[] | null,
+    ce: ContinuationAreas,
+  ) => {
+    const extent = node.size === 0 ? loc.zeroBlock : loc.fileExtent.get(node)!;
+    if (node.size <= MAX_SINGLE_EXTENT) return [record(id, extent, node.size, node.mtime, 0, su, ce)];
+    const out: Buffer[] = [];
+    for (let offset = 0; offset < node.size; offset += SECTION_SIZE) {
+      const size = Math.min(SECTION_SIZE, node.size - offset);
+      const last = offset + size >= node.size;
+      out.push(record(id, extent + offset / SECTOR, size, node.mtime, last ? 0 : FLAG_MULTI_EXTENT, su, ce));
+    }
+    return out;
+  };
+
+  const primaryRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): Buffer[] => {
+    const rr = opts.rockRidge;
+    const isRoot = dir.parent === null;
+    const parent = dir.parent ?? dir;
+    const dot = record(
+      Buffer.from([0]),
+      dir.extent,
+      dir.sectors * SECTOR,
+      dir.node.mtime,
+      FLAG_DIRECTORY,
+      rr ? (isRoot ? [spEntry(), ...suFor(dir.node, []), erEntry()] : suFor(dir.node, [])) : null,
+      ce,
+    );
+    const realParent = dir.realParent === null ? parent.node : dir.realParent;
+    const pl = dir.realParent === null ? [] : [plEntry(loc.isoDir.get(dir.realParent)!.extent)];
+    const dotdot = record(
+      Buffer.from([1]),
+      parent.extent,
+      parent.sectors * SECTOR,
+      parent.node.mtime,
+      FLAG_DIRECTORY,
+      rr ? suFor(realParent, pl) : null,
+      ce,
+    );
+    const out = [dot, dotdot];
+    for (const m of dir.members) {
+      const id = Buffer.from(m.id, "latin1");
+      const node = m.node;
+      const nm = rr ? nmEntries(node.name) : [];
+      if (node.type === "file") {
+        out.push(...fileRecords(id, node, loc, rr ? suFor(node, nm) : null, ce));
+      } else if (node.type === "symlink") {
+        out.push(
+          record(id, loc.zeroBlock, 0, node.mtime, 0, suFor(node, [...nm, ...slEntries(node.target)]), ce),
+        );
+      } else {
+        const target = loc.isoDir.get(node)!;
+        if (m.kind === "placeholder") {
+          out.push(
+            record(id, loc.zeroBlock, 0, node.mtime, 0, suFor(node, [...nm, clEntry(target.extent)]), ce),
+          );
+        } else {
+          const extra = m.kind === "relocated" ? [...nm, reEntry()] : nm;
+          const su = rr ? suFor(node, extra) : null;
+          out.push(record(id, target.extent, target.sectors * SECTOR, node.mtime, FLAG_DIRECTORY, su, ce));
+        }
+      }
+    }
+    return out;
+  };
+
+  const jolietByNode = new Map(joliet.map((d) => [d.node, d]));
+  const jolietRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): Buffer[] => {
+    const parent = dir.parent ?? dir;
+    const out = [
+      record(Buffer.from([0]), dir.extent, dir.sectors * SECTOR, dir.node.mtime, FLAG_DIRECTORY, null, ce),
+      record(
+        Buffer.from([1]),
+        parent.extent,
+        parent.sectors * SECTOR,
+        parent.node.mtime,
+        FLAG_DIRECTORY,
+        null,
+        ce,
+      ),
+    ];
+    for (const m of dir.members) {
+      const id = ucs2be(m.id);
+      if (m.node.type === "file") out.push(...fileRecords(id, m.node, loc, null, ce));
+      else {
+        const target = jolietByNode.get(m.node as DirNode)!;
+        out.push(record(id, target.extent, target.sectors * SECTOR, m.node.mtime, FLAG_DIRECTORY, null, ce));
+      }
+    }
+    return out;
+  };
+
+  // Pass 1: record sizes do not depend on locations, so encoding with placeholder locations sizes everything.
+  const sizing: Locations = { isoDir: primary.byNode, fileExtent: new Map(), zeroBlock: 0 };
+  const sizingCe = new ContinuationAreas(0, null);
+  for (const d of primary.dirs) d.sectors = packRecords(primaryRecords(d, sizing, sizingCe)).sectors;
+  for (const d of joliet) d.sectors = packRecords(jolietRecords(d, sizing, sizingCe)).sectors;
+
+  const pathTable = (dirs: LaidDir[], encode: (id: string) => Buffer, bigEndian: boolean) =>
+    Buffer.concat(
+      dirs.map((d) =>
+        pathTableRecord(
+          d.parent === null ? Buffer.from([0]) : encode(d.id),
+          d.extent,
+          (d.parent ?? d).number,
+          bigEndian,
+        ),
+      ),
+    );
+  const latin1 = (id: string) => Buffer.from(id, "latin1");
+  const isoPathTableSize = pathTable(primary.dirs, latin1, false).length;
+  const jolietPathTableSize = opts.joliet ? pathTable(joliet, ucs2be, false).length : 0;
+
+  // Pass 2: allocate sectors.
+  let next = FIRST_DESCRIPTOR + 1 + (opts.joliet ? 1 : 0) + 1;
+  const isoL = next;
+  next += sectorsFor(isoPathTableSize);
+  const isoM = next;
+  next += sectorsFor(isoPathTableSize);
+  const jolL = next;
+  next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
+  const jolM = next;
+  next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
+  for (const d of [...primary.dirs, ...joliet]) {
+    d.extent = next;
+    next += d.sectors;
+  }
+  const ceStart = next;
+  next += sizingCe.used;
+  const zeroBlock = next++;
+  const files: PlannedFile[] = [];
+  const fileExtent = new Map<FileNode, number>();
+  for (const d of primary.dirs) {
+    for (const m of d.members) {
+      if (m.node.type !== "file" || m.node.size === 0) continue;
+      files.push({ node: m.node, sector: next });
+      fileExtent.set(m.node, next);
+      next += sectorsFor(m.node.size);
+    }
+  }
+  const totalSectors = next;
+
+  // Pass 3: encode everything with real locations.
+  const metadata = Buffer.alloc((zeroBlock + 1) * SECTOR);
+  const loc: Locations = { isoDir: primary.byNode, fileExtent, zeroBlock };
+  const ce = new ContinuationAreas(ceStart, metadata);
+  const writeDirs = (dirs: LaidDir[], encode: (d: LaidDir) => Buffer[]) => {
+    for (const d of dirs) {
+      const records = encode(d);
+      const packed = packRecords(records);
+      if (packed.sectors !== d.sectors) throw new Error(`internal: directory ${d.node.path} changed size`);
+      for (const [i, r] of records.entries()) r.copy(metadata, d.extent * SECTOR + packed.offsets[i]!);
+    }
+  };
+  writeDirs(primary.dirs, (d) => primaryRecords(d, loc, ce));
+  writeDirs(joliet, (d) => jolietRecords(d, loc, ce));
+  if (ce.used !== sizingCe.used) throw new Error("internal: continuation areas changed size");
+
+  const rootRecord = (dirs: LaidDir[]) =>
+    directoryRecord({
+      extent: dirs[0]!.extent,
+      size: dirs[0]!.sectors * SECTOR,
+      date: dirDate(dirs[0]!.node.mtime),
+      flags: FLAG_DIRECTORY,
+      identifier: Buffer.from([0]),
+    });
+  const common = { volumeSpaceSize: totalSectors, date: opts.date, systemId: "", applicationId: "" };
+  let descriptor = FIRST_DESCRIPTOR;
+  volumeDescriptor({
+    ...common,
+    type: 1,
+    joliet: false,
+    volumeId: opts.volumeId,
+    pathTableSize: isoPathTableSize,
+    lPathTable: isoL,
+    mPathTable: isoM,
+    rootRecord: rootRecord(primary.dirs),
+  }).copy(metadata, descriptor++ * SECTOR);
+  if (opts.joliet) {
+    volumeDescriptor({
+      ...common,
+      type: 2,
+      joliet: true,
+      // The Joliet label field holds 16 UCS-2 characters.
+      volumeId: opts.volumeId.slice(0, 16),
+      pathTableSize: jolietPathTableSize,
+      lPathTable: jolL,
+      mPathTable: jolM,
+      rootRecord: rootRecord(joliet),
+    }).copy(metadata, descriptor++ * SECTOR);
+  }
+  terminatorDescriptor().copy(metadata, descriptor * SECTOR);
+  pathTable(primary.dirs, latin1, false).copy(metadata, isoL * SECTOR);
+  pathTable(primary.dirs, latin1, true).copy(metadata, isoM * SECTOR);
+  if (opts.joliet) {
+    pathTable(joliet, ucs2be, false).copy(metadata, jolL * SECTOR);
+    pathTable(joliet, ucs2be, true).copy(metadata, jolM * SECTOR);
+  }
+  return { metadata, files, totalSectors };
+}

@@ -1,0 +1,277 @@
+// The write pass: emits the layout's metadata, then every file's bytes strictly in sector order through a
+// small pool of reused buffers, so memory stays flat whatever the file sizes.
+
+import { randomBytes } from "node:crypto";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { type FileHandle, open, rename, unlink } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { SECTOR } from "./encode.js";
+import { IsoError } from "./errors.js";
+import type { Plan } from "./layout.js";
+import type { FileNode } from "./tree.js";
+
+/** Size of each buffer handed to the output: large enough to amortise syscalls, small enough to stay flat. */
+const CHUNK = 1 << 20;
+
+/** Where image bytes go. `write` resolves once the buffer may be reused. */
+export interface Sink {
+  write(chunk: Buffer): Promise<void>;
+  finish(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** Accumulates bytes in one buffer while the previous one is being written. */
+class Pump {
+  private buf = Buffer.allocUnsafe(CHUNK);
+  private spare = Buffer.allocUnsafe(CHUNK);
+  private fill = 0;
+  private inflight: Promise<void> | null = null;
+  written = 0;
+
+  constructor(private readonly sink: Sink) {}
+
+  /** The free tail of the current buffer, for readers that fill it in place. */
+  space(): { buffer: Buffer; offset: number; length: number } {
+    return { buffer: this.buf, offset: this.fill, length: CHUNK - this.fill };
+  }
+
+  async commit(n: number): Promise<void> {
+    this.fill += n;
+    if (this.fill === CHUNK) await this.flush();
+  }
+
+  async push(data: Buffer): Promise<void> {
+    let pos = 0;
+    while (pos < data.length) {
+      const n = Math.min(CHUNK - this.fill, data.length - pos);
+      data.copy(this.buf, this.fill, pos, pos + n);
+      pos += n;
+      await this.commit(n);
+    }
+  }
+
+  async zeros(count: number): Promise<void> {
+    let left = count;
+    while (left > 0) {
+      const n = Math.min(CHUNK - this.fill, left);
+      this.buf.fill(0, this.fill, this.fill + n);
+      left -= n;
+      await this.commit(n);
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.inflight !== null) await this.inflight;
+    this.inflight = null;
+    if (this.fill === 0) return;
+    const full = this.buf.subarray(0, this.fill);
+    [this.buf, this.spare] = [this.spare, this.buf];
+    this.written += this.fill;
+    this.fill = 0;
+    this.inflight = this.sink.write(full);
+  }
+
+  async end(): Promise<void> {
+    await this.flush();
+    await this.flush();
+  }
+}
+
+function sizeChanged(node: FileNode, actual: string): IsoError {
+  return new IsoError(
+    "SIZE_MISMATCH",
+    `File "${node.path}" was laid out with ${node.size} bytes but ${actual}; do not modify the source while the image is written.`,
+    { path: node.source.kind === "path" ? node.source.path : node.path },
+  );
+}
+
+/** Reads synchronously in place: for many small files this is several times faster than thread-pool reads. */
+async function copyFromPath(pump: Pump, node: FileNode, path: string): Promise<void> {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (cause) {
+    throw new IsoError(
+      "READ_FAILED",
+      `Cannot read "${path}": ${(cause as Error).message}. Check it exists and is readable.`,
+      {
+        path,
+        cause,
+      },
+    );
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size !== node.size) throw sizeChanged(node, `now has ${size}`);
+    let done = 0;
+    while (done < node.size) {
+      const { buffer, offset, length } = pump.space();
+      let n: number;
+      try {
+        n = readSync(fd, buffer, offset, Math.min(length, node.size - done), done);
+      } catch (cause) {
+        throw new IsoError("READ_FAILED", `Reading "${path}" failed: ${(cause as Error).message}.`, {
+          path,
+          cause,
+        });
+      }
+      if (n === 0) throw sizeChanged(node, `ended after ${done}`);
+      done += n;
+      await pump.commit(n);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function copyFromStream(pump: Pump, node: FileNode, open: () => NodeJS.ReadableStream): Promise<void> {
+  let stream: NodeJS.ReadableStream;
+  try {
+    stream = open();
+  } catch (cause) {
+    throw new IsoError(
+      "READ_FAILED",
+      `Opening the content stream of "${node.path}" failed: ${(cause as Error).message}.`,
+      {
+        path: node.path,
+        cause,
+      },
+    );
+  }
+  let done = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+      const data = typeof chunk === "string" ? Buffer.from(chunk, "utf8") : chunk;
+      if (done + data.length > node.size) throw sizeChanged(node, "its stream gave more");
+      done += data.length;
+      await pump.push(data);
+    }
+  } catch (cause) {
+    if (cause instanceof IsoError) throw cause;
+    throw new IsoError(
+      "READ_FAILED",
+      `The content stream of "${node.path}" failed: ${(cause as Error).message}.`,
+      {
+        path: node.path,
+        cause,
+      },
+    );
+  } finally {
+    (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+  }
+  if (done !== node.size) throw sizeChanged(node, `its stream gave ${done}`);
+}
+
+/** Writes the whole image described by `plan` to `sink`; returns the byte count. */
+export async function writePlan(plan: Plan, sink: Sink): Promise<number> {
+  const pump = new Pump(sink);
+  try {
+    await pump.push(plan.metadata);
+    for (const { node, sector } of plan.files) {
+      if (pump.written + pump.space().offset !== sector * SECTOR)
+        throw new Error("internal: data out of order");
+      const source = node.source;
+      if (source.kind === "buffer") await pump.push(source.data);
+      else if (source.kind === "path") await copyFromPath(pump, node, source.path);
+      else await copyFromStream(pump, node, source.open);
+      await pump.zeros((SECTOR - (node.size % SECTOR)) % SECTOR);
+    }
+    await pump.end();
+  } catch (error) {
+    await pump.end().catch(() => {});
+    await sink.abort();
+    throw error;
+  }
+  if (pump.written !== plan.totalSectors * SECTOR)
+    throw new Error("internal: image size differs from its layout");
+  await sink.finish();
+  return pump.written;
+}
+
+function writeFailed(path: string, cause: unknown): IsoError {
+  return new IsoError(
+    "WRITE_FAILED",
+    `Cannot write the image to "${path}": ${(cause as Error).message}. Check the directory exists, is writable and has space.`,
+    { path, cause },
+  );
+}
+
+/** Writes to a temporary file beside `path` and renames it into place, so no partial image is ever there. */
+export async function fileSink(path: string): Promise<Sink> {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
+  let handle: FileHandle;
+  try {
+    handle = await open(temp, "wx", 0o644);
+  } catch (cause) {
+    throw writeFailed(path, cause);
+  }
+  return {
+    async write(chunk) {
+      try {
+        let done = 0;
+        while (done < chunk.length)
+          done += (await handle.write(chunk, done, chunk.length - done)).bytesWritten;
+      } catch (cause) {
+        throw writeFailed(path, cause);
+      }
+    },
+    async finish() {
+      try {
+        await handle.close();
+        await rename(temp, path);
+      } catch (cause) {
+        await unlink(temp).catch(() => {});
+        throw writeFailed(path, cause);
+      }
+    },
+    async abort() {
+      await handle.close().catch(() => {});
+      await unlink(temp).catch(() => {});
+    },
+  };
+}
+
+/** Writes to a caller's stream, honouring backpressure; the stream is left open for the caller to end. */
+export function streamSink(stream: NodeJS.WritableStream): Sink {
+  let failure: unknown = null;
+  const onError = (error: unknown) => {
+    failure ??= error;
+  };
+  stream.on("error", onError);
+  const release = () => stream.removeListener("error", onError);
+  return {
+    write(chunk) {
+      if (failure !== null) return Promise.reject(writeFailed("<stream>", failure));
+      return new Promise((resolve, reject) => {
+        stream.write(chunk, (error?: Error | null) => {
+          if (error) {
+            failure ??= error;
+            reject(writeFailed("<stream>", error));
+          } else resolve();
+        });
+      });
+    },
+    async finish() {
+      release();
+      if (failure !== null) throw writeFailed("<stream>", failure);
+    },
+    async abort() {
+      release();
+    },
+  };
+}
+
+/** Collects the image in one buffer of the size the layout announced. */
+export function bufferSink(total: number): Sink & { result: Buffer } {
+  const result = Buffer.allocUnsafe(total);
+  let pos = 0;
+  return {
+    result,
+    async write(chunk) {
+      chunk.copy(result, pos);
+      pos += chunk.length;
+    },
+    async finish() {},
+    async abort() {},
+  };
+}
