@@ -1,0 +1,87 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export interface Agent {
+  dir: string;
+  socketPath: string;
+  /** Resolves once the agent listens on its socket; rejects with its stderr if it exits first. */
+  ready: Promise<void>;
+  /** SIGSTOP: the agent keeps its socket but answers nothing until resumed. */
+  pause(): void;
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a real qemu-ga on the host, listening on a unix socket in a fresh short directory under /tmp (socket
+ * paths are limited to 108 bytes). As root, CAP_SYS_TIME is dropped from its bounding set so that no
+ * guest-set-time a test sends can ever change the host's clock.
+ */
+export async function spawnAgent(opts: { blockRpcs?: string[] } = {}): Promise<Agent> {
+  const dir = await mkdtemp("/tmp/qga-");
+  const socketPath = `${dir}/s`;
+  const agentArgs = ["-m", "unix-listen", "-p", socketPath, "-t", dir, "-f", `${dir}/pid`];
+  if (opts.blockRpcs) agentArgs.push("-b", opts.blockRpcs.join(","));
+  const [command, args] =
+    process.getuid?.() === 0
+      ? ["setpriv", ["--bounding-set", "-sys_time", "qemu-ga", ...agentArgs]]
+      : ["qemu-ga", agentArgs];
+  const child: ChildProcess = spawn(command as string, args as string[], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4096);
+  });
+  const exited = new Promise<number | null>((resolve) => {
+    child.once("exit", (code) => resolve(code));
+    child.once("error", () => resolve(null));
+  });
+  const ready = (async () => {
+    let running = true;
+    void exited.then(() => {
+      running = false;
+    });
+    let delay = 2;
+    while (running) {
+      if (
+        await stat(socketPath).then(
+          (s) => s.isSocket(),
+          () => false,
+        )
+      )
+        return;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 100);
+    }
+    throw new Error(`qemu-ga exited before listening on ${socketPath}: ${stderr}`);
+  })();
+  ready.catch(() => undefined);
+  return {
+    dir,
+    socketPath,
+    ready,
+    pause: () => child.kill("SIGSTOP"),
+    resume: () => child.kill("SIGCONT"),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        child.kill("SIGCONT");
+      }
+      await exited;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startAgent(opts: { blockRpcs?: string[] } = {}): Promise<Agent> {
+  const agent = await spawnAgent(opts);
+  try {
+    await agent.ready;
+  } catch (error) {
+    await agent.stop();
+    throw error;
+  }
+  return agent;
+}
