@@ -1,1 +1,35 @@
-export const placeholder = true;
+export { QmpClient } from "./client.js";
+export { QmpError, type QmpErrorCode, type QmpErrorOptions } from "./errors.js";
+export { DEFAULT_MAX_LINE_BYTES, encodeMessage, LineDecoder } from "./framing.js";
+export {
+  type MemoryBackendOptions,
+  type MemoryBackendParts,
+  memoryBackend,
+  memoryBackendArgs,
+} from "./memory.js";
+export { REDACTED, redactLine } from "./redact.js";
+export type {
+  ConnectOptions,
+  ExecuteOptions,
+  MigrationCapabilityStatus,
+  MigrationInfo,
+  QemuVersionTriple,
+  QmpEvent,
+  QmpGreeting,
+  StatusInfo,
+  VersionInfo,
+  WaitForEventOptions,
+  WireLog,
+} from "./types.js";
+export {
+  chooseSaveMethod,
+  migrationUri,
+  type RestoreOptions,
+  restoreVmState,
+  type SaveMethod,
+  type SaveOptions,
+  type SaveProgress,
+  type SaveResult,
+  saveVmState,
+  shellQuote,
+} from "./vmstate.js";

@@ -1,0 +1,300 @@
+import { randomBytes } from "node:crypto";
+import { rename, stat, unlink } from "node:fs/promises";
+import path from "node:path";
+import type { QmpClient } from "./client.js";
+import { QmpError } from "./errors.js";
+import type { MigrationInfo, QemuVersionTriple, QmpEvent } from "./types.js";
+
+/**
+ * How VM state is written, best first:
+ * - `x-ignore-shared`: guest RAM lives in a `memory-backend-file,share=on`; only device state is streamed.
+ *   Restore maps the same file with `share=off` (copy-on-write), so the file stays a reusable template.
+ * - `mapped-ram`: RAM pages at fixed offsets of a `file:` target (QEMU >= 9.0).
+ * - `file`: a plain stream to a `file:` target (QEMU >= 8.2).
+ * - `exec`: a stream piped through `/bin/sh -c "cat > path"` (every QEMU version).
+ */
+export type SaveMethod = "x-ignore-shared" | "mapped-ram" | "file" | "exec";
+
+export interface SaveProgress {
+  transferred: number;
+  total: number;
+}
+
+export interface SaveOptions {
+  method: SaveMethod;
+  path: string;
+  onProgress?: (p: SaveProgress) => void;
+  /** Whole save deadline; on expiry the migration is cancelled. Default 10 minutes. */
+  timeoutMs?: number;
+}
+
+export interface SaveResult {
+  method: SaveMethod;
+  path: string;
+  /** Size of the state file. */
+  bytes: number;
+  durationMs: number;
+}
+
+export interface RestoreOptions {
+  method: SaveMethod;
+  path: string;
+  /** Deadline for loading the state. Default 10 minutes. */
+  timeoutMs?: number;
+}
+
+const DEFAULT_MIGRATION_TIMEOUT_MS = 10 * 60_000;
+/** 100 GiB/s: effectively unthrottled for a local file, and well inside QEMU's accepted range. */
+const UNTHROTTLED_BYTES_PER_SECOND = 100 * 1024 ** 3;
+/** `query-migrate` costs well under a millisecond; MIGRATION events usually wake the loop before this. */
+const POLL_INTERVAL_MS = 25;
+
+interface MethodRequirement {
+  capability?: string;
+  minVersion?: [number, number];
+}
+
+const REQUIREMENTS: Record<SaveMethod, MethodRequirement> = {
+  "x-ignore-shared": { capability: "x-ignore-shared", minVersion: [4, 0] },
+  "mapped-ram": { capability: "mapped-ram", minVersion: [9, 0] },
+  file: { minVersion: [8, 2] },
+  exec: {},
+};
+
+/** Capabilities this module turns on or off; each one is only sent when the running QEMU knows it. */
+const MANAGED_CAPABILITIES = ["events", "x-ignore-shared", "mapped-ram", "multifd"] as const;
+
+function atLeast(v: QemuVersionTriple, [major, minor]: [number, number]): boolean {
+  return v.major > major || (v.major === major && v.minor >= minor);
+}
+
+function versionText(v: QemuVersionTriple): string {
+  return `${v.major}.${v.minor}.${v.micro}`;
+}
+
+/** Single-quotes `s` for `/bin/sh`, which is how QEMU runs an `exec:` migration command. */
+export function shellQuote(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** The migration URI that writes (`out`) or reads (`in`) `file` with `method`. */
+export function migrationUri(method: SaveMethod, file: string, direction: "in" | "out"): string {
+  if (method === "file" || method === "mapped-ram") {
+    // QEMU parses `file:<path>[,offset=N]`, so a comma in the path would be taken as an option.
+    if (file.includes(",")) {
+      throw new QmpError("UNSUPPORTED", `the ${method} method cannot use a path containing a comma: ${file}`);
+    }
+    return `file:${file}`;
+  }
+  return direction === "out" ? `exec:cat > ${shellQuote(file)}` : `exec:cat ${shellQuote(file)}`;
+}
+
+interface Abilities {
+  version: QemuVersionTriple;
+  capabilities: Set<string>;
+}
+
+async function abilities(q: QmpClient): Promise<Abilities> {
+  const [version, caps] = await Promise.all([q.queryVersion(), q.queryMigrateCapabilities()]);
+  return { version: version.qemu, capabilities: new Set(caps.map((c) => c.capability)) };
+}
+
+function unsupportedReason(method: SaveMethod, a: Abilities): string | undefined {
+  const req = REQUIREMENTS[method];
+  if (req.minVersion && !atLeast(a.version, req.minVersion)) {
+    return `needs QEMU >= ${req.minVersion.join(".")}`;
+  }
+  if (req.capability && !a.capabilities.has(req.capability)) {
+    return `needs the ${req.capability} migration capability`;
+  }
+  return undefined;
+}
+
+function assertSupported(method: SaveMethod, a: Abilities): void {
+  if (!(method in REQUIREMENTS)) {
+    throw new QmpError("UNSUPPORTED", `unknown save method ${JSON.stringify(method)}`);
+  }
+  const reason = unsupportedReason(method, a);
+  if (reason) {
+    throw new QmpError(
+      "UNSUPPORTED",
+      `save method ${method} is unsupported on QEMU ${versionText(a.version)}: it ${reason}; ` +
+        "use chooseSaveMethod() to pick one this QEMU supports (exec works everywhere)",
+    );
+  }
+}
+
+/**
+ * The best method the running QEMU supports. `sharedMemoryBackend` says whether guest RAM is a
+ * `memory-backend-file,share=on` (see `memoryBackendArgs`), which `x-ignore-shared` requires.
+ */
+export async function chooseSaveMethod(
+  q: QmpClient,
+  opts: { sharedMemoryBackend: boolean },
+): Promise<SaveMethod> {
+  const a = await abilities(q);
+  const order: SaveMethod[] = opts.sharedMemoryBackend
+    ? ["x-ignore-shared", "mapped-ram", "file", "exec"]
+    : ["mapped-ram", "file", "exec"];
+  return order.find((m) => unsupportedReason(m, a) === undefined) ?? "exec";
+}
+
+/** Both sides of a migration must agree on these, or the destination QEMU exits while loading. */
+async function setCapabilitiesFor(q: QmpClient, method: SaveMethod, a: Abilities): Promise<void> {
+  const wanted: Record<string, boolean> = {
+    events: true,
+    "x-ignore-shared": method === "x-ignore-shared",
+    "mapped-ram": method === "mapped-ram",
+    // multifd cannot work over exec: and is not needed for a paused save to one local file.
+    multifd: false,
+  };
+  const caps: Record<string, boolean> = {};
+  for (const name of MANAGED_CAPABILITIES) if (a.capabilities.has(name)) caps[name] = wanted[name] ?? false;
+  await q.setMigrateCapabilities(caps);
+}
+
+function migrationFailure(info: MigrationInfo, what: string, hint: string): QmpError {
+  const desc = info["error-desc"];
+  return new QmpError(
+    "MIGRATION_FAILED",
+    `${what} ended with status ${info.status}${desc ? `: ${desc}` : " (QEMU gave no reason; see its stderr)"}; ${hint}`,
+    desc ? { desc } : {},
+  );
+}
+
+/**
+ * Polls `query-migrate` until a final status, woken early by MIGRATION events. Returns the final info for
+ * `completed`; throws MIGRATION_FAILED for `failed`/`cancelled` and TIMEOUT at the deadline.
+ */
+async function awaitMigration(
+  q: QmpClient,
+  deadline: number,
+  events: AsyncIterableIterator<QmpEvent>,
+  onInfo: (info: MigrationInfo) => void,
+): Promise<MigrationInfo> {
+  let nextEvent: Promise<unknown> | undefined;
+  for (;;) {
+    const info = await q.queryMigrate();
+    onInfo(info);
+    if (info.status === "completed" || info.status === "failed" || info.status === "cancelled") return info;
+    const left = deadline - Date.now();
+    if (left <= 0)
+      throw new QmpError("TIMEOUT", `migration still ${info.status ?? "starting"} at the deadline`);
+    nextEvent ??= events.next();
+    let timer: NodeJS.Timeout | undefined;
+    const woke = await Promise.race([
+      nextEvent.then(() => "event" as const),
+      new Promise<"timer">((resolve) => {
+        timer = setTimeout(() => resolve("timer"), Math.min(POLL_INTERVAL_MS, left));
+      }),
+    ]);
+    clearTimeout(timer);
+    if (woke === "event") nextEvent = undefined;
+  }
+}
+
+/**
+ * Saves the VM's state to `path` (written to a temporary name, renamed on success). A running VM is stopped first
+ * and left paused (`postmigrate`) afterwards. With `x-ignore-shared`, do not `cont` it afterwards: a running guest
+ * with `share=on` RAM keeps writing into the memory file the saved state depends on; quit it instead.
+ */
+export async function saveVmState(q: QmpClient, opts: SaveOptions): Promise<SaveResult> {
+  const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS);
+  const a = await abilities(q);
+  assertSupported(opts.method, a);
+  const target = path.resolve(opts.path);
+  const temp = `${target}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const uri = migrationUri(opts.method, temp, "out");
+
+  const status = await q.queryStatus();
+  if (status.running) await q.stop();
+  await q.setMaxBandwidth(UNTHROTTLED_BYTES_PER_SECOND);
+  await setCapabilitiesFor(q, opts.method, a);
+
+  const events = q.events("MIGRATION");
+  const started = performance.now();
+  try {
+    await q.migrate(uri);
+    let info: MigrationInfo;
+    try {
+      info = await awaitMigration(q, deadline, events, (i) => {
+        if (i.ram) opts.onProgress?.({ transferred: i.ram.transferred, total: i.ram.total });
+      });
+    } catch (error) {
+      if (error instanceof QmpError && error.code === "TIMEOUT")
+        await q.migrateCancel().catch(() => undefined);
+      throw error;
+    }
+    const durationMs = performance.now() - started;
+    if (info.status !== "completed") {
+      throw migrationFailure(
+        info,
+        `saving VM state to ${target}`,
+        `check that ${path.dirname(target)} exists, is writable and has free space`,
+      );
+    }
+    await rename(temp, target);
+    const { size } = await stat(target);
+    return { method: opts.method, path: target, bytes: size, durationMs };
+  } catch (error) {
+    await unlink(temp).catch(() => undefined);
+    throw error;
+  } finally {
+    await events.return?.();
+  }
+}
+
+/**
+ * Loads state saved by `saveVmState` into a QEMU started with `-incoming defer` (and the same machine, devices,
+ * memory backend id and size; for `x-ignore-shared`, the same `mem-path` with `share=off`). Resolves once the VM
+ * is paused with the state loaded; send `cont` to run it.
+ */
+export async function restoreVmState(q: QmpClient, opts: RestoreOptions): Promise<void> {
+  const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS);
+  const a = await abilities(q);
+  assertSupported(opts.method, a);
+  const source = path.resolve(opts.path);
+  try {
+    await stat(source);
+  } catch (error) {
+    throw new QmpError("MIGRATION_FAILED", `no saved VM state at ${source}; save one first or cold-boot`, {
+      cause: error,
+    });
+  }
+  const status = await q.queryStatus();
+  if (status.status !== "inmigrate") {
+    throw new QmpError(
+      "MIGRATION_FAILED",
+      `cannot restore into a VM in state ${status.status}: start QEMU with -incoming defer (and -S) to restore`,
+    );
+  }
+  await setCapabilitiesFor(q, opts.method, a);
+  const events = q.events("MIGRATION");
+  try {
+    await q.migrateIncoming(migrationUri(opts.method, source, "in"));
+    const info = await awaitMigration(q, deadline, events, () => undefined);
+    if (info.status !== "completed") {
+      throw migrationFailure(
+        info,
+        `loading VM state from ${source}`,
+        "the state must come from the same QEMU version, machine, devices and memory backend",
+      );
+    }
+    // The run state is settled before QEMU reports `completed`; a guest saved while running would be started
+    // here unless QEMU was given -S, so pause it to keep the contract.
+    const after = await q.queryStatus();
+    if (after.running) await q.stop();
+  } catch (error) {
+    if (error instanceof QmpError && error.code === "CLOSED") {
+      throw new QmpError(
+        "MIGRATION_FAILED",
+        `QEMU exited while loading VM state from ${source} (its stderr says why): the state must come from the same ` +
+          `QEMU version, machine, devices, memory backend and migration capabilities (method ${opts.method})`,
+        { cause: error },
+      );
+    }
+    throw error;
+  } finally {
+    await events.return?.();
+  }
+}

@@ -1,0 +1,49 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import path from "node:path";
+
+export const QEMU = process.env.QEMU_SYSTEM ?? "qemu-system-x86_64";
+
+/** Unix socket paths are limited to 108 bytes, so keep temp dirs short and directly under /tmp. */
+export function shortTempDir(): Promise<string> {
+  return mkdtemp("/tmp/qmp-");
+}
+
+export interface QemuProcess {
+  child: ChildProcess;
+  qmpPath: string;
+  stderr(): string;
+  /** Resolves with the exit code (or signal) once QEMU has exited. */
+  exited: Promise<number | string | null>;
+  kill(): Promise<void>;
+}
+
+/** Starts QEMU with a QMP socket at `<dir>/<name>.sock`; the caller adds machine arguments. */
+export function startQemu(dir: string, args: string[], name = "qmp"): QemuProcess {
+  const qmpPath = path.join(dir, `${name}.sock`);
+  const child = spawn(
+    QEMU,
+    ["-nodefaults", "-display", "none", "-qmp", `unix:${qmpPath},server=on,wait=off`, ...args],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr?.setEncoding("utf8").on("data", (s: string) => {
+    stderr += s;
+  });
+  const exited = once(child, "exit").then(([code, signal]) => (code ?? signal) as number | string | null);
+  return {
+    child,
+    qmpPath,
+    stderr: () => stderr,
+    exited,
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
