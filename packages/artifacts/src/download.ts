@@ -1,0 +1,363 @@
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
+import { mkdir, rename } from "node:fs/promises";
+import { basename, dirname, resolve } from "node:path";
+import type { Writable } from "node:stream";
+import { finished, pipeline } from "node:stream/promises";
+import { DecompressStream } from "zstd-napi";
+import { ArtifactsError, ioError, redactUrl } from "./errors.js";
+import {
+  ensureFreeSpace,
+  fileSize,
+  fsyncDir,
+  fsyncFile,
+  readJson,
+  removeQuietly,
+  writeFileAtomic,
+} from "./fsutil.js";
+import { getFollowing, headerValue } from "./http.js";
+import { type Progress, ProgressTracker } from "./progress.js";
+import { failureFor, RetryableError, type RetryOptions, retrying } from "./retry.js";
+
+export interface DownloadOptions extends RetryOptions {
+  url: string;
+  /** Final path. `<dest>.part` (and `<dest>.part.json`) hold an unfinished download between runs. */
+  dest: string;
+  /** An `authorization` header here is sent only to the origin of `url`, never to a redirect target elsewhere. */
+  headers?: Record<string, string>;
+  /** Hex SHA-256 (or `sha256:<hex>`) of the bytes as published; a mismatch deletes the download. */
+  expectedSha256?: string;
+  /** Size as published, when known beforehand: lets the free-space check run before the first request. */
+  expectedBytes?: number;
+  /** Decompress while streaming; the digest still covers the compressed bytes as published. */
+  decompress?: "zstd";
+  onProgress?: (p: Progress) => void;
+  /** Name shown in progress and messages. Default: the file name of `dest`. */
+  label?: string;
+  /** Give up on an attempt after this long without a byte. Default 30 000 ms. */
+  stallTimeoutMs?: number;
+}
+
+export interface DownloadResult {
+  path: string;
+  /** SHA-256 of the bytes as published (before decompression). */
+  sha256: string;
+  /** Bytes as published. */
+  bytes: number;
+  /** True when the digest was compared with `expectedSha256`. */
+  verified: boolean;
+  /** Bytes reused from an earlier, interrupted run. */
+  resumedFrom: number;
+}
+
+interface PartMeta {
+  url: string;
+  /** Strong ETag or Last-Modified of the object, sent back in If-Range. */
+  validator?: string;
+  sha256?: string;
+}
+
+export function normalizeSha256(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const hex = value.toLowerCase().replace(/^sha256:/, "");
+  if (!/^[0-9a-f]{64}$/.test(hex)) {
+    throw new ArtifactsError("INVALID_ARGUMENT", `Not a SHA-256 digest: ${JSON.stringify(value)}.`);
+  }
+  return hex;
+}
+
+/**
+ * Downloads `url` to `dest`: resumable through a `.part` file, hashed while streaming, verified, fsynced and
+ * renamed into place. Never leaves a partial file under the final name.
+ */
+export async function download(opts: DownloadOptions): Promise<DownloadResult> {
+  const dest = resolve(opts.dest);
+  const dir = dirname(dest);
+  const label = opts.label ?? basename(dest);
+  const expected = normalizeSha256(opts.expectedSha256);
+  const partPath = `${dest}.part`;
+  const metaPath = `${dest}.part.json`;
+  const outPath = opts.decompress ? `${dest}.unpacking` : undefined;
+  const headers: Record<string, string> = { "user-agent": "stack-artifacts" };
+  const credentials: Record<string, string> = {};
+  for (const [k, v] of Object.entries(opts.headers ?? {})) {
+    if (k.toLowerCase() === "authorization") credentials.authorization = v;
+    else headers[k.toLowerCase()] = v;
+  }
+
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (err) {
+    throw ioError(err, `creating ${dir}`);
+  }
+  let meta: PartMeta = { url: opts.url, ...(expected ? { sha256: expected } : {}) };
+  const previous = await readJson<PartMeta>(metaPath);
+  const existing = (await fileSize(partPath)) ?? 0;
+  const reusable =
+    existing > 0 &&
+    previous?.url === opts.url &&
+    previous.sha256 === meta.sha256 &&
+    (previous.validator !== undefined || expected !== undefined);
+  if (reusable) meta = previous;
+  const resumedFrom = reusable ? existing : 0;
+
+  const sink = new Sink(partPath, outPath);
+  const progress = new ProgressTracker(label, opts.onProgress);
+  let succeeded = false;
+  try {
+    await sink.open(resumedFrom);
+    if (resumedFrom > 0) opts.onMessage?.(`${label}: resuming at byte ${resumedFrom}`);
+    if (opts.expectedBytes !== undefined) await ensureFreeSpace(dir, opts.expectedBytes - resumedFrom);
+    let spaceChecked = opts.expectedBytes !== undefined;
+
+    await retrying(`Downloading ${label}`, opts, async () => {
+      // Without a validator or a digest, resuming could splice two versions of the file together undetected.
+      const canResume = meta.validator !== undefined || expected !== undefined;
+      if (sink.bytes > 0 && !canResume) await sink.reset();
+      const attemptHeaders = { ...headers };
+      if (sink.bytes > 0) {
+        attemptHeaders.range = `bytes=${sink.bytes}-`;
+        if (meta.validator) attemptHeaders["if-range"] = meta.validator;
+      }
+      const res = await getFollowing(opts.url, {
+        headers: attemptHeaders,
+        credentials,
+        signal: opts.signal,
+        stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
+      });
+      let consumed = false;
+      try {
+        let total: number | undefined;
+        if (res.statusCode === 206) {
+          const range = parseContentRange(headerValue(res.headers, "content-range"));
+          if (range?.start !== sink.bytes) {
+            await sink.reset();
+            throw new RetryableError("the server resumed at the wrong position; restarting from zero", 0);
+          }
+          total = range.total;
+        } else if (res.statusCode === 200) {
+          if (sink.bytes > 0) {
+            opts.onMessage?.(`${label}: the server did not resume (answered 200); restarting from zero`);
+            await sink.reset();
+          }
+          const length = Number(headerValue(res.headers, "content-length"));
+          total = Number.isFinite(length) ? length : undefined;
+        } else if (res.statusCode === 416) {
+          const range = parseContentRange(headerValue(res.headers, "content-range"));
+          if (range?.total !== undefined && range.total === sink.bytes) return; // the .part was already complete
+          opts.onMessage?.(`${label}: the server rejected the resume position (416); restarting from zero`);
+          await sink.reset();
+          throw new RetryableError("range not satisfiable", 0);
+        } else {
+          throw failureFor(
+            res.statusCode,
+            res.headers,
+            {
+              what: label,
+              url: res.url,
+              hasToken: "authorization" in credentials,
+              crossOrigin: res.crossOrigin,
+            },
+            opts,
+          );
+        }
+
+        const validator = strongValidator(res.headers);
+        if (validator !== meta.validator) {
+          meta = { ...meta, ...(validator ? { validator } : {}) };
+          if (!validator) delete meta.validator;
+          await writeFileAtomic(metaPath, JSON.stringify(meta));
+        }
+        if (!spaceChecked && total !== undefined) {
+          await ensureFreeSpace(dir, total - sink.bytes);
+          spaceChecked = true;
+        }
+        progress.setTotal(total);
+        consumed = true;
+        for await (const chunk of res.body) {
+          await sink.write(chunk as Buffer);
+          progress.set(sink.bytes);
+        }
+        if (total !== undefined && sink.bytes !== total) {
+          throw new RetryableError(`the connection closed at byte ${sink.bytes} of ${total}`);
+        }
+      } finally {
+        if (!consumed) await res.body.dump().catch(() => {});
+      }
+    });
+
+    await sink.finish();
+    const sha256 = sink.digest();
+    if (expected && sha256 !== expected) {
+      await removeQuietly(partPath, metaPath, outPath);
+      throw new ArtifactsError(
+        "CHECKSUM_MISMATCH",
+        `${label}: SHA-256 mismatch (expected ${expected}, got ${sha256}); the download was deleted. Run the command again to download it afresh; if it fails again, the published file does not match its published digest.`,
+        { url: redactUrl(opts.url) },
+      );
+    }
+    if (sink.decompressError) {
+      await removeQuietly(partPath, metaPath, outPath);
+      throw new ArtifactsError(
+        "DECOMPRESS_FAILED",
+        `${label}: not valid zstd data (${sink.decompressError.message}); the download was deleted.`,
+        { cause: sink.decompressError },
+      );
+    }
+    const finalTmp = outPath ?? partPath;
+    try {
+      await fsyncFile(finalTmp);
+      await rename(finalTmp, dest);
+      await fsyncDir(dir);
+    } catch (err) {
+      throw ioError(err, `moving the download to ${dest}`);
+    }
+    await removeQuietly(metaPath, outPath ? partPath : undefined);
+    progress.finish();
+    succeeded = true;
+    return { path: dest, sha256, bytes: sink.bytes, verified: expected !== undefined, resumedFrom };
+  } finally {
+    if (!succeeded) {
+      await sink.close();
+      // The .part stays for the next run to resume; the decompressed output is rebuilt from it anyway.
+      await removeQuietly(outPath);
+    }
+  }
+}
+
+function parseContentRange(value: string | undefined): { start?: number; total?: number } | undefined {
+  if (!value) return undefined;
+  const m = /^bytes\s+(?:(\d+)-\d+|\*)\/(\d+|\*)$/.exec(value.trim());
+  if (!m) return undefined;
+  const r: { start?: number; total?: number } = {};
+  if (m[1] !== undefined) r.start = Number(m[1]);
+  if (m[2] !== "*") r.total = Number(m[2]);
+  return r;
+}
+
+/** If-Range needs a strong validator: a weak ETag would never match and always restart from zero. */
+function strongValidator(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const etag = headerValue(headers, "etag");
+  if (etag && !etag.startsWith("W/")) return etag;
+  return headerValue(headers, "last-modified");
+}
+
+/** Resolves once `stream` can take more data, or has failed (the caller then checks the recorded error). */
+function drained(stream: Writable): Promise<void> {
+  if (stream.destroyed || !stream.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolveDrain) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      stream.off("error", done);
+      resolveDrain();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+    stream.on("error", done);
+  });
+}
+
+/**
+ * Where downloaded bytes go: the SHA-256, the `.part` file and, for compressed assets, a streaming decompressor.
+ * The hash cannot be persisted, so reopening an existing `.part` replays it through the hash and the decompressor.
+ */
+class Sink {
+  bytes = 0;
+  decompressError: Error | undefined;
+  private hash: Hash = createHash("sha256");
+  private part: WriteStream | undefined;
+  private zstd: { dec: DecompressStream; out: WriteStream; done: Promise<void> } | undefined;
+  private failure: ArtifactsError | undefined;
+
+  constructor(
+    private readonly partPath: string,
+    private readonly outPath: string | undefined,
+  ) {}
+
+  async open(offset: number): Promise<void> {
+    this.hash = createHash("sha256");
+    this.bytes = 0;
+    this.failure = undefined;
+    this.decompressError = undefined;
+    if (this.outPath) this.startDecompressor(this.outPath);
+    if (offset > 0) {
+      try {
+        for await (const chunk of createReadStream(this.partPath, { end: offset - 1 }))
+          await this.feed(chunk, false);
+      } catch (err) {
+        throw ioError(err, `reading ${this.partPath}`);
+      }
+    }
+    const part = createWriteStream(this.partPath, { flags: offset > 0 ? "a" : "w" });
+    part.on("error", (err) => {
+      this.failure ??= ioError(err, `writing ${this.partPath}`);
+    });
+    this.part = part;
+  }
+
+  async reset(): Promise<void> {
+    await this.close();
+    await this.open(0);
+  }
+
+  write(chunk: Buffer): Promise<void> {
+    return this.feed(chunk, true);
+  }
+
+  private async feed(chunk: Buffer, toPart: boolean): Promise<void> {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    const partFull = toPart && !this.part!.write(chunk);
+    const dec = this.decompressError ? undefined : this.zstd?.dec;
+    const decFull = dec !== undefined && !dec.write(chunk);
+    if (partFull) await drained(this.part!);
+    if (decFull) await drained(dec);
+    if (this.failure) throw this.failure;
+  }
+
+  async finish(): Promise<void> {
+    const part = this.part!;
+    part.end();
+    await finished(part).catch(() => {});
+    if (this.zstd && !this.decompressError) {
+      this.zstd.dec.end();
+      await this.zstd.done;
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  digest(): string {
+    return this.hash.digest("hex");
+  }
+
+  /** Waits for the file descriptors to close: a late write from an old stream would corrupt a restarted file. */
+  async close(): Promise<void> {
+    const streams = [this.part, this.zstd?.dec, this.zstd?.out].filter((s) => s !== undefined);
+    this.part = undefined;
+    this.zstd = undefined;
+    await Promise.all(
+      streams.map((s) => {
+        if (s.closed) return undefined;
+        const closed = new Promise<void>((ok) => s.once("close", () => ok()));
+        s.destroy();
+        return closed;
+      }),
+    );
+  }
+
+  private startDecompressor(outPath: string): void {
+    const dec = new DecompressStream();
+    const out = createWriteStream(outPath);
+    // A corrupt stream is reported only after the digest check: a digest mismatch is the more useful diagnosis.
+    dec.on("error", (err) => {
+      this.decompressError ??= err;
+    });
+    out.on("error", (err) => {
+      // pipeline() also destroys `out` with the decompressor's own error; that one is not an I/O failure.
+      if (err !== this.decompressError) this.failure ??= ioError(err, `writing ${outPath}`);
+    });
+    const done = pipeline(dec, out).catch(() => {});
+    this.zstd = { dec, out, done };
+  }
+}
