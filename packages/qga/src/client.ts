@@ -143,19 +143,24 @@ export class QgaClient {
         command: "guest-exec",
       });
     }
+    const stillRunning = (cause?: unknown) =>
+      new QgaError(
+        "TIMEOUT",
+        `${req.path} (guest pid ${pid}) did not exit in time and may still be running in the guest: ` +
+          "pass a larger timeoutMs",
+        { command: "guest-exec", cause },
+      );
     let delay = FIRST_POLL_MS;
     for (;;) {
-      // The agent forgets a process the first time it reports it exited, so this first result is the only one.
-      const status = (await this.#session.execute("guest-exec-status", { pid }, deadline)) as ExecStatus;
-      if (status.exited) return execResult(status);
-      if (Date.now() + delay >= deadline) {
-        throw new QgaError(
-          "TIMEOUT",
-          `${req.path} (guest pid ${pid}) did not exit in time and may still be running in the guest: ` +
-            "pass a larger timeoutMs",
-          { command: "guest-exec" },
-        );
+      let status: ExecStatus;
+      try {
+        // The agent forgets a process the first time it reports it exited, so this first result is the only one.
+        status = (await this.#session.execute("guest-exec-status", { pid }, deadline)) as ExecStatus;
+      } catch (error) {
+        throw error instanceof QgaError && error.code === "TIMEOUT" ? stillRunning(error) : error;
       }
+      if (status.exited) return execResult(status);
+      if (Date.now() + delay >= deadline) throw stillRunning();
       await sleep(delay);
       delay = Math.min(delay * 2, MAX_POLL_MS);
     }

@@ -149,6 +149,7 @@ describe("QgaClient against a real qemu-ga", () => {
   it("times out an exec that outlives its deadline, then runs the next command", async () => {
     const error = await rejection(client.exec({ path: "/bin/sleep", args: ["30"] }, { timeoutMs: 300 }));
     expect(error.code).toBe("TIMEOUT");
+    expect(error.message).toContain("may still be running");
     const next = await client.exec({ path: "/bin/echo", args: ["after"] });
     expect(next.stdout.toString()).toBe("after\n");
   });
