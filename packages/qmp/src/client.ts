@@ -28,31 +28,35 @@ interface Pending {
 type EventListener = (event: QmpEvent) => void;
 type CloseListener = (error: QmpError) => void;
 
-/** Runs `fn` with a timer and an abort signal; whichever fires first calls `onStop` once. Returns the disposer. */
+/**
+ * Arms a deadline and an abort listener; whichever fires first calls `onStop`, once, unless the returned disposer
+ * ran before.
+ */
 function guard(
   timeoutMs: number | undefined,
   signal: AbortSignal | undefined,
   onStop: (code: "TIMEOUT" | "ABORTED") => void,
 ): () => void {
   let timer: NodeJS.Timeout | undefined;
-  const onAbort = () => {
+  let active = true;
+  const fire = (code: "TIMEOUT" | "ABORTED") => {
+    if (!active) return;
     dispose();
-    onStop("ABORTED");
+    onStop(code);
   };
+  const onAbort = () => fire("ABORTED");
   const dispose = () => {
+    active = false;
     if (timer) clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
   };
   if (signal?.aborted) {
-    queueMicrotask(() => onStop("ABORTED"));
+    // Deferred so the caller has finished registering what onStop undoes.
+    queueMicrotask(onAbort);
     return dispose;
   }
-  if (timeoutMs !== undefined && Number.isFinite(timeoutMs)) {
-    timer = setTimeout(() => {
-      dispose();
-      onStop("TIMEOUT");
-    }, timeoutMs);
-  }
+  if (timeoutMs !== undefined && Number.isFinite(timeoutMs))
+    timer = setTimeout(() => fire("TIMEOUT"), timeoutMs);
   signal?.addEventListener("abort", onAbort, { once: true });
   return dispose;
 }
@@ -204,6 +208,10 @@ export class QmpClient {
 
   private awaitGreeting(deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
     return new Promise((resolve, reject) => {
+      if (this.receivedGreeting) {
+        resolve();
+        return;
+      }
       const cleanup = () => {
         stop();
         this.onGreeting = undefined;
@@ -235,6 +243,15 @@ export class QmpClient {
     });
   }
 
+  private log(dir: "in" | "out", line: string): void {
+    if (!this.wireLog) return;
+    try {
+      this.wireLog(dir, redactLine(line));
+    } catch {
+      // A failing debug hook must not break the protocol (it runs inside the socket's data handler).
+    }
+  }
+
   /** Ends the connection because the stream cannot be trusted any more. */
   private fail(reason: QmpError): void {
     this.shutdown(reason);
@@ -243,7 +260,7 @@ export class QmpClient {
 
   private handleLine(line: string): void {
     if (this.closeReason) return;
-    this.wireLog?.("in", redactLine(line));
+    this.log("in", line);
     let message: Record<string, unknown>;
     try {
       message = JSON.parse(line);
@@ -370,7 +387,7 @@ export class QmpClient {
         },
       });
       this.unanswered.push(id);
-      this.wireLog?.("out", redactLine(line.trimEnd()));
+      this.log("out", line.trimEnd());
       this.socket.write(line);
     });
   }
@@ -439,7 +456,15 @@ export class QmpClient {
       };
       const onEvent: EventListener = (event) => {
         if (event.event !== name) return;
-        if (opts.predicate && !opts.predicate(event)) return;
+        let matches: boolean;
+        try {
+          matches = opts.predicate ? opts.predicate(event) : true;
+        } catch (error) {
+          cleanup();
+          reject(error);
+          return;
+        }
+        if (!matches) return;
         cleanup();
         resolve(event);
       };
@@ -490,14 +515,17 @@ export class QmpClient {
     await this.execute("system_powerdown");
   }
 
-  /** Asks QEMU to exit. QEMU may close the socket right after (or before) its reply; both count as success. */
+  /**
+   * Asks QEMU to exit and resolves once the connection is gone. QEMU may close the socket right after (or before)
+   * its reply; both count as success. Wait for the process itself to know it has exited.
+   */
   async quit(): Promise<void> {
     try {
       await this.execute("quit");
     } catch (error) {
       if (!(error instanceof QmpError && error.code === "CLOSED")) throw error;
     }
-    await this.closed;
+    await this.close();
   }
 
   queryVersion(): Promise<VersionInfo> {
