@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Secret input shared by rotate-secrets and the entrypoint (in the app container) and by trigger-fast-rotate
+# (in the guest), so that both sides of `docker exec` accept exactly the same input. Source it; do not run it.
+#
+# Input format: `KEY=value` lines, one per secret, every one of SECRET_KEYS present exactly once, every value
+# 64 lowercase hex characters. Empty lines are ignored. Values are never echoed: they are secrets, and a bad value
+# may be an attempt to inject something into a terminal or a log.
+
+SECRET_KEYS=(STACK_PUBLISHABLE_CLIENT_KEY STACK_SECRET_SERVER_KEY STACK_SUPER_SECRET_ADMIN_KEY CRON_SECRET)
+declare -gA SECRETS=()
+
+# Reads KEY=value lines from stdin into SECRETS. Prints every problem found (prefixed with $1) to stderr and
+# returns 1 when there is any; SECRETS is then empty, so a caller cannot act on half-valid input.
+secrets_parse() {
+  local who="$1" line key value lineno=0 errors=0
+  SECRETS=()
+  while IFS= read -r line || [ -n "$line" ]; do
+    lineno=$((lineno + 1))
+    [ -z "$line" ] && continue
+    if [[ ! $line =~ ^([A-Z][A-Z0-9_]{0,63})=(.*)$ ]]; then
+      printf '%s: line %d: expected KEY=value with an upper-case KEY\n' "$who" "$lineno" >&2
+      errors=$((errors + 1))
+      continue
+    fi
+    key="${BASH_REMATCH[1]}"
+    value="${BASH_REMATCH[2]}"
+    if ! secrets_is_key "$key"; then
+      printf '%s: line %d: unknown key %s (expected: %s)\n' "$who" "$lineno" "$key" "${SECRET_KEYS[*]}" >&2
+      errors=$((errors + 1))
+    elif [ -n "${SECRETS[$key]+set}" ]; then
+      printf '%s: line %d: %s is given twice\n' "$who" "$lineno" "$key" >&2
+      errors=$((errors + 1))
+    elif ! secrets_is_value "$value"; then
+      printf '%s: line %d: %s must be exactly 64 lowercase hex characters (0-9, a-f)\n' "$who" "$lineno" "$key" >&2
+      errors=$((errors + 1))
+      SECRETS[$key]=""
+    else
+      SECRETS[$key]="$value"
+    fi
+  done
+  for key in "${SECRET_KEYS[@]}"; do
+    if [ -z "${SECRETS[$key]+set}" ]; then
+      printf '%s: %s is missing\n' "$who" "$key" >&2
+      errors=$((errors + 1))
+    fi
+  done
+  if [ "$errors" -gt 0 ]; then
+    SECRETS=()
+    return 1
+  fi
+}
+
+secrets_is_key() {
+  local k
+  for k in "${SECRET_KEYS[@]}"; do [ "$k" = "$1" ] && return 0; done
+  return 1
+}
+
+secrets_is_value() {
+  [[ $1 =~ ^[0-9a-f]{64}$ ]]
+}
+
+# The canonical text of SECRETS: fixed key order, so equal secrets always give byte-identical files.
+secrets_render() {
+  local key
+  for key in "${SECRET_KEYS[@]}"; do printf '%s=%s\n' "$key" "${SECRETS[$key]}"; done
+}
+
+secrets_random_value() {
+  od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# Writes stdin to $1 with mode 0600, atomically: readers see the old file or the new one, never a partial one,
+# and the secret is never readable by others, not even for a moment.
+write_private_file() {
+  local dest="$1" dir tmp
+  dir="$(dirname "$dest")"
+  mkdir -p "$dir"
+  tmp="$(mktemp "$dir/.$(basename "$dest").XXXXXX")"
+  chmod 0600 "$tmp"
+  if ! cat >"$tmp" || ! mv -f "$tmp" "$dest"; then
+    rm -f "$tmp"
+    return 1
+  fi
+}

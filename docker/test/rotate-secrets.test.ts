@@ -1,0 +1,378 @@
+// rotate-secrets against a real PostgreSQL, a real supervisord running the shipped config (programs whose
+// children hold TCP ports), and a tree of built files; trigger-fast-rotate handing off to it.
+import { access, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type AppAnswer,
+  askApp,
+  cloudInitDir,
+  dockerDir,
+  eventually,
+  PLACEHOLDERS,
+  type Postgres,
+  randomSecrets,
+  run,
+  type Secrets,
+  type Supervisor,
+  secretLines,
+  startPostgres,
+  startSupervisor,
+  writeExecutable,
+} from "./harness.js";
+
+const KEY_SET_ID = "3142e763-b230-44b5-8636-aa62f7489c26";
+const OTHER_KEY_SET_ID = "9b0c7d4e-1111-4222-8333-444455556666";
+const OTHER_KEYS = { pck: "a".repeat(64), ssk: "b".repeat(64), sak: "c".repeat(64) };
+
+let pg: Postgres;
+let sup: Supervisor;
+let dir: string;
+let jsDir: string;
+let rotateEnv: Record<string, string>;
+let envFile: string;
+
+async function readTree(root: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    out.set(path.slice(root.length + 1), await readFile(path, "utf8"));
+  }
+  return out;
+}
+
+async function keyRows(): Promise<string[]> {
+  const out = await pg.sql(
+    `SELECT "id", "publishableClientKey", "secretServerKey", "superSecretAdminKey", "updatedAt" FROM "ApiKeySet" ORDER BY "id";`,
+  );
+  return out.trim().split("\n");
+}
+
+async function apps(): Promise<{ backend: AppAnswer; dashboard: AppAnswer }> {
+  return { backend: await askApp(sup.ports.backend), dashboard: await askApp(sup.ports.dashboard) };
+}
+
+/** Waits until both programs answer from processes that hold `pck`. */
+async function appsWithKey(pck: string) {
+  return eventually(async () => {
+    const a = await apps();
+    return a.backend.publishableClientKey === pck && a.dashboard.publishableClientKey === pck ? a : undefined;
+  }, `both programs to answer with the new key`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function snapshot() {
+  return {
+    rows: await keyRows(),
+    tree: await readTree(jsDir),
+    apps: await apps(),
+    envFile: await readFile(envFile, "utf8").catch(() => null),
+  };
+}
+
+const rotate = (input: string, env: Record<string, string> = {}) =>
+  run(join(dockerDir, "rotate-secrets"), [], { env: { ...rotateEnv, ...env }, input });
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "stack-rotate-"));
+  jsDir = join(dir, "app");
+  const baked = PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY;
+  await mkdir(join(jsDir, ".next", "static", "chunks", "app"), { recursive: true });
+  await mkdir(join(jsDir, "apps", "backend"), { recursive: true });
+  await writeFile(
+    join(jsDir, ".next", "static", "chunks", "main-1a2b.js"),
+    `self.__env={NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY:"${baked}"};console.log("${baked}".length);\n`,
+  );
+  await writeFile(join(jsDir, ".next", "static", "chunks", "app", "page-9f.js"), `let k='${baked}',n=1;`, {
+    mode: 0o640,
+  });
+  await writeFile(join(jsDir, ".next", "server.html"), `<script>window.k="${baked}"</script>`);
+  await writeFile(join(jsDir, "apps", "backend", "route.js"), `export const other = "${"0".repeat(64)}";\n`);
+
+  pg = await startPostgres();
+  await pg.sql(`
+    CREATE TABLE "ApiKeySet" (
+      "projectId" text NOT NULL,
+      "id" uuid NOT NULL,
+      "description" text NOT NULL,
+      "publishableClientKey" text UNIQUE,
+      "secretServerKey" text UNIQUE,
+      "superSecretAdminKey" text UNIQUE,
+      "createdAt" timestamp(3) NOT NULL DEFAULT now(),
+      "updatedAt" timestamp(3) NOT NULL DEFAULT '2020-01-01',
+      PRIMARY KEY ("projectId", "id")
+    );
+    INSERT INTO "ApiKeySet" ("projectId", "id", "description", "publishableClientKey", "secretServerKey", "superSecretAdminKey")
+    VALUES
+      ('internal', '${KEY_SET_ID}', 'emulator', '${PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY}', '${PLACEHOLDERS.STACK_SECRET_SERVER_KEY}', '${PLACEHOLDERS.STACK_SUPER_SECRET_ADMIN_KEY}'),
+      ('internal', '${OTHER_KEY_SET_ID}', 'user-created', '${OTHER_KEYS.pck}', '${OTHER_KEYS.ssk}', '${OTHER_KEYS.sak}');
+  `);
+
+  envFile = join(dir, "state", "rotated-secrets.env");
+  const shared = { STACK_EMULATOR_LIB: join(dockerDir, "lib"), STACK_ROTATED_ENV_FILE: envFile };
+  // The environment the container was created with: the baked placeholders.
+  sup = await startSupervisor({ dir, programEnv: { ...PLACEHOLDERS, ...shared } });
+  rotateEnv = {
+    ...PLACEHOLDERS,
+    ...shared,
+    ...sup.env,
+    STACK_ROTATE_JS_DIR: jsDir,
+    STACK_ROTATE_STATE_DIR: join(dir, "state", "rotation"),
+    STACK_DATABASE_CONNECTION_STRING: pg.url,
+  };
+}, 120_000);
+
+afterAll(async () => {
+  await sup?.stop();
+  await pg?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+}, 120_000);
+
+describe("rotate-secrets", () => {
+  it("starts from the baked placeholders", async () => {
+    const a = await apps();
+    expect(a.backend.publishableClientKey).toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(a.dashboard.cronSecret).toBe(PLACEHOLDERS.CRON_SECRET);
+  });
+
+  const good = randomSecrets();
+  const pwned = () => join(dir, "pwned");
+  const badInputs: [string, () => string, RegExp][] = [
+    [
+      "a non-hex value",
+      () => secretLines({ ...good, STACK_SECRET_SERVER_KEY: "g".repeat(64) }),
+      /STACK_SECRET_SERVER_KEY must be exactly 64 lowercase hex/,
+    ],
+    [
+      "a value one char short",
+      () => secretLines({ ...good, CRON_SECRET: good.CRON_SECRET.slice(1) }),
+      /CRON_SECRET must be exactly 64/,
+    ],
+    [
+      "upper-case hex",
+      () =>
+        secretLines({
+          ...good,
+          STACK_PUBLISHABLE_CLIENT_KEY: good.STACK_PUBLISHABLE_CLIENT_KEY.toUpperCase(),
+        }),
+      /STACK_PUBLISHABLE_CLIENT_KEY must be/,
+    ],
+    [
+      "a missing key",
+      () => secretLines({ ...good, STACK_SUPER_SECRET_ADMIN_KEY: undefined }),
+      /STACK_SUPER_SECRET_ADMIN_KEY is missing/,
+    ],
+    ["an unknown key", () => `${secretLines(good)}PATH=${"a".repeat(64)}\n`, /line 5: unknown key PATH/],
+    [
+      "a key given twice",
+      () => `${secretLines(good)}CRON_SECRET=${"1".repeat(64)}\n`,
+      /CRON_SECRET is given twice/,
+    ],
+    ["empty input", () => "", /STACK_PUBLISHABLE_CLIENT_KEY is missing/],
+    [
+      "command substitution",
+      () => secretLines({ ...good, CRON_SECRET: `$(touch ${pwned()})` }),
+      /CRON_SECRET must be/,
+    ],
+    [
+      "backticks and a semicolon",
+      () => secretLines({ ...good, CRON_SECRET: `\`touch ${pwned()}\`;touch ${pwned()}` }),
+      /CRON_SECRET must be/,
+    ],
+    [
+      "an injected key name",
+      () => `$(touch ${pwned()})=${"a".repeat(64)}\n${secretLines(good)}`,
+      /line 1: expected KEY=value/,
+    ],
+  ];
+
+  describe("bad input", () => {
+    let before: Awaited<ReturnType<typeof snapshot>>;
+    beforeAll(async () => {
+      before = await snapshot();
+    });
+
+    it.each(badInputs)("rejects %s with a message", async (_name, input, message) => {
+      const r = await rotate(input());
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).toMatch(/nothing was changed/);
+      // Valid values of a rejected input are secrets too: never echoed.
+      expect(r.stderr).not.toContain(good.STACK_SECRET_SERVER_KEY);
+    });
+
+    it("left the database, the files and the running programs as they were", async () => {
+      await expect(access(pwned())).rejects.toThrow();
+      const after = await snapshot();
+      expect(after.rows).toEqual(before.rows);
+      expect(after.tree).toEqual(before.tree);
+      expect(after.envFile).toBeNull();
+      expect(after.apps.backend.pid).toBe(before.apps.backend.pid);
+      expect(after.apps.dashboard.pid).toBe(before.apps.dashboard.pid);
+    });
+  });
+
+  it("changes nothing when the key set row is not there", async () => {
+    const before = await snapshot();
+    const r = await rotate(secretLines(good), {
+      STACK_ROTATE_KEY_SET_ID: "00000000-0000-4000-8000-000000000000",
+    });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/no "ApiKeySet" row .* nothing was changed/);
+    const after = await snapshot();
+    expect(after).toEqual(before);
+  });
+
+  let first: { backend: AppAnswer; dashboard: AppAnswer };
+
+  it("rotates the row, the built files, the env file and the running programs", async () => {
+    const before = await snapshot();
+    const r = await rotate(secretLines(good));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain(good.STACK_PUBLISHABLE_CLIENT_KEY);
+
+    const rows = await keyRows();
+    expect(rows[0]).toMatch(
+      new RegExp(
+        `^${KEY_SET_ID}\\|${good.STACK_PUBLISHABLE_CLIENT_KEY}\\|${good.STACK_SECRET_SERVER_KEY}\\|${good.STACK_SUPER_SECRET_ADMIN_KEY}\\|`,
+      ),
+    );
+    expect(rows[0]).not.toMatch(/\|2020-01-01/);
+    expect(rows[1]).toBe(before.rows[1]);
+
+    const tree = await readTree(jsDir);
+    for (const [path, text] of tree) {
+      expect(text, path).not.toContain(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
+      expect(text).toBe(
+        before.tree
+          .get(path)
+          ?.replaceAll(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY, good.STACK_PUBLISHABLE_CLIENT_KEY),
+      );
+    }
+    expect(tree.get(".next/static/chunks/main-1a2b.js")).toContain(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect((await stat(join(jsDir, ".next/static/chunks/app/page-9f.js"))).mode & 0o777).toBe(0o640);
+
+    expect((await stat(envFile)).mode & 0o777).toBe(0o600);
+    expect(await readFile(envFile, "utf8")).toBe(secretLines(good));
+
+    first = await appsWithKey(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    for (const name of ["backend", "dashboard"] as const) {
+      const now = first[name];
+      expect(now.secretServerKey).toBe(good.STACK_SECRET_SERVER_KEY);
+      expect(now.superSecretAdminKey).toBe(good.STACK_SUPER_SECRET_ADMIN_KEY);
+      expect(now.cronSecret).toBe(good.CRON_SECRET);
+      expect(now.nextPublicPublishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
+      // The old launcher and the child that held the port are gone: the port was freed and bound again.
+      expect(now.pid).not.toBe(before.apps[name].pid);
+      expect(isAlive(before.apps[name].pid)).toBe(false);
+      expect(isAlive(before.apps[name].launcherPid)).toBe(false);
+    }
+  });
+
+  it("changes nothing when run again with the same values", async () => {
+    const statOf = async (p: string) => {
+      const s = await stat(p);
+      return [s.ino, s.mtimeMs];
+    };
+    const files = [...(await readTree(jsDir)).keys()].map((p) => join(jsDir, p));
+    const before = { snap: await snapshot(), stats: await Promise.all([...files, envFile].map(statOf)) };
+    const r = await rotate(secretLines(good));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/nothing changed/);
+    const after = { snap: await snapshot(), stats: await Promise.all([...files, envFile].map(statOf)) };
+    expect(after).toEqual(before);
+    expect(after.snap.apps.backend.pid).toBe(first.backend.pid);
+  });
+
+  it("rotates again from rotated values, and rejects bad input without touching them", async () => {
+    const before = await snapshot();
+    const bad = await rotate(secretLines({ ...good, CRON_SECRET: "not hex" }));
+    expect(bad.code).not.toBe(0);
+    expect(await snapshot()).toEqual(before);
+
+    const next = randomSecrets();
+    const r = await rotate(secretLines(next));
+    expect(r.code).toBe(0);
+    const tree = await readTree(jsDir);
+    for (const [path, text] of tree) {
+      expect(text).not.toContain(good.STACK_PUBLISHABLE_CLIENT_KEY);
+      expect(text).toBe(
+        before.tree
+          .get(path)
+          ?.replaceAll(good.STACK_PUBLISHABLE_CLIENT_KEY, next.STACK_PUBLISHABLE_CLIENT_KEY),
+      );
+    }
+    expect((await keyRows())[0]).toContain(next.STACK_SUPER_SECRET_ADMIN_KEY);
+    const a = await appsWithKey(next.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(a.backend.cronSecret).toBe(next.CRON_SECRET);
+  });
+});
+
+describe("trigger-fast-rotate", () => {
+  let guestSecrets: string;
+  let handoffLog: string;
+  let triggerEnv: Record<string, string>;
+
+  beforeAll(async () => {
+    guestSecrets = join(dir, "guest", "secrets.env");
+    handoffLog = join(dir, "docker-argv");
+    // Stands in for the docker CLI only: it checks the arguments it was given and runs the real rotate-secrets
+    // with the real stdin, as `docker exec -i` would inside the container.
+    const fakeDocker = join(dir, "docker");
+    await writeExecutable(
+      fakeDocker,
+      `#!/bin/sh\nprintf '%s\\n' "$*" >>'${handoffLog}'\n[ "$*" = "exec -i stack-app rotate-secrets" ] || exit 125\nexec '${join(dockerDir, "rotate-secrets")}'\n`,
+    );
+    triggerEnv = { ...rotateEnv, STACK_DOCKER: fakeDocker, STACK_EMULATOR_SECRETS_FILE: guestSecrets };
+  });
+
+  const trigger = (input: string) =>
+    run(join(cloudInitDir, "scripts", "trigger-fast-rotate"), [], { env: triggerEnv, input });
+
+  it("rejects bad input before handing anything to the container", async () => {
+    const before = await snapshot();
+    const r = await trigger(secretLines({ ...randomSecrets(), STACK_SECRET_SERVER_KEY: "$(reboot)" }));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/trigger-fast-rotate: line 2: STACK_SECRET_SERVER_KEY must be exactly 64/);
+    await expect(access(handoffLog)).rejects.toThrow();
+    await expect(access(guestSecrets)).rejects.toThrow();
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it("hands valid secrets to rotate-secrets and records them in the guest", async () => {
+    const s: Secrets = randomSecrets();
+    // Unordered, with a blank line: the hand-off re-renders the canonical form.
+    const input = `\nCRON_SECRET=${s.CRON_SECRET}\n${secretLines({ ...s, CRON_SECRET: undefined })}`;
+    const r = await trigger(input);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect((await readFile(handoffLog, "utf8")).trim()).toBe("exec -i stack-app rotate-secrets");
+    await appsWithKey(s.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect((await keyRows())[0]).toContain(s.STACK_SECRET_SERVER_KEY);
+    expect((await stat(guestSecrets)).mode & 0o777).toBe(0o600);
+    expect(await readFile(guestSecrets, "utf8")).toBe(secretLines(s));
+  });
+
+  it("keeps the guest's record when the container rejects the rotation", async () => {
+    const before = await readFile(guestSecrets, "utf8");
+    const r = await run(join(cloudInitDir, "scripts", "trigger-fast-rotate"), [], {
+      env: { ...triggerEnv, STACK_ROTATE_KEY_SET_ID: "00000000-0000-4000-8000-000000000000" },
+      input: secretLines(randomSecrets()),
+    });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/rotate-secrets: no "ApiKeySet" row/);
+    expect(r.stderr).toMatch(/trigger-fast-rotate: rotation in the container failed/);
+    expect(await readFile(guestSecrets, "utf8")).toBe(before);
+  });
+});
