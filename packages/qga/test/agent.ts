@@ -10,7 +10,8 @@ export interface Agent {
   /** SIGSTOP: the agent keeps its socket but answers nothing until resumed. */
   pause(): void;
   resume(): void;
-  stop(): Promise<void>;
+  /** Ends the agent (SIGTERM by default; SIGKILL ends it even while paused, before it can answer anything). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
 /**
@@ -64,9 +65,9 @@ export async function spawnAgent(opts: { blockRpcs?: string[] } = {}): Promise<A
     ready,
     pause: () => child.kill("SIGSTOP"),
     resume: () => child.kill("SIGCONT"),
-    async stop() {
+    async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
+        child.kill(signal);
         child.kill("SIGCONT");
       }
       await exited;

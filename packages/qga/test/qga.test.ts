@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { createConnection, createServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QgaClient, QgaError } from "../src/index.js";
@@ -99,8 +100,17 @@ describe("QgaClient against a real qemu-ga", () => {
     expect(result.exitCode).toBeUndefined();
   });
 
-  it("truncates output over 16 MiB and says so", async () => {
-    const result = await client.exec({ path: "/bin/sh", args: ["-c", "head -c 20M /dev/zero"] });
+  it("passes a large stdin through intact", async () => {
+    const input = randomBytes(3 * 1024 * 1024 + 7);
+    const result = await client.exec({ path: "/usr/bin/sha256sum", stdin: input });
+    expect(result.stdout.toString().split(" ")[0]).toBe(createHash("sha256").update(input).digest("hex"));
+  });
+
+  it("truncates output over 16 MiB and says so", { timeout: 180_000 }, async () => {
+    const result = await client.exec(
+      { path: "/bin/sh", args: ["-c", "head -c 20M /dev/zero"] },
+      { timeoutMs: 150_000 },
+    );
     expect(result.exitCode).toBe(0);
     expect(result.stdoutTruncated).toBe(true);
     expect(result.stderrTruncated).toBe(false);
@@ -210,12 +220,15 @@ describe("resync", () => {
       agent.pause();
       const error = await rejection(client.info({ timeoutMs: 300 }));
       expect(error.code).toBe("TIMEOUT");
+      // Still paused: the resync before the next command finds nobody answering.
+      const unresponsive = await rejection(client.ping({ timeoutMs: 300 }));
+      expect(unresponsive.code).toBe("AGENT_UNRESPONSIVE");
       agent.resume();
-      // The resumed agent now answers guest-info; that reply must not be taken for guest-exec's.
+      // The resumed agent now answers guest-info and the abandoned sync; neither may be taken for guest-exec's reply.
       const result = await client.exec({ path: "/bin/echo", args: ["fresh"] });
       expect(result.stdout.toString()).toBe("fresh\n");
       const syncs = wire.filter((line) => line.startsWith('out \\xff{"execute":"guest-sync-delimited"'));
-      expect(syncs).toHaveLength(2);
+      expect(syncs).toHaveLength(3);
       expect(wire.filter((line) => line.startsWith('in {"return":{"version"'))).toHaveLength(1);
     } finally {
       agent.resume();
@@ -319,7 +332,7 @@ describe("failures", () => {
       const client = await QgaClient.connect(agent.socketPath);
       agent.pause();
       const pending = rejection(client.ping());
-      await agent.stop();
+      await agent.stop("SIGKILL");
       expect((await pending).code).toBe("CLOSED");
       expect((await rejection(client.ping())).code).toBe("CLOSED");
       await client.close();
