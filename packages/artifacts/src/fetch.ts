@@ -146,12 +146,7 @@ interface Tree {
 
 async function artifactTree(opts: FetchArtifactOptions): Promise<Tree> {
   const { artifact, client, cache } = opts;
-  if (artifact.expired) {
-    throw new ArtifactsError(
-      "ARTIFACT_EXPIRED",
-      `Artifact ${artifact.name} of run ${artifact.runId} expired${artifact.expiresAt ? ` on ${artifact.expiresAt}` : ""}. Re-run the workflow to build a fresh one.`,
-    );
-  }
+  if (artifact.expired) throw expiredError(artifact);
   const expected = artifact.sha256;
   const verified: Verification = expected ? "digest" : "none";
   if (cache && expected) {
@@ -178,6 +173,10 @@ async function artifactTree(opts: FetchArtifactOptions): Promise<Tree> {
     label: `${artifact.name}.zip`,
     ...(artifact.sizeInBytes > 0 ? { expectedBytes: artifact.sizeInBytes } : {}),
     ...(expected ? { expectedSha256: expected } : {}),
+  }).catch((err: unknown) => {
+    // GitHub answers 410 Gone for an artifact that expired after it was listed.
+    if (err instanceof ArtifactsError && err.status === 410) throw expiredError(artifact);
+    throw err;
   });
   try {
     await rm(tree, { recursive: true, force: true });
@@ -193,6 +192,13 @@ async function artifactTree(opts: FetchArtifactOptions): Promise<Tree> {
   const entry = await cache.commit(tree, result.sha256);
   await removeQuietly(work);
   return { result: summary, dir: entry };
+}
+
+function expiredError(artifact: ArtifactRef): ArtifactsError {
+  return new ArtifactsError(
+    "ARTIFACT_EXPIRED",
+    `Artifact ${artifact.name} of run ${artifact.runId} expired${artifact.expiresAt ? ` on ${artifact.expiresAt}` : ""}. Re-run the workflow to build a fresh one, then try again.`,
+  );
 }
 
 function transfer(opts: TransferOptions): TransferOptions {

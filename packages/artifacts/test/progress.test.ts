@@ -1,0 +1,95 @@
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { createProgressRenderer, formatBytes, formatDuration, type Progress } from "../src/index.js";
+import { ProgressTracker } from "../src/progress.js";
+
+class Capture extends Writable {
+  chunks: string[] = [];
+  constructor(
+    readonly isTTY: boolean,
+    readonly columns = 100,
+  ) {
+    super();
+  }
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    this.chunks.push(chunk.toString());
+    cb();
+  }
+}
+
+const MiB = 1024 * 1024;
+const step = (bytesDone: number, done = false): Progress => ({
+  label: "disk.qcow2",
+  bytesDone,
+  bytesTotal: 100 * MiB,
+  bytesPerSecond: 10 * MiB,
+  etaSeconds: (100 * MiB - bytesDone) / (10 * MiB),
+  done,
+});
+
+describe("createProgressRenderer", () => {
+  it("redraws one line with a bar on a terminal, throttled, and ends it with a newline", () => {
+    const out = new Capture(true);
+    let now = 0;
+    const render = createProgressRenderer(out, { now: () => now });
+    render(step(0));
+    now = 10;
+    render(step(MiB)); // inside the throttle window
+    now = 200;
+    render(step(50 * MiB));
+    now = 210;
+    render(step(100 * MiB, true));
+    expect(out.chunks).toHaveLength(3);
+    expect(out.chunks[1]).toMatch(/^\rdisk\.qcow2 \[#+-+\] 50% 50\.0 MiB\/100\.0 MiB 10\.0 MiB\/s ETA 0:05/);
+    expect(out.chunks.every((c) => c.startsWith("\r"))).toBe(true);
+    expect(out.chunks[2]).toMatch(/100% .*\n$/);
+    expect(out.chunks.every((c) => c.length <= 101)).toBe(true);
+  });
+
+  it("prints occasional plain lines when not a terminal", () => {
+    const out = new Capture(false);
+    let now = 0;
+    const render = createProgressRenderer(out, { now: () => now, plainIntervalMs: 5000 });
+    for (let i = 0; i <= 100; i++) {
+      now = i * 100;
+      render(step(i * MiB));
+    }
+    render(step(100 * MiB, true));
+    expect(out.chunks.some((c) => c.includes("\r"))).toBe(false);
+    expect(out.chunks).toEqual([
+      expect.stringMatching(/^disk\.qcow2: 0% /),
+      expect.stringMatching(/^disk\.qcow2: 50% /),
+      expect.stringMatching(/^disk\.qcow2: 100% /),
+      "disk.qcow2: 100% 100.0 MiB/100.0 MiB done\n",
+    ]);
+  });
+});
+
+describe("ProgressTracker", () => {
+  it("computes the rate over a recent window and an ETA", () => {
+    const events: Progress[] = [];
+    let now = 0;
+    const tracker = new ProgressTracker(
+      "x",
+      (p) => events.push(p),
+      () => now,
+    );
+    tracker.setTotal(100 * MiB);
+    for (let s = 0; s <= 10; s++) {
+      now = s * 1000;
+      tracker.set(s * 5 * MiB);
+    }
+    const last = events.at(-1)!;
+    expect(last.bytesPerSecond).toBeCloseTo(5 * MiB, -3);
+    expect(last.etaSeconds).toBeCloseTo(10, 0);
+    tracker.finish();
+    expect(events.at(-1)!.done).toBe(true);
+  });
+
+  it("formats sizes and durations", () => {
+    expect(formatBytes(512)).toBe("512 B");
+    expect(formatBytes(1536 * MiB)).toBe("1.50 GiB");
+    expect(formatDuration(3725)).toBe("1:02:05");
+    expect(formatDuration(65)).toBe("1:05");
+  });
+});
