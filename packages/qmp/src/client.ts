@@ -392,7 +392,10 @@ export class QmpClient {
     });
   }
 
-  /** Subscribes to events (all, or one name). Iteration ends when the connection closes; `break` unsubscribes. */
+  /**
+   * Subscribes to events (all, or one name). Iteration ends when the connection closes; `break` (or `return()`)
+   * unsubscribes. Events queue up until read, so end an iterator you stop reading.
+   */
   events(name?: string): AsyncIterableIterator<QmpEvent> {
     const queue: QmpEvent[] = [];
     let waiter: ((result: IteratorResult<QmpEvent>) => void) | undefined;
