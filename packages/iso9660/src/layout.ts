@@ -61,6 +61,7 @@ const MAX_DIRECTORIES = 0xffff;
 export const SECTION_SIZE = 0xfffff800;
 const MAX_SINGLE_EXTENT = 0xffffffff;
 const FIRST_DESCRIPTOR = 16;
+const MIN_SECTORS = FIRST_DESCRIPTOR + 8;
 
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -83,6 +84,11 @@ interface LaidDir {
   number: number;
   extent: number;
   sectors: number;
+  /**
+   * Sectors of Rock Ridge continuation areas placed right after the directory: libarchive reads them only
+   * when they directly follow the directory that points to them.
+   */
+  ceSectors: number;
   /** For a directory moved under rr_moved: the directory it really belongs to. */
   realParent: DirNode | null;
 }
@@ -211,7 +217,17 @@ function primaryTree(
     );
   const byNode = new Map<DirNode, LaidDir>();
   const make = (node: DirNode, parent: LaidDir | null, id: string, realParent: DirNode | null): LaidDir => {
-    const laid: LaidDir = { node, parent, id, members: [], number: 0, extent: 0, sectors: 0, realParent };
+    const laid: LaidDir = {
+      node,
+      parent,
+      id,
+      members: [],
+      number: 0,
+      extent: 0,
+      sectors: 0,
+      ceSectors: 0,
+      realParent,
+    };
     byNode.set(node, laid);
     return laid;
   };
@@ -270,6 +286,7 @@ function jolietTree(root: DirNode): LaidDir[] {
       number: 0,
       extent: 0,
       sectors: 0,
+      ceSectors: 0,
       realParent: null,
     };
     byNode.set(node, laid);
@@ -456,9 +473,13 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
 
   // Pass 1: record sizes do not depend on locations, so encoding with placeholder locations sizes everything.
   const sizing: Locations = { isoDir: primary.byNode, fileExtent: new Map(), zeroBlock: 0 };
-  const sizingCe = new ContinuationAreas(0, null);
-  for (const d of primary.dirs) d.sectors = packRecords(primaryRecords(d, sizing, sizingCe)).sectors;
-  for (const d of joliet) d.sectors = packRecords(jolietRecords(d, sizing, sizingCe)).sectors;
+  const noCe = new ContinuationAreas(0, null);
+  for (const d of primary.dirs) {
+    const sizingCe = new ContinuationAreas(0, null);
+    d.sectors = packRecords(primaryRecords(d, sizing, sizingCe)).sectors;
+    d.ceSectors = sizingCe.used;
+  }
+  for (const d of joliet) d.sectors = packRecords(jolietRecords(d, sizing, noCe)).sectors;
 
   const pathTable = (dirs: LaidDir[], encode: (id: string) => Buffer, bigEndian: boolean) =>
     Buffer.concat(
@@ -487,10 +508,8 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
   for (const d of [...primary.dirs, ...joliet]) {
     d.extent = next;
-    next += d.sectors;
+    next += d.sectors + d.ceSectors;
   }
-  const ceStart = next;
-  next += sizingCe.used;
   const zeroBlock = next++;
   const files: PlannedFile[] = [];
   const fileExtent = new Map<FileNode, number>();
@@ -502,23 +521,24 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
       next += sectorsFor(m.node.size);
     }
   }
-  const totalSectors = next;
+  // libarchive recognises an image only when it can read 16 sectors past the system area.
+  const totalSectors = Math.max(next, MIN_SECTORS);
 
   // Pass 3: encode everything with real locations.
   const metadata = Buffer.alloc((zeroBlock + 1) * SECTOR);
   const loc: Locations = { isoDir: primary.byNode, fileExtent, zeroBlock };
-  const ce = new ContinuationAreas(ceStart, metadata);
-  const writeDirs = (dirs: LaidDir[], encode: (d: LaidDir) => Buffer[]) => {
+  const writeDirs = (dirs: LaidDir[], encode: (d: LaidDir, ce: ContinuationAreas) => Buffer[]) => {
     for (const d of dirs) {
-      const records = encode(d);
+      const ce = new ContinuationAreas(d.extent + d.sectors, metadata);
+      const records = encode(d, ce);
       const packed = packRecords(records);
-      if (packed.sectors !== d.sectors) throw new Error(`internal: directory ${d.node.path} changed size`);
+      if (packed.sectors !== d.sectors || ce.used !== d.ceSectors)
+        throw new Error(`internal: directory ${d.node.path} changed size`);
       for (const [i, r] of records.entries()) r.copy(metadata, d.extent * SECTOR + packed.offsets[i]!);
     }
   };
-  writeDirs(primary.dirs, (d) => primaryRecords(d, loc, ce));
-  writeDirs(joliet, (d) => jolietRecords(d, loc, ce));
-  if (ce.used !== sizingCe.used) throw new Error("internal: continuation areas changed size");
+  writeDirs(primary.dirs, (d, ce) => primaryRecords(d, loc, ce));
+  writeDirs(joliet, (d, ce) => jolietRecords(d, loc, ce));
 
   const rootRecord = (dirs: LaidDir[]) =>
     directoryRecord({

@@ -107,9 +107,13 @@ export function slEntries(target: string): Buffer[] {
   const out: Buffer[] = [];
   let current: Buffer[] = [];
   let used = 0;
-  const room = MAX_ENTRY - 5;
+  // A continued entry ends with an empty text component flagged CONTINUE: Linux then adds no slash at the
+  // entry boundary and libarchive (which never adds one there) gets the slash from the component before it.
+  const bridge = Buffer.from([CONTINUE, 0]);
+  const room = MAX_ENTRY - 5 - bridge.length;
   const flush = (more: boolean) => {
-    out.push(entry("SL", Buffer.concat([Buffer.from([more ? CONTINUE : 0]), ...current])));
+    const body = more ? [...current, bridge] : current;
+    out.push(entry("SL", Buffer.concat([Buffer.from([more ? CONTINUE : 0]), ...body])));
     current = [];
     used = 0;
   };

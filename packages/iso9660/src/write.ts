@@ -176,6 +176,7 @@ export async function writePlan(plan: Plan, sink: Sink): Promise<number> {
       else await copyFromStream(pump, node, source.open);
       await pump.zeros((SECTOR - (node.size % SECTOR)) % SECTOR);
     }
+    await pump.zeros(plan.totalSectors * SECTOR - (pump.written + pump.space().offset));
     await pump.end();
   } catch (error) {
     await pump.end().catch(() => {});
