@@ -92,11 +92,21 @@ export function migrationUri(method: SaveMethod, file: string, direction: "in" |
 interface Abilities {
   version: QemuVersionTriple;
   capabilities: Set<string>;
+  /** Some guest RAM is a memory backend with share=on. */
+  sharedRam: boolean;
 }
 
 async function abilities(q: QmpClient): Promise<Abilities> {
-  const [version, caps] = await Promise.all([q.queryVersion(), q.queryMigrateCapabilities()]);
-  return { version: version.qemu, capabilities: new Set(caps.map((c) => c.capability)) };
+  const [version, caps, memdevs] = await Promise.all([
+    q.queryVersion(),
+    q.queryMigrateCapabilities(),
+    q.execute<{ id?: string; share?: boolean }[]>("query-memdev"),
+  ]);
+  return {
+    version: version.qemu,
+    capabilities: new Set(caps.map((c) => c.capability)),
+    sharedRam: memdevs.some((m) => m.share === true),
+  };
 }
 
 function unsupportedReason(method: SaveMethod, a: Abilities): string | undefined {
@@ -125,17 +135,19 @@ function assertSupported(method: SaveMethod, a: Abilities): void {
 }
 
 /**
- * The best method the running QEMU supports. `sharedMemoryBackend` says whether guest RAM is a
- * `memory-backend-file,share=on` (see `memoryBackendArgs`), which `x-ignore-shared` requires.
+ * The best method the running QEMU supports. `sharedMemoryBackend` says the caller put guest RAM in a
+ * `memory-backend-file,share=on` (see `memoryBackendArgs`) to allow `x-ignore-shared`; it is only chosen when
+ * `query-memdev` confirms a shared backend.
  */
 export async function chooseSaveMethod(
   q: QmpClient,
   opts: { sharedMemoryBackend: boolean },
 ): Promise<SaveMethod> {
   const a = await abilities(q);
-  const order: SaveMethod[] = opts.sharedMemoryBackend
-    ? ["x-ignore-shared", "mapped-ram", "file", "exec"]
-    : ["mapped-ram", "file", "exec"];
+  const order: SaveMethod[] =
+    opts.sharedMemoryBackend && a.sharedRam
+      ? ["x-ignore-shared", "mapped-ram", "file", "exec"]
+      : ["mapped-ram", "file", "exec"];
   return order.find((m) => unsupportedReason(m, a) === undefined) ?? "exec";
 }
 
@@ -202,6 +214,13 @@ export async function saveVmState(q: QmpClient, opts: SaveOptions): Promise<Save
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS);
   const a = await abilities(q);
   assertSupported(opts.method, a);
+  if (opts.method === "x-ignore-shared" && !a.sharedRam) {
+    throw new QmpError(
+      "UNSUPPORTED",
+      "x-ignore-shared needs guest RAM in a memory-backend-file with share=on (memoryBackendArgs({ share: true })), " +
+        "and this VM has none: the state would not be restorable from a RAM file; use exec or chooseSaveMethod()",
+    );
+  }
   const target = path.resolve(opts.path);
   const temp = `${target}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   const uri = migrationUri(opts.method, temp, "out");
@@ -253,6 +272,13 @@ export async function restoreVmState(q: QmpClient, opts: RestoreOptions): Promis
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS);
   const a = await abilities(q);
   assertSupported(opts.method, a);
+  if (opts.method === "x-ignore-shared" && a.sharedRam) {
+    throw new QmpError(
+      "UNSUPPORTED",
+      "restoring x-ignore-shared state needs the RAM file mapped with share=off (memoryBackendArgs({ share: false })); " +
+        "with share=on the resumed guest would write into the saved RAM file",
+    );
+  }
   const source = path.resolve(opts.path);
   try {
     await stat(source);

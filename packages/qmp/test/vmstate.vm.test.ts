@@ -86,15 +86,27 @@ async function rejection(p: Promise<unknown>): Promise<QmpError> {
 }
 
 describe("VM state save/restore on QEMU 7.2", () => {
-  it("chooses x-ignore-shared with a shared RAM file and exec without, and refuses file/mapped-ram", async () => {
-    const { q } = await boot("a", [...guestArgs(), "-S"]);
+  it("chooses x-ignore-shared only with a shared RAM file", async () => {
+    const { q } = await boot("a", [...guestArgs({ share: true }), "-S"]);
     expect(await chooseSaveMethod(q, { sharedMemoryBackend: true })).toBe("x-ignore-shared");
     expect(await chooseSaveMethod(q, { sharedMemoryBackend: false })).toBe("exec");
+  });
+
+  it("chooses exec without a shared RAM file, and refuses methods this QEMU or VM cannot do", async () => {
+    const { q } = await boot("a", [...guestArgs(), "-S"]);
+    expect(await chooseSaveMethod(q, { sharedMemoryBackend: false })).toBe("exec");
+    // Claimed, but query-memdev shows no shared backend: x-ignore-shared would save nothing restorable.
+    expect(await chooseSaveMethod(q, { sharedMemoryBackend: true })).toBe("exec");
     for (const method of ["file", "mapped-ram"] as const) {
       const error = await rejection(saveVmState(q, { method, path: path.join(dir, "state") }));
       expect(error.code).toBe("UNSUPPORTED");
       expect(error.message).toMatch(new RegExp(`${method} is unsupported on QEMU 7\\.2`));
     }
+    const unshared = await rejection(
+      saveVmState(q, { method: "x-ignore-shared", path: path.join(dir, "state") }),
+    );
+    expect(unshared.code).toBe("UNSUPPORTED");
+    expect(unshared.message).toMatch(/share=on/);
     // Nothing was started or written.
     expect((await q.queryStatus()).status).toBe("prelaunch");
     expect(await readdir(dir)).not.toContain("state");
@@ -185,6 +197,17 @@ describe("VM state save/restore on QEMU 7.2", () => {
     expect(error.code).toBe("MIGRATION_FAILED");
     expect(error.message).toMatch(/capabilities/);
     expect(await restored.qemu.exited).not.toBe(0);
+  });
+
+  it("refuses an x-ignore-shared restore over a RAM file mapped share=on", async () => {
+    const { q } = await boot("b", [...guestArgs({ share: true }, false), "-S", "-incoming", "defer"]);
+    await writeFile(path.join(dir, "state"), "");
+    const error = await rejection(
+      restoreVmState(q, { method: "x-ignore-shared", path: path.join(dir, "state") }),
+    );
+    expect(error.code).toBe("UNSUPPORTED");
+    expect(error.message).toMatch(/share=off/);
+    expect((await q.queryStatus()).status).toBe("inmigrate");
   });
 
   it("refuses to restore into a QEMU not started with -incoming defer", async () => {
