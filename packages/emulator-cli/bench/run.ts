@@ -1,0 +1,117 @@
+/**
+ * Lifecycle benchmark with the offline dev image under this host's accelerator: cold boot, capture, resume with
+ * fresh keys, resume without rotation, and quick-boot (stop -> start), each timed as the whole CLI command.
+ * Ratios are against the cold boot measured in the same run.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const root = resolve(import.meta.dirname, "..", "..", "..");
+const cli = join(root, "packages", "emulator-cli", "dist", "cli.js");
+const runs = Number(process.env.BENCH_RUNS ?? 5);
+const home = mkdtempSync(join(tmpdir(), "se-bench-"));
+const imageOut = join(home, "img");
+
+function buildImage(): string {
+  const out = execFileSync(join(root, "guest", "build-dev-image"), ["--out", imageOut, "--json"], {
+    encoding: "utf8",
+  });
+  return JSON.parse(out.trim().split("\n").pop() as string).path;
+}
+
+const env: NodeJS.ProcessEnv = {
+  ...process.env,
+  STACK_EMULATOR_HOME: home,
+  STACK_EMULATOR_IMAGE: buildImage(),
+  STACK_EMULATOR_DASHBOARD_PORT: "27700",
+  STACK_EMULATOR_BACKEND_PORT: "27701",
+  EMULATOR_ACCEL: process.env.EMULATOR_ACCEL ?? "tcg",
+  CI: "1",
+};
+
+// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output
+function cliJson(args: string[], extra: NodeJS.ProcessEnv = {}): { ms: number; json: any } {
+  const started = process.hrtime.bigint();
+  const result = spawnSync(process.execPath, [cli, ...args, "--json"], {
+    env: { ...env, ...extra },
+    encoding: "utf8",
+  });
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  if (result.status !== 0) throw new Error(`${args.join(" ")} failed: ${result.stderr}`);
+  return { ms, json: JSON.parse(result.stdout) };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
+function measure(label: string, times: number, fn: () => number): { label: string; ms: number } {
+  const samples: number[] = [];
+  for (let i = 0; i < times; i++) samples.push(fn());
+  return { label, ms: median(samples) };
+}
+
+const reset = () => cliJson(["reset"]);
+
+const cold = measure("cold boot to healthy, fresh keys", Math.min(runs, 3), () => {
+  reset();
+  const { ms, json } = cliJson(["start"], { EMULATOR_NO_SNAPSHOT: "1" });
+  if (json.boot !== "cold") throw new Error(`expected a cold boot, got ${json.boot}`);
+  cliJson(["stop", "--no-save"], { STACK_EMULATOR_POWERDOWN_TIMEOUT: "0.1" });
+  return ms;
+});
+reset();
+cliJson(["capture"]);
+const snapshotDir = join(
+  home,
+  "snapshots",
+  JSON.parse(readFileSync(join(env.STACK_EMULATOR_IMAGE as string, "image.json"), "utf8")).name,
+);
+const snapshot = JSON.parse(readFileSync(join(snapshotDir, "snapshot.json"), "utf8"));
+
+const resumeRotate = measure("resume to healthy, fresh keys", runs, () => {
+  reset();
+  const { ms, json } = cliJson(["start"]);
+  if (json.boot !== "snapshot" || json.rotation !== "rotated")
+    throw new Error(`unexpected start: ${JSON.stringify(json)}`);
+  return ms;
+});
+const resumeNoRotation = measure("resume to healthy, no rotation", runs, () => {
+  reset();
+  return cliJson(["start"], { EMULATOR_NO_ROTATION: "1" }).ms;
+});
+const stopMs: number[] = [];
+const quickBoot = measure("stop (save) -> start (quick-boot) to healthy", runs, () => {
+  const stopped = cliJson(["stop"]);
+  stopMs.push(stopped.ms);
+  const { ms, json } = cliJson(["start"]);
+  if (json.boot !== "quick-boot") throw new Error(`expected quick-boot, got ${json.boot}`);
+  return ms;
+});
+reset();
+
+const du = (...flags: string[]) =>
+  Number(execFileSync("du", [...flags, snapshotDir], { encoding: "utf8" }).split("\t")[0]);
+const rows = [
+  [cold.label, cold.ms, 1],
+  [resumeRotate.label, resumeRotate.ms, resumeRotate.ms / cold.ms],
+  [resumeNoRotation.label, resumeNoRotation.ms, resumeNoRotation.ms / cold.ms],
+  [quickBoot.label, quickBoot.ms, quickBoot.ms / cold.ms],
+  ["stop, saving the running state", median(stopMs), median(stopMs) / cold.ms],
+  ["capture once healthy (stop, save, quit, commit)", snapshot.captureMs, snapshot.captureMs / cold.ms],
+] as const;
+
+console.log(
+  `\nemulator lifecycle, dev image, accel ${env.EMULATOR_ACCEL}, median of ${runs} (cold: ${Math.min(runs, 3)}), whole CLI command\n`,
+);
+console.log("| what | time | vs cold boot |");
+console.log("| --- | ---: | ---: |");
+for (const [label, ms, ratio] of rows)
+  console.log(`| ${label} | ${(ms / 1000).toFixed(3)} s | ${ratio.toFixed(3)}x |`);
+console.log(
+  `\nsnapshot on disk: ${(du("-sk") / 1024).toFixed(1)} MiB allocated (${(du("-sk", "--apparent-size") / 1024).toFixed(1)} MiB apparent); device state ${(snapshot.stateBytes / 1024).toFixed(0)} KiB`,
+);
+rmSync(home, { recursive: true, force: true });

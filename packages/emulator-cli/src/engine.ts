@@ -1,0 +1,709 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { QgaClient } from "@stack/qga";
+import { type QmpClient, restoreVmState, type SaveMethod, saveVmState } from "@stack/qmp";
+import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
+import { EmulatorError } from "./errors.js";
+import { writeFileAtomic } from "./fs-atomic.js";
+import { waitHealthy } from "./health.js";
+import { type ResolvedMachine, rememberKvmNoProgress, resolveMachine } from "./host.js";
+import type { Image } from "./image.js";
+import { describeSelector, type ImageSelector } from "./image-store.js";
+import { type BootKind, clearState, type InstanceState, readState, writeState } from "./instance-state.js";
+import { acquireLock } from "./lock.js";
+import { type HomeLayout, type InstancePaths, instancePaths } from "./paths.js";
+import { assertPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
+import { identify, isSameProcess, type ProcessIdentity } from "./process-identity.js";
+import type { RamSpec } from "./qemu-args.js";
+import type { Reporter } from "./report.js";
+import { formatEnv, generateSecrets, saveKeys } from "./secrets.js";
+import {
+  type Fingerprint,
+  fingerprintDifferences,
+  fingerprintOf,
+  pristineSnapshotDir,
+  readSnapshot,
+  type SnapshotFiles,
+  snapshotFiles,
+  writeSnapshotManifest,
+} from "./snapshot.js";
+import { commitStaging, createStaging, removeAbandonedStaging } from "./staging.js";
+import { connectQmp, launchQemu, removeRuntimeFiles, terminate, waitForExit } from "./vm.js";
+
+const run = promisify(execFile);
+
+export interface Context {
+  layout: HomeLayout;
+  name: string;
+  paths: InstancePaths;
+  env: NodeJS.ProcessEnv;
+  report: Reporter;
+}
+
+export function createContext(
+  layout: HomeLayout,
+  name: string,
+  env: NodeJS.ProcessEnv,
+  report: Reporter,
+): Context {
+  return { layout, name, paths: instancePaths(layout, name), env, report };
+}
+
+const ms = (since: number) => Date.now() - since;
+const seconds = (value: string | undefined, fallback: number) => {
+  const parsed = value ? Number(value) : Number.NaN;
+  return Number.isFinite(parsed) && parsed > 0 ? parsed * 1000 : fallback;
+};
+
+/** A VM this command started and still owns: on failure it is ended before anything else is tried. */
+interface LiveVm {
+  identity: ProcessIdentity;
+  qmp: QmpClient;
+}
+
+interface Prepared {
+  ctx: Context;
+  image: Image;
+  selector: ImageSelector;
+  resolved: ResolvedMachine;
+  services: ForwardedService[];
+  config: Record<string, string>;
+  configHash: string;
+  method?: SaveMethod;
+  fingerprint?: Fingerprint;
+  snapshot: SnapshotFiles;
+  noRotation: boolean;
+}
+
+/** The state a `stop` saved: resumed by the next `start` with the same RAM layout and method. */
+interface SuspendRecord {
+  fingerprint: Fingerprint;
+  method: SaveMethod;
+  ram: RamSpec;
+  configHash: string;
+  savedAt: string;
+}
+
+const suspendStateFile = (paths: InstancePaths) => join(paths.suspend, "state");
+const suspendRecordFile = (paths: InstancePaths) => join(paths.suspend, "suspend.json");
+
+function readSuspend(paths: InstancePaths): SuspendRecord | undefined {
+  try {
+    if (!existsSync(suspendStateFile(paths))) return undefined;
+    return JSON.parse(readFileSync(suspendRecordFile(paths), "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The snapshot method this QEMU supports best. Guest RAM in a file skipped by `x-ignore-shared` makes a capture
+ * write only device state and a resume map RAM lazily; without it, RAM goes into an `exec:` stream.
+ */
+function snapshotMethod(resolved: ResolvedMachine): SaveMethod | undefined {
+  const { abilities } = resolved;
+  if (abilities.memoryBackendFile && abilities.migrationCapabilities.includes("x-ignore-shared"))
+    return "x-ignore-shared";
+  return undefined;
+}
+
+async function createOverlay(qemuImg: string, backing: string, overlay: string): Promise<void> {
+  rmSync(overlay, { force: true });
+  try {
+    await run(qemuImg, ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, overlay]);
+  } catch (error) {
+    throw new EmulatorError(
+      "DISK_FAILED",
+      `qemu-img could not create ${overlay}: ${String((error as { stderr?: string }).stderr ?? (error as Error).message).trim()}`,
+      "check free disk space and permissions under STACK_EMULATOR_HOME",
+    );
+  }
+}
+
+function recordInstanceDisk(p: Prepared): void {
+  writeFileAtomic(
+    p.ctx.paths.diskInfo,
+    `${JSON.stringify({ imageDigest: p.image.manifest.digest }, null, 2)}\n`,
+  );
+}
+
+/** An instance disk made for another image cannot boot with this one; it is kept aside, not deleted. */
+function setAsideForeignDisk(p: Prepared): string | undefined {
+  const { paths } = p.ctx;
+  if (!existsSync(paths.disk)) return undefined;
+  let digest: string | undefined;
+  try {
+    digest = JSON.parse(readFileSync(paths.diskInfo, "utf8")).imageDigest;
+  } catch {
+    digest = undefined;
+  }
+  if (digest === p.image.manifest.digest) return undefined;
+  const aside = join(paths.dir, `disk-${Date.now()}.qcow2`);
+  renameSync(paths.disk, aside);
+  rmSync(paths.suspend, { recursive: true, force: true });
+  return `the instance disk belongs to another image (${digest ?? "unknown"}); kept as ${aside}, starting fresh`;
+}
+
+async function abandon(vm: LiveVm | undefined, paths: InstancePaths): Promise<void> {
+  if (vm) await terminate(vm.identity, vm.qmp).catch(() => undefined);
+  removeRuntimeFiles(paths);
+}
+
+async function launch(
+  p: Prepared,
+  disk: string,
+  ram: RamSpec,
+  restore?: { method: SaveMethod; state: string },
+): Promise<LiveVm> {
+  const identity = await launchQemu({
+    machine: p.resolved.machine,
+    image: p.image,
+    paths: p.ctx.paths,
+    disk,
+    services: p.services,
+    ram,
+    incoming: Boolean(restore),
+  });
+  let qmp: QmpClient | undefined;
+  try {
+    qmp = await connectQmp(p.ctx.paths);
+    if (restore) {
+      await restoreVmState(qmp, { method: restore.method, path: restore.state, timeoutMs: 60_000 });
+      await qmp.cont();
+    }
+    return { identity, qmp };
+  } catch (error) {
+    await terminate(identity, qmp).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function withAgent<T>(ctx: Context, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
+  const qga = await QgaClient.connect(ctx.paths.qgaSocket, {
+    timeoutMs: seconds(ctx.env.STACK_EMULATOR_AGENT_TIMEOUT, 15_000),
+  });
+  try {
+    return await fn(qga);
+  } finally {
+    await qga.close().catch(() => undefined);
+  }
+}
+
+async function guestExec(qga: QgaClient, path: string, what: string, stdin?: string): Promise<void> {
+  const result = await qga.exec(
+    { path, captureOutput: true, ...(stdin ? { stdin } : {}) },
+    { timeoutMs: 30_000 },
+  );
+  if (result.exitCode !== 0) {
+    const detail =
+      result.stderr.toString().trim() || result.stdout.toString().trim() || `signal ${result.signal}`;
+    throw new EmulatorError(
+      "GUEST_COMMAND_FAILED",
+      `${what} failed in the guest (exit ${result.exitCode ?? "-"}): ${detail}`,
+    );
+  }
+}
+
+/**
+ * Fresh keys for this install: generated here, handed to the guest on stdin through the agent, and saved on the
+ * host only once the guest has accepted them.
+ */
+async function rotateSecrets(p: Prepared, qga: QgaClient): Promise<"rotated" | "skipped"> {
+  if (p.noRotation) {
+    p.ctx.report.warn(
+      "EMULATOR_NO_ROTATION=1: the emulator keeps the PUBLIC placeholder keys baked into the image. Anyone can use them. Never expose these ports.",
+    );
+    return "skipped";
+  }
+  p.ctx.report.step("rotating secrets through the guest agent");
+  const secrets = generateSecrets(p.image.manifest.secrets);
+  await guestExec(qga, p.image.manifest.guest.rotateSecrets, "secret rotation", formatEnv(secrets));
+  saveKeys(p.ctx.paths.keys, secrets);
+  return "rotated";
+}
+
+async function waitServices(p: Prepared, vm: LiveVm, timeoutMs: number, what: string): Promise<void> {
+  const result = await waitHealthy(p.services, { timeoutMs, stillRunning: () => isSameProcess(vm.identity) });
+  if (!result.healthy) {
+    const failing = result.results
+      .filter((r) => !r.healthy)
+      .map((r) => `${r.name} ${r.url}: ${r.status ?? r.error}`)
+      .join("; ");
+    throw new EmulatorError(
+      "UNHEALTHY",
+      `${what}: services not healthy within ${Math.round(timeoutMs / 1000)} s (${failing})`,
+      `see \`stack-emulator logs\` (${p.ctx.paths.serialLog})`,
+    );
+  }
+}
+
+/** Resumed guests need the host's time, and the runtime config re-read when it changed since the save. */
+async function refreshGuest(p: Prepared, qga: QgaClient, savedConfigHash: string): Promise<void> {
+  await qga.setTime(new Date());
+  if (savedConfigHash !== p.configHash && p.image.manifest.guest.applyConfig) {
+    p.ctx.report.step("applying the changed runtime config in the guest");
+    await guestExec(qga, p.image.manifest.guest.applyConfig, "applying the runtime config");
+  }
+}
+
+interface Outcome {
+  vm: LiveVm;
+  boot: BootKind;
+  ram: RamSpec;
+  rotation: "rotated" | "skipped";
+}
+
+async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm> {
+  const { report, env, layout, paths } = p.ctx;
+  const timeoutMs = seconds(env.STACK_EMULATOR_BOOT_TIMEOUT, 300_000);
+  report.step(`cold booting (${p.resolved.machine.accel})`);
+  const vm = await launch(p, disk, ram);
+  try {
+    if (p.resolved.machine.accel === "kvm") {
+      const progressMs = seconds(env.STACK_EMULATOR_KVM_PROGRESS_TIMEOUT, 20_000);
+      const progressed = await waitForSerialOutput(paths.serialLog, progressMs, vm.identity);
+      if (!progressed) {
+        await abandon(vm, paths);
+        rememberKvmNoProgress(layout, p.resolved.machine.qemu);
+        report.warn(
+          `a kvm boot printed nothing in ${progressMs / 1000} s: this host's /dev/kvm cannot boot the guest; using tcg from now on`,
+        );
+        p.resolved.machine.accel = "tcg";
+        if (p.fingerprint) p.fingerprint = { ...p.fingerprint, accel: "tcg" };
+        return coldBoot(p, disk, ram);
+      }
+    }
+    report.step("waiting for the services");
+    await waitServices(p, vm, timeoutMs, "cold boot");
+    return vm;
+  } catch (error) {
+    await abandon(vm, paths);
+    throw error;
+  }
+}
+
+async function waitForSerialOutput(
+  log: string,
+  timeoutMs: number,
+  identity: ProcessIdentity,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && isSameProcess(identity)) {
+    try {
+      if (statSync(log).size > 0) return true;
+    } catch {
+      // Not created yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+/** Cold boot from the image with RAM in a shared file, then capture: stop, save device state, quit, commit. */
+async function captureSnapshot(p: Prepared): Promise<void> {
+  const { report, paths } = p.ctx;
+  const method = p.method as SaveMethod;
+  const staging = createStaging(p.ctx.layout.snapshots);
+  const files = snapshotFiles(staging);
+  try {
+    await createOverlay(p.resolved.qemuImg, p.image.diskPath, files.disk);
+    const vm = await coldBoot(p, files.disk, { kind: "file", path: files.ram, share: true });
+    report.step("capturing the snapshot");
+    const started = Date.now();
+    try {
+      await vm.qmp.stop();
+      await saveVmState(vm.qmp, { method, path: files.state, timeoutMs: 120_000 });
+    } catch (error) {
+      await abandon(vm, paths);
+      throw error;
+    }
+    await terminate(vm.identity, vm.qmp);
+    removeRuntimeFiles(paths);
+    writeSnapshotManifest(files, {
+      fingerprint: p.fingerprint as Fingerprint,
+      createdAt: new Date().toISOString(),
+      configHash: p.configHash,
+      stateBytes: statSync(files.state).size,
+      ramBytes: statSync(files.ram).size,
+      captureMs: ms(started),
+    });
+    commitStaging(staging, p.snapshot.dir);
+    report.info(`snapshot captured in ${ms(started)} ms (${method})`);
+  } catch (error) {
+    rmSync(staging, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+async function resumeSnapshot(p: Prepared): Promise<Outcome> {
+  const { report, paths } = p.ctx;
+  const { manifest } = readSnapshot(p.snapshot);
+  if (!manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
+  report.step("resuming the snapshot");
+  await createOverlay(p.resolved.qemuImg, p.snapshot.disk, paths.disk);
+  recordInstanceDisk(p);
+  const ram: RamSpec = { kind: "file", path: p.snapshot.ram, share: false };
+  let vm: LiveVm | undefined;
+  try {
+    vm = await launch(p, paths.disk, ram, {
+      method: manifest.fingerprint.method as SaveMethod,
+      state: p.snapshot.state,
+    });
+    const rotation = await withAgent(p.ctx, async (qga) => {
+      await refreshGuest(p, qga, manifest.configHash);
+      return rotateSecrets(p, qga);
+    });
+    await waitServices(p, vm, 30_000, "snapshot resume");
+    return { vm, boot: "snapshot", ram, rotation };
+  } catch (error) {
+    await abandon(vm, paths);
+    rmSync(paths.disk, { force: true });
+    throw error;
+  }
+}
+
+async function resumeSuspended(p: Prepared, record: SuspendRecord): Promise<Outcome> {
+  const { report, paths } = p.ctx;
+  report.step("resuming where the last stop left off");
+  let vm: LiveVm | undefined;
+  try {
+    vm = await launch(p, paths.disk, record.ram, { method: record.method, state: suspendStateFile(paths) });
+    // The disk now moves on from the saved state: that state must never be resumed again.
+    rmSync(paths.suspend, { recursive: true, force: true });
+    await withAgent(p.ctx, (qga) => refreshGuest(p, qga, record.configHash));
+    await waitServices(p, vm, 30_000, "quick-boot resume");
+    return { vm, boot: "quick-boot", ram: record.ram, rotation: "rotated" };
+  } catch (error) {
+    await abandon(vm, paths);
+    throw error;
+  }
+}
+
+async function coldBootAndRotate(p: Prepared, disk: string): Promise<Outcome> {
+  const ram: RamSpec = { kind: "anonymous" };
+  const vm = await coldBoot(p, disk, ram);
+  try {
+    const rotation = await withAgent(p.ctx, (qga) => rotateSecrets(p, qga));
+    await waitServices(p, vm, 60_000, "after rotation");
+    return { vm, boot: "cold", ram, rotation };
+  } catch (error) {
+    await abandon(vm, p.ctx.paths);
+    throw error;
+  }
+}
+
+export interface StartOptions {
+  selector: ImageSelector;
+  image: Image;
+  noSnapshot: boolean;
+  noRotation: boolean;
+}
+
+export interface StartResult {
+  alreadyRunning: boolean;
+  state: InstanceState;
+}
+
+/** Kills a QEMU we launched whose start never completed (pid file present, no state). */
+async function recoverOrphan(paths: InstancePaths): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(paths.pidFile, "utf8"), 10);
+  } catch {
+    return;
+  }
+  const identity = identify(pid);
+  if (identity && process.platform === "linux") {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    if (cmdline.includes(paths.pidFile)) await terminate(identity);
+  }
+  removeRuntimeFiles(paths);
+}
+
+/** Everything a boot needs, checked before any VM starts: ports free, QEMU found, config disk written. */
+async function prepare(ctx: Context, options: StartOptions): Promise<Prepared> {
+  const { paths, report, layout, env } = ctx;
+  await recoverOrphan(paths);
+  removeAbandonedStaging(layout.snapshots);
+  removeAbandonedStaging(paths.dir);
+  const { image } = options;
+  const services = resolveServicePorts(image.manifest.services, env);
+  await assertPortsFree(services);
+  const resolved = await resolveMachine(image, layout, env);
+  if (resolved.accelNote) report.info(resolved.accelNote);
+  const config = runtimeConfig(services, ctx.name);
+  await writeConfigDisk(paths.configIso, image.manifest.configIso.volumeId, config);
+  const method = options.noSnapshot ? undefined : snapshotMethod(resolved);
+  return {
+    ctx,
+    image,
+    selector: options.selector,
+    resolved,
+    services,
+    config,
+    configHash: configHash(config),
+    snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
+    noRotation: options.noRotation,
+    ...(method
+      ? {
+          method,
+          fingerprint: fingerprintOf(resolved.machine, resolved.abilities.version.text, image, method),
+        }
+      : {}),
+  };
+}
+
+/** Runs `fn` holding the instance lock, with the instance directory in place and the log file attached. */
+async function locked<T>(ctx: Context, purpose: string, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(ctx.paths.dir, { recursive: true, mode: 0o700 });
+  ctx.report.logTo(ctx.paths.cliLog);
+  const lock = acquireLock(ctx.paths.lock, purpose);
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+    ctx.report.done();
+  }
+}
+
+/** The running instance, or undefined after cleaning up what a vanished one left behind. */
+function liveState(ctx: Context): InstanceState | undefined {
+  const existing = readState(ctx.paths);
+  if (existing && isSameProcess(existing.qemu)) return existing;
+  if (existing) {
+    ctx.report.warn(`QEMU (pid ${existing.qemu.pid}) of the last start is gone; cleaning up`);
+    clearState(ctx.paths);
+  }
+  return undefined;
+}
+
+export async function start(ctx: Context, options: StartOptions): Promise<StartResult> {
+  return locked(ctx, "start", async () => {
+    const started = Date.now();
+    const running = liveState(ctx);
+    if (running) return { alreadyRunning: true, state: running };
+    const p = await prepare(ctx, options);
+    const { outcome, fallbackReason } = await bootSomehow(p);
+    const { paths } = ctx;
+    const { image, resolved } = p;
+    const state: InstanceState = {
+      version: 1,
+      name: ctx.name,
+      image: {
+        selector: describeSelector(options.selector),
+        name: image.manifest.name,
+        dir: image.dir,
+        digest: image.manifest.digest,
+      },
+      qemu: {
+        ...outcome.vm.identity,
+        binary: resolved.machine.qemu,
+        version: resolved.abilities.version.text,
+      },
+      accel: resolved.machine.accel,
+      services: p.services,
+      boot: outcome.boot,
+      rotation: outcome.rotation,
+      configHash: p.configHash,
+      startedAt: new Date().toISOString(),
+      readyMs: ms(started),
+      socketDir: paths.socketDir,
+      ...(p.method && outcome.boot !== "cold" ? { snapshotMethod: p.method } : {}),
+      ...(outcome.ram.kind === "file" ? { ramFile: outcome.ram.path } : {}),
+      ...(fallbackReason ? { fallbackReason } : {}),
+    };
+    writeState(paths, state);
+    await outcome.vm.qmp.close().catch(() => undefined);
+    return { alreadyRunning: false, state };
+  });
+}
+
+/** Captures the image's snapshot on demand: a cold boot that ends in a snapshot and no running VM. */
+export async function capture(
+  ctx: Context,
+  options: StartOptions,
+): Promise<{ method: SaveMethod; snapshotDir: string }> {
+  return locked(ctx, "capture", async () => {
+    if (liveState(ctx)) {
+      throw new EmulatorError(
+        "RUNNING",
+        "the emulator is running on the ports a capture needs",
+        "stop it first: stack-emulator stop",
+      );
+    }
+    const p = await prepare(ctx, { ...options, noSnapshot: false });
+    if (existsSync(ctx.paths.disk) && !setAsideForeignDisk(p)) {
+      throw new EmulatorError(
+        "INSTANCE_HAS_DATA",
+        "this instance's disk builds on the current snapshot; recapturing would pull it out from under the data",
+        "`stack-emulator reset` first (it deletes this instance's data), or capture for another --instance",
+      );
+    }
+    if (!p.method) {
+      throw new EmulatorError(
+        "SNAPSHOT_UNSUPPORTED",
+        "this QEMU cannot keep guest RAM in a file with x-ignore-shared",
+        "run `stack-emulator doctor`; start still works, by cold booting",
+      );
+    }
+    await captureSnapshot(p);
+    return { method: p.method, snapshotDir: p.snapshot.dir };
+  });
+}
+
+/** Tries the fastest path that applies, falling back step by step; every fallback says why. */
+async function bootSomehow(p: Prepared): Promise<{ outcome: Outcome; fallbackReason?: string }> {
+  const { paths, report } = p.ctx;
+  const reasons: string[] = [];
+  const fellBack = (why: string) => {
+    reasons.push(why);
+    report.warn(why);
+  };
+  const result = (outcome: Outcome) => ({
+    outcome,
+    ...(reasons.length ? { fallbackReason: reasons.join("; ") } : {}),
+  });
+  const foreign = setAsideForeignDisk(p);
+  if (foreign) fellBack(foreign);
+
+  if (existsSync(paths.disk)) {
+    const record = readSuspend(paths);
+    if (record) {
+      const differences = p.fingerprint
+        ? fingerprintDifferences(record.fingerprint, p.fingerprint)
+        : ["snapshots are off"];
+      const ramMissing = record.ram.kind === "file" && !existsSync(record.ram.path);
+      if (differences.length === 0 && !ramMissing) {
+        try {
+          return result(await resumeSuspended(p, record));
+        } catch (error) {
+          fellBack(
+            `resuming the saved state failed (${(error as Error).message}); booting from the instance disk`,
+          );
+        }
+      } else {
+        fellBack(
+          `the saved state cannot be resumed (${ramMissing ? "its RAM file is gone" : differences.join(", ")}); booting from the instance disk`,
+        );
+      }
+      rmSync(paths.suspend, { recursive: true, force: true });
+    }
+    return result(await coldBootAndRotate(p, paths.disk));
+  }
+
+  if (p.method && p.fingerprint) {
+    const { manifest, problem } = readSnapshot(p.snapshot);
+    let usable = Boolean(manifest);
+    if (manifest) {
+      const differences = fingerprintDifferences(manifest.fingerprint, p.fingerprint);
+      if (differences.length > 0) {
+        usable = false;
+        fellBack(`the snapshot does not fit this host any more (${differences.join(", ")}); recapturing`);
+      }
+    } else if (problem !== "no snapshot") {
+      fellBack(`${problem}; recapturing`);
+    }
+    if (usable) {
+      try {
+        return result(await resumeSnapshot(p));
+      } catch (error) {
+        fellBack(`resuming the snapshot failed (${(error as Error).message}); recapturing`);
+      }
+    }
+    try {
+      await captureSnapshot(p);
+      return result(await resumeSnapshot(p));
+    } catch (error) {
+      fellBack(
+        `snapshot capture or resume failed (${(error as Error).message}); cold booting without a snapshot`,
+      );
+      rmSync(paths.disk, { force: true });
+    }
+  }
+  await createOverlay(p.resolved.qemuImg, p.image.diskPath, paths.disk);
+  recordInstanceDisk(p);
+  return result(await coldBootAndRotate(p, paths.disk));
+}
+
+export interface StopResult {
+  wasRunning: boolean;
+  saved: boolean;
+  warning?: string;
+}
+
+export async function stop(ctx: Context, options: { save: boolean }): Promise<StopResult> {
+  if (!existsSync(ctx.paths.dir)) return { wasRunning: false, saved: false };
+  return locked(ctx, "stop", () => stopLocked(ctx, options));
+}
+
+async function stopLocked(ctx: Context, options: { save: boolean }): Promise<StopResult> {
+  const { paths, report, env } = ctx;
+  const state = readState(paths);
+  if (!state || !isSameProcess(state.qemu)) {
+    await recoverOrphan(paths);
+    clearState(paths);
+    return { wasRunning: false, saved: false };
+  }
+  let qmp: QmpClient | undefined;
+  try {
+    qmp = await connectQmp(paths, 5000);
+  } catch {
+    report.warn("QEMU does not answer on its control socket; stopping it with signals");
+  }
+  let saved = false;
+  let warning: string | undefined;
+  if (qmp && options.save && state.snapshotMethod) {
+    try {
+      report.step("saving the running state");
+      await saveSuspend(ctx, qmp, state);
+      saved = true;
+    } catch (error) {
+      warning = `could not save the running state (${(error as Error).message}); the next start boots from the disk`;
+      report.warn(warning);
+      await qmp.cont().catch(() => undefined);
+    }
+  }
+  if (qmp && !saved) {
+    report.step("powering down the guest");
+    await qmp.systemPowerdown().catch(() => undefined);
+    await waitForExit(state.qemu, seconds(env.STACK_EMULATOR_POWERDOWN_TIMEOUT, 10_000));
+  }
+  report.step("stopping QEMU");
+  await terminate(state.qemu, qmp);
+  removeRuntimeFiles(paths);
+  clearState(paths);
+  return { wasRunning: true, saved, ...(warning ? { warning } : {}) };
+}
+
+async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceState): Promise<void> {
+  const { paths } = ctx;
+  const staging = createStaging(paths.dir);
+  try {
+    await qmp.stop();
+    const stateFile = join(staging, "state");
+    await saveVmState(qmp, {
+      method: state.snapshotMethod as SaveMethod,
+      path: stateFile,
+      timeoutMs: 120_000,
+    });
+    const snapshotManifest = readSnapshot(
+      snapshotFiles(pristineSnapshotDir(ctx.layout, state.image.name)),
+    ).manifest;
+    if (!snapshotManifest || !state.ramFile)
+      throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot this VM resumed from is gone");
+    const record: SuspendRecord = {
+      fingerprint: snapshotManifest.fingerprint,
+      method: state.snapshotMethod as SaveMethod,
+      ram: { kind: "file", path: state.ramFile, share: false },
+      configHash: state.configHash,
+      savedAt: new Date().toISOString(),
+    };
+    writeFileAtomic(join(staging, "suspend.json"), `${JSON.stringify(record, null, 2)}\n`);
+    commitStaging(staging, paths.suspend);
+  } catch (error) {
+    rmSync(staging, { recursive: true, force: true });
+    throw error;
+  }
+}

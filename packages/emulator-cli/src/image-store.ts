@@ -1,0 +1,102 @@
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { EmulatorError } from "./errors.js";
+import { writeFileAtomic } from "./fs-atomic.js";
+import { type Image, loadImage } from "./image.js";
+import type { HomeLayout } from "./paths.js";
+
+const run = promisify(execFile);
+
+export type ImageSelector =
+  | { kind: "dev" }
+  | { kind: "release"; tag?: string }
+  | { kind: "pr"; number: number }
+  | { kind: "run"; id: number }
+  | { kind: "path"; path: string };
+
+export function parseImageSelector(value: string): ImageSelector {
+  const text = value.trim();
+  if (text === "dev") return { kind: "dev" };
+  if (text === "release") return { kind: "release" };
+  if (text.startsWith("release:") && text.length > 8) return { kind: "release", tag: text.slice(8) };
+  const numbered = /^(pr|run):(\d+)$/.exec(text);
+  if (numbered) {
+    const n = Number(numbered[2]);
+    return numbered[1] === "pr" ? { kind: "pr", number: n } : { kind: "run", id: n };
+  }
+  if (text.includes("/") || text.startsWith(".")) return { kind: "path", path: resolve(text) };
+  throw new EmulatorError(
+    "UNKNOWN_IMAGE",
+    `unknown image ${JSON.stringify(value)}`,
+    "use dev, release, release:<tag>, pr:<number>, run:<id>, or a path to a directory holding image.json",
+  );
+}
+
+export function describeSelector(selector: ImageSelector): string {
+  switch (selector.kind) {
+    case "dev":
+      return "dev";
+    case "release":
+      return selector.tag ? `release:${selector.tag}` : "release";
+    case "pr":
+      return `pr:${selector.number}`;
+    case "run":
+      return `run:${selector.id}`;
+    case "path":
+      return selector.path;
+  }
+}
+
+/** Where images that this CLI downloads or builds live: one directory per image under `images/`. */
+export function storedImageDir(layout: HomeLayout, name: string): string {
+  return join(layout.images, name);
+}
+
+const currentFile = (layout: HomeLayout) => join(layout.images, "current");
+
+/** The image the last successful start used, so a plain `start` keeps using it. */
+export function readCurrentSelector(layout: HomeLayout): string | undefined {
+  try {
+    return readFileSync(currentFile(layout), "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeCurrentSelector(layout: HomeLayout, selector: ImageSelector): void {
+  mkdirSync(layout.images, { recursive: true });
+  writeFileAtomic(currentFile(layout), `${describeSelector(selector)}\n`);
+}
+
+function devImageBuilder(env: NodeJS.ProcessEnv): string {
+  if (env.STACK_EMULATOR_DEV_IMAGE_BUILDER) return env.STACK_EMULATOR_DEV_IMAGE_BUILDER;
+  // dist/ or src/ of this package -> the repository's guest/ folder.
+  return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "guest", "build-dev-image");
+}
+
+/** Builds (or finds, the builder caches by content) the offline dev image. */
+export async function ensureDevImage(layout: HomeLayout, env: NodeJS.ProcessEnv): Promise<Image> {
+  const builder = devImageBuilder(env);
+  if (!existsSync(builder)) {
+    throw new EmulatorError(
+      "DEV_IMAGE_UNAVAILABLE",
+      `the dev image builder ${builder} is not here`,
+      "run from a checkout of the stack-emulator repository, or set STACK_EMULATOR_DEV_IMAGE_BUILDER",
+    );
+  }
+  const out = storedImageDir(layout, "dev");
+  try {
+    await run(builder, ["--out", out, "--json"], { env, maxBuffer: 16 * 1024 * 1024 });
+  } catch (error) {
+    const stderr = String((error as { stderr?: string }).stderr ?? "").trim();
+    throw new EmulatorError(
+      "DEV_IMAGE_BUILD_FAILED",
+      `building the dev image failed: ${stderr.split("\n").slice(-3).join(" | ") || (error as Error).message}`,
+      "run guest/build-dev-image yourself to see the whole output; it needs apt-get on a Debian/Ubuntu host",
+    );
+  }
+  return loadImage(out);
+}

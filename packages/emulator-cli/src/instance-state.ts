@@ -1,0 +1,43 @@
+import { readFileSync, rmSync } from "node:fs";
+import { writeFileAtomic } from "./fs-atomic.js";
+import type { InstancePaths } from "./paths.js";
+import type { ForwardedService } from "./ports.js";
+import type { ProcessIdentity } from "./process-identity.js";
+
+export type BootKind = "cold" | "snapshot" | "quick-boot";
+
+/** What a running instance is, written once it is healthy; `status` and `stop` read it. */
+export interface InstanceState {
+  version: 1;
+  name: string;
+  image: { selector: string; name: string; dir: string; digest: string };
+  qemu: ProcessIdentity & { binary: string; version: string };
+  accel: string;
+  services: ForwardedService[];
+  boot: BootKind;
+  snapshotMethod?: string;
+  fallbackReason?: string;
+  rotation: "rotated" | "skipped";
+  configHash: string;
+  ramFile?: string;
+  startedAt: string;
+  readyMs: number;
+  socketDir: string;
+}
+
+export function readState(paths: InstancePaths): InstanceState | undefined {
+  try {
+    const state = JSON.parse(readFileSync(paths.state, "utf8"));
+    return state?.version === 1 ? state : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeState(paths: InstancePaths, state: InstanceState): void {
+  writeFileAtomic(paths.state, `${JSON.stringify(state, null, 2)}\n`);
+}
+
+export function clearState(paths: InstancePaths): void {
+  rmSync(paths.state, { force: true });
+}

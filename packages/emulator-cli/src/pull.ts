@@ -1,0 +1,272 @@
+import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import {
+  ArtifactsError,
+  createProgressRenderer,
+  fetchArtifactFile,
+  fetchReleaseAsset,
+  formatBytes,
+  GitHubClient,
+  type Release,
+} from "@stack/artifacts";
+import { hostInfo } from "@stack/host-detect";
+import type { Context } from "./engine.js";
+import { EmulatorError } from "./errors.js";
+import { writeFileAtomic } from "./fs-atomic.js";
+import { type Image, type ImageManifest, loadImage } from "./image.js";
+import type { ImageSelector } from "./image-store.js";
+import { storedImageDir } from "./image-store.js";
+import { commitStaging, createStaging, removeAbandonedStaging } from "./staging.js";
+
+export const DEFAULT_REPO = "stack-auth/stack-auth";
+const RELEASE_PREFIX = "emulator-";
+
+export interface PullFlags {
+  repo?: string;
+  tag?: string;
+  branch?: string;
+  pr?: string;
+  run?: string;
+  arch?: "amd64" | "arm64";
+}
+
+function positiveInt(value: string, flag: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) {
+    throw new EmulatorError(
+      "INVALID_ARGUMENT",
+      `${flag} ${JSON.stringify(value)} is not a positive number`,
+      `pass ${flag} <number>`,
+    );
+  }
+  return Number(value);
+}
+
+export function selectorFromFlags(flags: PullFlags): ImageSelector | undefined {
+  const given = [flags.tag, flags.branch, flags.pr, flags.run].filter((v) => v !== undefined);
+  if (given.length > 1) {
+    throw new EmulatorError(
+      "INVALID_ARGUMENT",
+      "--tag, --branch, --pr and --run pick different images",
+      "pass only one of them",
+    );
+  }
+  if (flags.pr !== undefined) return { kind: "pr", number: positiveInt(flags.pr, "--pr") };
+  if (flags.run !== undefined) return { kind: "run", id: positiveInt(flags.run, "--run") };
+  if (flags.tag !== undefined) return { kind: "release", tag: flags.tag };
+  if (flags.branch !== undefined) return { kind: "release", tag: `${RELEASE_PREFIX}${flags.branch}-latest` };
+  return undefined;
+}
+
+function archOf(flags: PullFlags): "amd64" | "arm64" {
+  if (flags.arch) return flags.arch;
+  return hostInfo().arch === "arm64" ? "arm64" : "amd64";
+}
+
+function imageName(selector: ImageSelector, arch: string): string {
+  switch (selector.kind) {
+    case "release":
+      return `release-${(selector.tag ?? "latest").replace(/[^A-Za-z0-9._-]/g, "_")}-${arch}`;
+    case "pr":
+      return `pr-${selector.number}-${arch}`;
+    case "run":
+      return `run-${selector.id}-${arch}`;
+    default:
+      throw new EmulatorError("UNKNOWN_IMAGE", `${selector.kind} images are not downloaded`);
+  }
+}
+
+/** A previously pulled image for this selector, if one is stored. */
+export function storedImage(ctx: Context, selector: ImageSelector, flags: PullFlags = {}): Image | undefined {
+  const dir = storedImageDir(ctx.layout, imageName(selector, archOf(flags)));
+  return existsSync(join(dir, "image.json")) ? loadImage(dir) : undefined;
+}
+
+/** The manifest of a published image: a cloud image that boots from its disk and serves the full stack. */
+export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: string): ImageManifest {
+  return {
+    schema: 1,
+    name,
+    arch,
+    digest,
+    boot: { firmware: arch === "arm64" ? "uefi" : "bios" },
+    disk: "disk.qcow2",
+    memoryMiB: 4096,
+    cpus: 4,
+    configIso: { volumeId: "STACKCFG" },
+    services: [
+      {
+        name: "dashboard",
+        guestPort: 8101,
+        defaultHostPort: 26700,
+        portEnv: "STACK_EMULATOR_DASHBOARD_PORT",
+        health: "/handler/sign-in",
+      },
+      {
+        name: "backend",
+        guestPort: 8102,
+        defaultHostPort: 26701,
+        portEnv: "STACK_EMULATOR_BACKEND_PORT",
+        health: "/health?db=1",
+      },
+      {
+        name: "minio",
+        guestPort: 9000,
+        defaultHostPort: 26702,
+        portEnv: "STACK_EMULATOR_MINIO_PORT",
+        health: "/minio/health/live",
+      },
+      {
+        name: "inbucket",
+        guestPort: 9001,
+        defaultHostPort: 26703,
+        portEnv: "STACK_EMULATOR_INBUCKET_PORT",
+        health: "/",
+      },
+      { name: "oauth", guestPort: 8114, defaultHostPort: 26704, portEnv: "STACK_EMULATOR_OAUTH_PORT" },
+    ],
+    guest: {
+      rotateSecrets: "/usr/local/bin/trigger-fast-rotate",
+      applyConfig: "/usr/local/bin/render-stack-env",
+      waitReady: "/usr/local/bin/wait-for-stack-ready",
+    },
+    secrets: [
+      "STACK_PUBLISHABLE_CLIENT_KEY",
+      "STACK_SECRET_SERVER_KEY",
+      "STACK_SUPER_SECRET_ADMIN_KEY",
+      "CRON_SECRET",
+    ],
+  };
+}
+
+/** Few quick retries for API calls: an offline machine should hear about it in seconds, not a minute. */
+function github(ctx: Context): GitHubClient {
+  return new GitHubClient({
+    env: ctx.env,
+    retries: 2,
+    retryDelayMs: 500,
+    onMessage: (message) => ctx.report.warn(message),
+  });
+}
+
+const releaseAsset = (arch: string) => new RegExp(`^stack-emulator-${arch}\\.qcow2(\\.zst)?$`);
+
+async function pickRelease(client: GitHubClient, repo: string, tag: string | undefined): Promise<Release> {
+  if (tag) return client.releaseByTag(repo, tag);
+  const releases = (await client.listReleases(repo, { prefix: RELEASE_PREFIX })).filter(
+    (r) => !r.draft && !r.prerelease,
+  );
+  const newest = releases.sort((a, b) =>
+    (b.publishedAt ?? b.createdAt).localeCompare(a.publishedAt ?? a.createdAt),
+  )[0];
+  if (!newest) {
+    throw new EmulatorError(
+      "NO_IMAGE",
+      `${repo} has no published ${RELEASE_PREFIX}* release`,
+      "pick one with --tag (see `stack-emulator list-releases`), or start the offline dev image: stack-emulator start --image dev",
+    );
+  }
+  return newest;
+}
+
+/** Downloads (resumably, verified) the disk of the image a selector names; returns its path and digest. */
+async function fetchDisk(
+  ctx: Context,
+  client: GitHubClient,
+  repo: string,
+  selector: ImageSelector,
+  arch: string,
+  dest: string,
+): Promise<{ sha256: string; verified: boolean }> {
+  const transfer = {
+    onProgress: createProgressRenderer(process.stderr),
+    onMessage: (message: string) => ctx.report.warn(message),
+  };
+  const artifactName = new RegExp(`stack-emulator-${arch}`);
+  if (selector.kind === "release") {
+    const release = await pickRelease(client, repo, selector.tag);
+    ctx.report.info(`release ${release.tag} (${release.publishedAt ?? release.createdAt})`);
+    const fetched = await fetchReleaseAsset({
+      ...transfer,
+      client,
+      release,
+      asset: releaseAsset(arch),
+      dest,
+    });
+    return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
+  }
+  const workflow = ctx.env.STACK_EMULATOR_WORKFLOW;
+  const artifact =
+    selector.kind === "pr"
+      ? await client.pullRequestArtifact(repo, selector.number, {
+          artifactName,
+          ...(workflow ? { workflow } : {}),
+        })
+      : await client.runArtifact(repo, (selector as { id: number }).id, { artifactName });
+  ctx.report.info(`artifact ${artifact.name} of run ${artifact.runId} (${artifact.headSha.slice(0, 12)})`);
+  const fetched = await fetchArtifactFile({ ...transfer, client, artifact, dest, file: /\.qcow2$/ });
+  return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
+}
+
+/**
+ * Downloads the image a selector names and stores it with its manifest. The download lives under
+ * `images/.downloads/` so an interrupted pull resumes; the image directory appears only once complete.
+ */
+export async function pullImage(ctx: Context, selector: ImageSelector, flags: PullFlags): Promise<Image> {
+  const arch = archOf(flags);
+  const repo = flags.repo ?? ctx.env.STACK_EMULATOR_REPO ?? DEFAULT_REPO;
+  const name = imageName(selector, arch);
+  const downloads = join(ctx.layout.images, ".downloads");
+  mkdirSync(downloads, { recursive: true });
+  const dest = join(downloads, `${name}.qcow2`);
+  ctx.report.step(`fetching ${name} from ${repo}`);
+  let fetched: { sha256: string; verified: boolean };
+  try {
+    fetched = await fetchDisk(ctx, github(ctx), repo, selector, arch, dest);
+  } catch (error) {
+    if (error instanceof ArtifactsError && error.code === "NETWORK") {
+      throw new EmulatorError(
+        "NO_IMAGE",
+        `no image could be downloaded: ${error.message}`,
+        "start the offline dev image instead: stack-emulator start --image dev",
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  if (!fetched.verified)
+    ctx.report.warn(`${name}: the publisher gave no checksum, so the download was not verified`);
+  removeAbandonedStaging(ctx.layout.images);
+  const staging = createStaging(ctx.layout.images);
+  renameSync(dest, join(staging, "disk.qcow2"));
+  writeFileAtomic(
+    join(staging, "image.json"),
+    `${JSON.stringify(releaseManifest(name, arch, `sha256:${fetched.sha256}`), null, 2)}\n`,
+  );
+  commitStaging(staging, storedImageDir(ctx.layout, name));
+  return loadImage(storedImageDir(ctx.layout, name));
+}
+
+export interface ReleaseRow {
+  tag: string;
+  name: string;
+  date: string;
+  size: string;
+  flags: string[];
+  assets: string[];
+}
+
+export async function listReleases(ctx: Context, repo?: string): Promise<ReleaseRow[]> {
+  const releases = await github(ctx).listReleases(repo ?? ctx.env.STACK_EMULATOR_REPO ?? DEFAULT_REPO, {
+    prefix: RELEASE_PREFIX,
+  });
+  return releases.map((r) => ({
+    tag: r.tag,
+    name: r.name,
+    date: r.publishedAt ?? r.createdAt,
+    size: formatBytes(r.size),
+    flags: [r.latest && "latest", r.draft && "draft", r.prerelease && "prerelease"].filter((f): f is string =>
+      Boolean(f),
+    ),
+    assets: r.assets.map((a) => a.name),
+  }));
+}

@@ -1,0 +1,111 @@
+import type { Image } from "./image.js";
+import type { InstancePaths } from "./paths.js";
+import type { ForwardedService } from "./ports.js";
+
+/** Bump when the device layout changes: snapshots captured with another layout cannot be resumed. */
+export const DEVICE_LAYOUT_VERSION = 1;
+export const CPU_MODEL = "max";
+const RAM_BACKEND_ID = "ram0";
+
+export interface MachineSpec {
+  qemu: string;
+  arch: "amd64" | "arm64";
+  accel: string;
+  firmware?: string;
+}
+
+export type RamSpec =
+  | { kind: "anonymous" }
+  /** Guest RAM in a file: shared while capturing a snapshot, private copy-on-write when resuming one. */
+  | { kind: "file"; path: string; share: boolean };
+
+export interface LaunchSpec {
+  machine: MachineSpec;
+  image: Image;
+  paths: InstancePaths;
+  /** The writable disk: an overlay on the image's disk or on a snapshot's disk. */
+  disk: string;
+  services: ForwardedService[];
+  ram: RamSpec;
+  incoming: boolean;
+}
+
+/** QEMU option values escape a comma by doubling it. */
+function opt(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+export function machineType(arch: "amd64" | "arm64"): string {
+  return arch === "amd64" ? "q35" : "virt";
+}
+
+/**
+ * The QEMU command line. Every device has a fixed id and PCI address so a snapshot taken by one process
+ * resumes in another; what may change between them (ports, file paths) lives outside migrated state.
+ */
+export function buildQemuArgs(spec: LaunchSpec): string[] {
+  const { machine, image, paths, services, ram } = spec;
+  const m = image.manifest;
+  const machineProps = [machineType(machine.arch)];
+  const args: string[] = [
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-name",
+    `stack-emulator,debug-threads=on`,
+  ];
+  if (ram.kind === "file") {
+    machineProps.push(`memory-backend=${RAM_BACKEND_ID}`);
+    args.push(
+      "-object",
+      `memory-backend-file,id=${RAM_BACKEND_ID},size=${m.memoryMiB}M,mem-path=${opt(ram.path)},share=${ram.share ? "on" : "off"}`,
+    );
+  }
+  args.push("-machine", machineProps.join(","), "-accel", machine.accel, "-cpu", CPU_MODEL);
+  args.push("-m", `${m.memoryMiB}M`, "-smp", String(m.cpus));
+  if (machine.firmware) args.push("-bios", machine.firmware);
+  if (image.kernelPath) {
+    args.push("-kernel", image.kernelPath);
+    if (image.initrdPath) args.push("-initrd", image.initrdPath);
+    if ("append" in m.boot && m.boot.append) args.push("-append", m.boot.append);
+  }
+  const hostfwd = services.map((s) => `hostfwd=tcp:127.0.0.1:${s.hostPort}-:${s.guestPort}`).join(",");
+  const pci =
+    machine.arch === "amd64" ? (slot: number) => `,bus=pcie.0,addr=0x${slot.toString(16)}` : () => "";
+  args.push(
+    "-drive",
+    `file=${opt(spec.disk)},if=none,id=disk0,format=qcow2,discard=unmap`,
+    "-device",
+    `virtio-blk-pci,drive=disk0,id=vdisk0${pci(4)}`,
+    "-drive",
+    `file=${opt(paths.configIso)},if=none,id=cfg0,format=raw,readonly=on`,
+    "-device",
+    `virtio-blk-pci,drive=cfg0,id=vcfg0${pci(5)}`,
+    "-netdev",
+    `user,id=net0${hostfwd ? `,${hostfwd}` : ""}`,
+    "-device",
+    `virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:53:54:4b${pci(6)}`,
+    "-chardev",
+    `socket,id=qga0,path=${opt(paths.qgaSocket)},server=on,wait=off`,
+    "-device",
+    `virtio-serial-pci,id=vser0${pci(7)}`,
+    "-device",
+    "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+    "-device",
+    "vmgenid,id=vmgenid0,guid=auto",
+    "-device",
+    `virtio-rng-pci,id=rng0${pci(8)}`,
+    "-qmp",
+    `unix:${opt(paths.qmpSocket)},server=on,wait=off`,
+    "-chardev",
+    `file,id=serial0,path=${opt(paths.serialLog)},append=on`,
+    "-serial",
+    "chardev:serial0",
+    "-pidfile",
+    paths.pidFile,
+    "-daemonize",
+  );
+  if (spec.incoming) args.push("-incoming", "defer");
+  return args;
+}

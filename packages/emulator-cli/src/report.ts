@@ -1,0 +1,70 @@
+import { appendFileSync } from "node:fs";
+
+/** Progress for humans on stderr (redrawn on a TTY, plain lines otherwise) plus a plain log file. */
+export interface Reporter {
+  step(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  /** Also write future lines to this log file. */
+  logTo(path: string): void;
+  done(): void;
+}
+
+export function createReporter(options: { stream?: NodeJS.WriteStream; quiet?: boolean } = {}): Reporter {
+  const stream = options.stream ?? process.stderr;
+  const tty = Boolean(stream.isTTY) && !process.env.CI;
+  const started = Date.now();
+  let logFile: string | undefined;
+  let current: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+  const log = (level: string, message: string) => {
+    if (!logFile) return;
+    try {
+      appendFileSync(logFile, `${new Date().toISOString()} ${level} ${message}\n`);
+    } catch {
+      // The log is a convenience; the terminal output already carries the message.
+    }
+  };
+  const clearLine = () => {
+    if (tty && current) stream.write("\r\x1b[2K");
+  };
+  const redraw = () => {
+    if (tty && current) stream.write(`\r\x1b[2K\x1b[36m…\x1b[0m ${current} \x1b[2m${elapsed()}\x1b[0m`);
+  };
+  const print = (prefix: string, message: string) => {
+    if (options.quiet && prefix !== "warning:") return;
+    clearLine();
+    stream.write(`${prefix ? `${prefix} ` : ""}${message}\n`);
+    redraw();
+  };
+  return {
+    step(message) {
+      log("step", message);
+      if (options.quiet) return;
+      if (tty) {
+        current = message;
+        redraw();
+        timer ??= setInterval(redraw, 100).unref();
+      } else {
+        stream.write(`[${elapsed()}] ${message}\n`);
+      }
+    },
+    info(message) {
+      log("info", message);
+      print("", message);
+    },
+    warn(message) {
+      log("warn", message);
+      print("warning:", message);
+    },
+    logTo(path) {
+      logFile = path;
+    },
+    done() {
+      if (timer) clearInterval(timer);
+      clearLine();
+      current = undefined;
+    },
+  };
+}

@@ -1,0 +1,108 @@
+import { spawn } from "node:child_process";
+import { appendFileSync, readFileSync, rmSync } from "node:fs";
+import { QmpClient } from "@stack/qmp";
+import { EmulatorError } from "./errors.js";
+import { ensureSocketDir, type InstancePaths } from "./paths.js";
+import { identify, isSameProcess, type ProcessIdentity } from "./process-identity.js";
+import { buildQemuArgs, type LaunchSpec } from "./qemu-args.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts QEMU daemonized: the launcher exits once the machine is initialised (sockets listening), so its exit
+ * status and stderr tell whether the start worked, and the pid file names the VM process.
+ */
+export async function launchQemu(spec: LaunchSpec): Promise<ProcessIdentity> {
+  const { paths } = spec;
+  ensureSocketDir(paths.socketDir);
+  for (const stale of [paths.qmpSocket, paths.qgaSocket, paths.pidFile]) rmSync(stale, { force: true });
+  const args = buildQemuArgs(spec);
+  const stderr = await new Promise<string>((resolvePromise, reject) => {
+    const child = spawn(spec.machine.qemu, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let output = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      output = (output + chunk.toString()).slice(-8192);
+    });
+    child.on("error", (error) =>
+      reject(
+        new EmulatorError(
+          "QEMU_FAILED",
+          `cannot run ${spec.machine.qemu}: ${error.message}`,
+          "run `stack-emulator doctor`",
+        ),
+      ),
+    );
+    child.on("close", (code) => {
+      if (code === 0) resolvePromise(output);
+      else
+        reject(
+          new EmulatorError(
+            "QEMU_FAILED",
+            `QEMU exited with status ${code}: ${output.trim().split("\n").slice(-5).join(" | ") || "no message"}`,
+            `see ${paths.qemuLog}; \`stack-emulator doctor\` checks the host`,
+          ),
+        );
+    });
+  });
+  if (stderr.trim()) appendQemuLog(paths, stderr);
+  const pid = Number.parseInt(readFileSync(paths.pidFile, "utf8").trim(), 10);
+  const identity = identify(pid);
+  if (!identity)
+    throw new EmulatorError("QEMU_FAILED", "QEMU started but exited right away", `see ${paths.serialLog}`);
+  return identity;
+}
+
+function appendQemuLog(paths: InstancePaths, text: string): void {
+  // QEMU's own warnings (e.g. about the accelerator): kept for `logs`, not shown on every start.
+  try {
+    appendFileSync(paths.qemuLog, `${new Date().toISOString()} ${text.trim()}\n`);
+  } catch {
+    // Losing a warning line is not worth failing a start over.
+  }
+}
+
+export async function connectQmp(paths: InstancePaths, timeoutMs = 10_000): Promise<QmpClient> {
+  return QmpClient.connect(paths.qmpSocket, { timeoutMs });
+}
+
+export async function waitForExit(identity: ProcessIdentity, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isSameProcess(identity)) {
+    if (Date.now() >= deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+/**
+ * Ends a VM: `quit` over QMP when a connection is at hand, then SIGTERM, then SIGKILL, each given time to work.
+ * Only signals the process we started (pid and start time match), never a reused pid.
+ */
+export async function terminate(identity: ProcessIdentity, qmp?: QmpClient): Promise<void> {
+  if (qmp) {
+    await qmp.quit().catch(() => undefined);
+    await qmp.close().catch(() => undefined);
+    if (await waitForExit(identity, 5000)) return;
+  }
+  for (const [signal, wait] of [
+    ["SIGTERM", 5000],
+    ["SIGKILL", 5000],
+  ] as const) {
+    if (!isSameProcess(identity)) return;
+    try {
+      process.kill(identity.pid, signal);
+    } catch {
+      return;
+    }
+    if (await waitForExit(identity, wait)) return;
+  }
+  throw new EmulatorError(
+    "STOP_FAILED",
+    `QEMU (pid ${identity.pid}) did not exit after SIGKILL`,
+    "check the process with `ps`",
+  );
+}
+
+export function removeRuntimeFiles(paths: InstancePaths): void {
+  for (const file of [paths.qmpSocket, paths.qgaSocket, paths.pidFile]) rmSync(file, { force: true });
+}

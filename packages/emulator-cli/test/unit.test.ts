@@ -1,0 +1,188 @@
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { writeConfigDisk } from "../src/config-disk.js";
+import type { EmulatorError } from "../src/errors.js";
+import { parseImageSelector } from "../src/image-store.js";
+import { acquireLock } from "../src/lock.js";
+import { instancePaths, resolveHome } from "../src/paths.js";
+import { assertPortsFree, parsePort, resolveServicePorts, type ServiceSpec } from "../src/ports.js";
+import { identify, isSameProcess } from "../src/process-identity.js";
+import { generateSecrets, loadKeys, saveKeys } from "../src/secrets.js";
+import { type Fingerprint, fingerprintDifferences } from "../src/snapshot.js";
+import { freePort } from "./helpers.js";
+
+const services: ServiceSpec[] = [
+  {
+    name: "dashboard",
+    guestPort: 8101,
+    defaultHostPort: 26700,
+    portEnv: "STACK_EMULATOR_DASHBOARD_PORT",
+    health: "/",
+  },
+  {
+    name: "backend",
+    guestPort: 8102,
+    defaultHostPort: 26701,
+    portEnv: "STACK_EMULATOR_BACKEND_PORT",
+    health: "/",
+  },
+];
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (error) {
+    return (error as EmulatorError).code;
+  }
+  return undefined;
+}
+
+describe("ports", () => {
+  it("accepts 1-65535 and rejects everything else with the variable named", () => {
+    expect(parsePort("80", "X")).toBe(80);
+    expect(parsePort("65535", "X")).toBe(65535);
+    for (const bad of ["0", "65536", "99999", "-1", "8o", "", "1.5", "0x50"]) {
+      expect(codeOf(() => parsePort(bad, "STACK_EMULATOR_BACKEND_PORT"))).toBe("INVALID_PORT");
+    }
+    expect(() => parsePort("70000", "STACK_EMULATOR_BACKEND_PORT")).toThrow(/STACK_EMULATOR_BACKEND_PORT/);
+  });
+
+  it("takes ports from the environment and refuses two services on one port", () => {
+    const resolved = resolveServicePorts(services, { STACK_EMULATOR_BACKEND_PORT: "31001" });
+    expect(resolved.map((s) => s.hostPort)).toEqual([26700, 31001]);
+    expect(codeOf(() => resolveServicePorts(services, { STACK_EMULATOR_BACKEND_PORT: "26700" }))).toBe(
+      "PORT_CONFLICT",
+    );
+  });
+
+  it("names the service whose port is taken", async () => {
+    const port = await freePort();
+    const server = createServer().listen(port, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    try {
+      const resolved = resolveServicePorts(services, { STACK_EMULATOR_BACKEND_PORT: String(port) });
+      await expect(assertPortsFree(resolved)).rejects.toThrow(new RegExp(`backend on 127.0.0.1:${port}`));
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe("image selectors", () => {
+  it("parses every form and rejects unknown ones", () => {
+    expect(parseImageSelector("dev")).toEqual({ kind: "dev" });
+    expect(parseImageSelector("release:emulator-main-latest")).toEqual({
+      kind: "release",
+      tag: "emulator-main-latest",
+    });
+    expect(parseImageSelector("pr:1234")).toEqual({ kind: "pr", number: 1234 });
+    expect(parseImageSelector("run:99")).toEqual({ kind: "run", id: 99 });
+    expect(parseImageSelector("./images/x").kind).toBe("path");
+    expect(codeOf(() => parseImageSelector("latest-and-greatest"))).toBe("UNKNOWN_IMAGE");
+    expect(codeOf(() => parseImageSelector("pr:abc"))).toBe("UNKNOWN_IMAGE");
+  });
+});
+
+describe("paths", () => {
+  it("keeps socket paths short however deep the home is", () => {
+    const deep = join(tmpdir(), "a".repeat(60), "b".repeat(60));
+    const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: deep }), "default");
+    expect(Buffer.byteLength(paths.qmpSocket)).toBeLessThan(104);
+    expect(paths.qmpSocket.startsWith(deep)).toBe(false);
+    const shallow = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
+    expect(shallow.qmpSocket).toBe("/tmp/h/instances/default/sock/qmp.sock");
+  });
+
+  it("rejects instance names that could escape the home", () => {
+    expect(codeOf(() => instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "../etc"))).toBe(
+      "INVALID_NAME",
+    );
+  });
+});
+
+describe("process identity and the lock", () => {
+  it("tells a live process from a dead one and from a reused pid", async () => {
+    const child = spawn("sleep", ["30"]);
+    await new Promise((r) => child.once("spawn", r));
+    const identity = identify(child.pid as number);
+    expect(identity && isSameProcess(identity)).toBe(true);
+    expect(isSameProcess({ pid: child.pid as number, startTime: "1" })).toBe(false);
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("close", r));
+    expect(isSameProcess(identity)).toBe(false);
+  });
+
+  it("refuses a second holder and takes over a lock whose owner died", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lock-"));
+    const path = join(dir, "lock");
+    const lock = acquireLock(path, "test");
+    expect(codeOf(() => acquireLock(path, "test"))).toBe("BUSY");
+    lock.release();
+    const child = spawn("sleep", ["30"]);
+    await new Promise((r) => child.once("spawn", r));
+    writeFileSync(path, JSON.stringify({ ...identify(child.pid as number), purpose: "start" }));
+    expect(codeOf(() => acquireLock(path, "test"))).toBe("BUSY");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("close", r));
+    const taken = acquireLock(path, "test");
+    expect(JSON.parse(readFileSync(path, "utf8")).pid).toBe(process.pid);
+    taken.release();
+  });
+});
+
+describe("secrets", () => {
+  it("are 64 hex chars, different every time, and saved owner-only", () => {
+    const a = generateSecrets(["A", "B"]);
+    const b = generateSecrets(["A", "B"]);
+    expect(a.A).toMatch(/^[0-9a-f]{64}$/);
+    expect(a.A).not.toBe(b.A);
+    expect(a.A).not.toBe(a.B);
+    const dir = mkdtempSync(join(tmpdir(), "keys-"));
+    const file = join(dir, "keys.env");
+    saveKeys(file, a);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(loadKeys(file)).toEqual(a);
+  });
+});
+
+describe("fingerprints", () => {
+  it("lists what changed", () => {
+    const base: Fingerprint = {
+      qemuBinary: "/usr/bin/qemu-system-x86_64",
+      qemuVersion: "7.2.22",
+      accel: "tcg",
+      cpu: "max",
+      machine: "q35",
+      memoryMiB: 256,
+      cpus: 2,
+      deviceLayout: 1,
+      imageDigest: "sha256:aa",
+      method: "x-ignore-shared",
+    };
+    expect(fingerprintDifferences(base, { ...base })).toEqual([]);
+    expect(fingerprintDifferences(base, { ...base, memoryMiB: 512, accel: "kvm" })).toEqual([
+      "accel tcg -> kvm",
+      "memoryMiB 256 -> 512",
+    ]);
+  });
+});
+
+describe("config disk", () => {
+  it("is an ISO that an independent reader sees with the volume id and stack.env", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cfg-"));
+    mkdirSync(dir, { recursive: true });
+    const iso = join(dir, "config.iso");
+    await writeConfigDisk(iso, "STACKCFG", { STACK_BACKEND_URL: "http://127.0.0.1:31001" });
+    expect(execFileSync("isoinfo", ["-d", "-i", iso], { encoding: "utf8" })).toMatch(/Volume id: STACKCFG/);
+    const out = join(dir, "x");
+    mkdirSync(out);
+    execFileSync("bsdtar", ["-xf", iso, "-C", out]);
+    expect(readFileSync(join(out, "stack.env"), "utf8")).toContain(
+      "STACK_BACKEND_URL=http://127.0.0.1:31001\n",
+    );
+  });
+});
