@@ -1,1 +1,46 @@
-export const placeholder = true;
+export {
+  ACCEL_ENV,
+  ACCELERATORS,
+  type Accelerator,
+  type AcceleratorChoice,
+  type ChooseAcceleratorOptions,
+  chooseAccelerator,
+  KVM_DEVICE,
+  type KvmDeviceStatus,
+  kvmDeviceStatus,
+} from "./accel.js";
+export {
+  type CheckStatus,
+  type DoctorCheck,
+  type DoctorOptions,
+  type DoctorReport,
+  doctor,
+} from "./doctor.js";
+export { HostDetectError, type HostDetectErrorCode } from "./errors.js";
+export { type FindQemuOptions, findQemu, QEMU_ENV, QEMU_IMG_ENV, type QemuBinaries } from "./find-qemu.js";
+export {
+  DEFAULT_EXCLUDED_FEATURES,
+  type Firmware,
+  type FirmwareOptions,
+  findFirmware,
+  firmwareSearchDirs,
+  listFirmware,
+} from "./firmware.js";
+export { type GuestArch, type HostInfo, type HostOs, hostInfo, normalizeArch } from "./host.js";
+export {
+  detectPackageManager,
+  installCommand,
+  type Need,
+  type PackageManager,
+  packageNames,
+} from "./packages.js";
+export {
+  clearProbeCache,
+  DEFAULT_PROBE_TIMEOUT_MS,
+  type ProbeOptions,
+  parseQemuVersion,
+  probeQemu,
+  type QemuAbilities,
+  type QemuVersion,
+  qemuVersion,
+} from "./probe.js";

@@ -1,0 +1,263 @@
+import { type AcceleratorChoice, chooseAccelerator } from "./accel.js";
+import type { HostDetectError } from "./errors.js";
+import { findQemu, QEMU_ENV, type QemuBinaries } from "./find-qemu.js";
+import { listFirmware } from "./firmware.js";
+import { type GuestArch, hostInfo, isGuestArch } from "./host.js";
+import { detectPackageManager, installCommand, type Need, type PackageManager } from "./packages.js";
+import { probeQemu, type QemuAbilities } from "./probe.js";
+
+export type CheckStatus = "ok" | "warn" | "fail";
+
+export interface DoctorCheck {
+  id: string;
+  title: string;
+  status: CheckStatus;
+  detail: string;
+  fix?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  checks: DoctorCheck[];
+}
+
+export interface DoctorOptions {
+  /** The guest architecture to check for; default the host's own (amd64 on an unknown host). */
+  arch?: GuestArch;
+  env?: NodeJS.ProcessEnv;
+  /** Stands in for `/` (descriptor dirs, /dev/kvm, os-release, well-known binary locations). */
+  root?: string;
+  os?: string;
+  hostArch?: string;
+  /** Passed to probeQemu. */
+  cacheDir?: string;
+  timeoutMs?: number;
+  /** Whether fixes need `sudo`; default this process's uid. */
+  uid?: number;
+}
+
+const WINDOWS_HYPERVISOR_FIX =
+  "In an administrator PowerShell: Enable-WindowsOptionalFeature -Online -FeatureName HypervisorPlatform; then reboot";
+
+function check(id: string, title: string, status: CheckStatus, detail: string, fix?: string): DoctorCheck {
+  return fix === undefined ? { id, title, status, detail } : { id, title, status, detail, fix };
+}
+
+function accelFix(choice: AcceleratorChoice, os: string, native: boolean): string | undefined {
+  if (!native) return "Use an image built for this host's architecture to run with hardware acceleration";
+  if (choice.kvmDevice?.problem !== undefined) {
+    return choice.kvmDevice.exists
+      ? `sudo usermod -aG ${choice.kvmDevice.group ?? "kvm"} $USER, then log out and back in`
+      : "Enable VT-x/AMD-V in the firmware settings and run `sudo modprobe kvm_intel` (or kvm_amd)";
+  }
+  if (os === "windows") return WINDOWS_HYPERVISOR_FIX;
+  if (os === "darwin")
+    return "Hypervisor.framework is unavailable: run on a Mac (not in a VM without nested virtualization)";
+  return undefined;
+}
+
+/**
+ * Every check the emulator depends on, each with what was found and, when something is wrong, the command that
+ * fixes it on this platform. Never throws: a failing step becomes a failed check. `ok` is false when the emulator
+ * cannot run at all; warnings (tcg only, a slower snapshot method) leave it true.
+ */
+export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
+  const host = hostInfo({ platform: opts?.os ?? process.platform, arch: opts?.hostArch ?? process.arch });
+  const arch: GuestArch = opts?.arch ?? host.nativeGuestArchs[0] ?? "amd64";
+  const env = opts?.env ?? process.env;
+  const ctx = { os: host.os, env, ...(opts?.root === undefined ? {} : { root: opts.root }) };
+  const manager: PackageManager | undefined = detectPackageManager(ctx);
+  const install = (needs: Need[]) =>
+    installCommand(manager, needs, opts?.uid === undefined ? undefined : { uid: opts.uid });
+  const checks: DoctorCheck[] = [];
+
+  const platform = `${host.os}/${host.arch}`;
+  if (host.os === "unknown" || !isGuestArch(String(host.arch))) {
+    checks.push(
+      check(
+        "host",
+        "Host platform",
+        "fail",
+        `${platform} is not supported`,
+        "Run on Linux or macOS on amd64 or arm64",
+      ),
+    );
+  } else if (host.os === "windows") {
+    checks.push(
+      check(
+        "host",
+        "Host platform",
+        "warn",
+        `${platform}: QEMU runs with WHPX, but the emulator is only tested on Linux and macOS; unix sockets need Windows 10 1803+`,
+        "Use WSL2 (Linux) for the supported path",
+      ),
+    );
+  } else {
+    checks.push(
+      check("host", "Host platform", "ok", `${platform}, native guests: ${host.nativeGuestArchs.join(", ")}`),
+    );
+  }
+
+  let binaries: QemuBinaries | undefined;
+  try {
+    binaries = await findQemu(arch, ctx);
+    checks.push(
+      check("qemu", `QEMU for ${arch} guests`, "ok", `${binaries.system} (from ${binaries.source})`),
+    );
+  } catch (error) {
+    const override = (error as HostDetectError).code === "QEMU_OVERRIDE_INVALID";
+    checks.push(
+      check(
+        "qemu",
+        `QEMU for ${arch} guests`,
+        "fail",
+        (error as Error).message,
+        override
+          ? `Unset ${QEMU_ENV[arch]} or point it at qemu-system binary`
+          : install([`qemu-${arch}`, "qemu-img"]),
+      ),
+    );
+  }
+  if (binaries !== undefined) {
+    checks.push(
+      binaries.img === undefined
+        ? check(
+            "qemu-img",
+            "qemu-img",
+            "fail",
+            "qemu-img was not found; it creates instance disk overlays",
+            install(["qemu-img"]),
+          )
+        : check("qemu-img", "qemu-img", "ok", binaries.img),
+    );
+  }
+
+  let abilities: QemuAbilities | undefined;
+  if (binaries !== undefined) {
+    try {
+      abilities = await probeQemu(binaries.system, {
+        ...(opts?.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
+        ...(opts?.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      });
+      const v = abilities.version;
+      checks.push(
+        v.major < 4
+          ? check(
+              "qemu-version",
+              "QEMU version",
+              "warn",
+              `QEMU ${v.text} is older than 4.0, the oldest tested`,
+              install([`qemu-${arch}`]),
+            )
+          : check(
+              "qemu-version",
+              "QEMU version",
+              "ok",
+              `QEMU ${v.text}; accelerators built in: ${abilities.accelerators.join(", ")}`,
+            ),
+      );
+    } catch (error) {
+      checks.push(
+        check("qemu-version", "QEMU version", "fail", (error as Error).message, install([`qemu-${arch}`])),
+      );
+    }
+  }
+
+  if (abilities !== undefined) {
+    const caps = abilities.migrationCapabilities;
+    if (caps.includes("x-ignore-shared") && abilities.memoryBackendFile) {
+      checks.push(
+        check(
+          "snapshot",
+          "Snapshot method",
+          "ok",
+          "x-ignore-shared with a file-backed RAM template: resume maps RAM instead of loading it",
+        ),
+      );
+    } else {
+      checks.push(
+        check(
+          "snapshot",
+          "Snapshot method",
+          "warn",
+          `this QEMU lacks ${caps.includes("x-ignore-shared") ? "memory-backend-file" : "the x-ignore-shared capability"}: ` +
+            `resume loads the whole RAM from a ${abilities.fileMigration ? "file:" : "exec:"} stream, which is slower`,
+          `Upgrade QEMU: ${install([`qemu-${arch}`])}`,
+        ),
+      );
+    }
+
+    try {
+      const choice = chooseAccelerator({
+        abilities,
+        env,
+        os: host.os,
+        guestArch: arch,
+        hostArch: String(host.arch),
+        ...(opts?.root === undefined ? {} : { root: opts.root }),
+      });
+      const rejected = choice.rejected
+        .filter((r) => !/only available on/.test(r.reason))
+        .map((r) => `${r.accel}: ${r.reason}`);
+      const detail = [`${choice.accel}${choice.overridden ? " (EMULATOR_ACCEL)" : ""}`, ...rejected].join(
+        "; ",
+      );
+      const native = host.nativeGuestArchs.includes(arch);
+      checks.push(
+        choice.accel === "tcg" && !choice.overridden
+          ? check(
+              "accelerator",
+              "Hardware acceleration",
+              "warn",
+              `${detail}. Guests run emulated (tcg), several times slower`,
+              accelFix(choice, host.os, native),
+            )
+          : check("accelerator", "Hardware acceleration", "ok", detail),
+      );
+    } catch (error) {
+      checks.push(
+        check(
+          "accelerator",
+          "Hardware acceleration",
+          "fail",
+          (error as Error).message,
+          "Unset EMULATOR_ACCEL or fix what it names",
+        ),
+      );
+    }
+  }
+
+  try {
+    const { matches, warnings } = await listFirmware(arch, {
+      env,
+      ...(opts?.root === undefined ? {} : { root: opts.root }),
+    });
+    const found = matches[0];
+    const skipped = warnings.length === 0 ? "" : ` (${warnings.join("; ")})`;
+    if (found !== undefined) {
+      checks.push(
+        check(
+          "firmware",
+          "UEFI firmware",
+          warnings.length === 0 ? "ok" : "warn",
+          `${found.code}${found.vars ? ` + ${found.vars}` : ""}${skipped}`,
+        ),
+      );
+    } else {
+      // virt (arm64) cannot boot without UEFI; x86 images boot a kernel directly or with the built-in SeaBIOS.
+      checks.push(
+        check(
+          "firmware",
+          "UEFI firmware",
+          arch === "arm64" ? "fail" : "warn",
+          `no UEFI firmware for ${arch} was found${arch === "arm64" ? "" : "; only images that boot with UEFI need it"}${skipped}`,
+          install([`firmware-${arch}`]),
+        ),
+      );
+    }
+  } catch (error) {
+    checks.push(check("firmware", "UEFI firmware", "fail", (error as Error).message));
+  }
+
+  return { ok: checks.every((c) => c.status !== "fail"), checks };
+}
