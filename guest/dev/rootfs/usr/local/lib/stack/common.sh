@@ -1,0 +1,18 @@
+# Shared by the guest scripts (sourced, busybox sh). Paths and helpers of the dev image's app.
+# shellcheck shell=sh
+# shellcheck disable=SC2034 # the variables are used by the scripts that source this file
+STACK_RUN=/run/stack
+SECRETS_FILE=$STACK_RUN/secrets.env
+RUNTIME_ENV=$STACK_RUN/runtime.env
+CONFIG_JSON=$STACK_RUN/config.json
+SIGN_IN_HTML=$STACK_RUN/sign-in.html
+KV_DIR=/data/kv
+CONFIG_MOUNT=/mnt/config
+BACKEND_PORT=8102
+DASHBOARD_PORT=8101
+SECRET_NAMES="STACK_PUBLISHABLE_CLIENT_KEY STACK_SECRET_SERVER_KEY STACK_SUPER_SECRET_ADMIN_KEY CRON_SECRET"
+
+# Messages go to stderr (the serial console for boot and the app), never secret values.
+log() {
+  echo "stack: $*" >&2
+}
