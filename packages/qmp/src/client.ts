@@ -61,6 +61,18 @@ function guard(
   return dispose;
 }
 
+/** Every QMP message is a JSON object; anything else means the peer is not speaking QMP. */
+function parseObject(line: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(line);
+    return value !== null && typeof value === "object" && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function isRetryableConnectError(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   // ENOENT: QEMU has not created the socket yet. ECONNREFUSED: a stale socket file, or QEMU not listening yet.
@@ -261,12 +273,13 @@ export class QmpClient {
   private handleLine(line: string): void {
     if (this.closeReason) return;
     this.log("in", line);
-    let message: Record<string, unknown>;
-    try {
-      message = JSON.parse(line);
-    } catch {
+    const message = parseObject(line);
+    if (!message) {
       this.fail(
-        new QmpError("PROTOCOL", `${this.socketPath} sent a line that is not JSON: is it a QMP socket?`),
+        new QmpError(
+          "PROTOCOL",
+          `${this.socketPath} sent a line that is not a JSON object: is it a QMP socket?`,
+        ),
       );
       return;
     }
@@ -290,8 +303,9 @@ export class QmpClient {
       for (const listener of [...this.eventListeners]) listener(event);
       return;
     }
-    if (!("return" in message) && !("error" in message)) return;
     const hasId = "id" in message;
+    const isError = "error" in message;
+    if (!isError && !(hasId && "return" in message)) return;
     // QEMU answers non-OOB commands in order, so an error without id (QEMU could not parse that request) belongs to
     // the oldest request still unanswered.
     const id = hasId ? String(message.id) : this.unanswered[0];
@@ -301,7 +315,7 @@ export class QmpClient {
     const pending = this.pending.get(id);
     if (!pending) return; // abandoned (timed out, aborted) or not ours: dropped
     this.pending.delete(id);
-    if ("error" in message) {
+    if (isError) {
       const err = (message.error ?? {}) as { class?: string; desc?: string };
       const errorClass = err.class ?? "GenericError";
       const desc = err.desc ?? "(no description)";

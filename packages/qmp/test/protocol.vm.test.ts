@@ -60,6 +60,17 @@ describe("QmpClient against QEMU 7.2", () => {
     expect(second.message).toMatch(/another client/);
   });
 
+  it("refuses a socket that does not speak QMP (QEMU's human monitor)", async () => {
+    const dir = await shortTempDir();
+    cleanups.push(() => removeDir(dir));
+    const hmp = `${dir}/hmp.sock`;
+    const qemu = startQemu(dir, [...MACHINE, "-monitor", `unix:${hmp},server=on,wait=off`]);
+    cleanups.push(() => qemu.kill());
+    const error = await rejection(QmpClient.connect(hmp, { timeoutMs: 30_000 }));
+    expect(error.code).toBe("PROTOCOL");
+    expect(error.message).toMatch(/is it a QMP socket/);
+  });
+
   it("reports QEMU's error classes", async () => {
     const { q } = await qemuWithClient();
     const notFound = await rejection(q.execute("no-such-command"));
