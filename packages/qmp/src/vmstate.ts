@@ -175,8 +175,8 @@ function migrationFailure(info: MigrationInfo, what: string, hint: string): QmpE
 }
 
 /**
- * Polls `query-migrate` until a final status, woken early by MIGRATION events. Returns the final info for
- * `completed`; throws MIGRATION_FAILED for `failed`/`cancelled` and TIMEOUT at the deadline.
+ * Polls `query-migrate` until the status is final (`completed`, `failed`, `cancelled`) and returns that info;
+ * MIGRATION events wake the loop early. Throws TIMEOUT at the deadline.
  */
 async function awaitMigration(
   q: QmpClient,
@@ -191,7 +191,10 @@ async function awaitMigration(
     if (info.status === "completed" || info.status === "failed" || info.status === "cancelled") return info;
     const left = deadline - Date.now();
     if (left <= 0)
-      throw new QmpError("TIMEOUT", `migration still ${info.status ?? "starting"} at the deadline`);
+      throw new QmpError(
+        "TIMEOUT",
+        `migration still ${info.status ?? "starting"} at its deadline; raise timeoutMs for a large guest or slow disk`,
+      );
     nextEvent ??= events.next();
     let timer: NodeJS.Timeout | undefined;
     const woke = await Promise.race([

@@ -147,6 +147,22 @@ describe("QmpClient against QEMU 7.2", () => {
     expect(q.isOpen).toBe(true);
   });
 
+  it("times out a command QEMU cannot answer, then drops its late reply", async () => {
+    const { qemu, q } = await qemuWithClient();
+    qemu.child.kill("SIGSTOP");
+    const stuck = q.queryStatus().then(
+      () => undefined,
+      (e: QmpError) => e,
+    );
+    const timedOut = await rejection(q.execute("query-version", undefined, { timeoutMs: 200 }));
+    expect(timedOut.code).toBe("TIMEOUT");
+    qemu.child.kill("SIGCONT");
+    // The command without a short deadline still gets its own answer once QEMU runs again.
+    expect(await stuck).toBeUndefined();
+    expect(await q.execute("query-name")).toEqual({});
+    expect(q.isOpen).toBe(true);
+  });
+
   it("surfaces an error without id (a request QEMU could not parse) on the request it belongs to", async () => {
     const { q } = await qemuWithClient();
     const before = q.queryStatus();
