@@ -113,7 +113,7 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
         "fail",
         (error as Error).message,
         override
-          ? `Unset ${QEMU_ENV[arch]} or point it at qemu-system binary`
+          ? `Unset ${QEMU_ENV[arch]} or point it at a qemu-system binary`
           : install([`qemu-${arch}`, "qemu-img"]),
       ),
     );
