@@ -2,13 +2,15 @@
  * Round trips against a real qemu-ga on this host, all in one run:
  * - guest-ping and a trivial exec (/bin/true) over one persistent connection (how QgaClient is meant to be used),
  * - the same with a new connection + resync per command,
- * - the same with one `socat` process per agent command, as the original shell scripts did.
+ * - the same with one `socat` process per agent command, as the original shell scripts did;
+ * against qemu-ga on the host, then (when the dev image is built) against qemu-ga in a TCG guest over virtio-serial.
  */
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodeJson, LineDecoder, QgaClient } from "../src/index.js";
 import { startAgent } from "../test/agent.js";
+import { bootDevImage, devImageAvailable } from "../test/dev-vm.js";
 
 interface Case {
   name: string;
@@ -92,9 +94,8 @@ async function socatExec(socketPath: string, path: string): Promise<void> {
   }
 }
 
-async function main(): Promise<void> {
-  const agent = await startAgent();
-  const sock = agent.socketPath;
+/** The six cases against one agent socket; `scale` shrinks the run counts for a slow (emulated) guest. */
+function casesFor(target: string, sock: string, scale: number): Case[] {
   // qemu-ga serves one client at a time, so even the persistent client only holds its connection for its batch.
   const persistent =
     (op: (c: QgaClient) => Promise<unknown>): Case["batch"] =>
@@ -127,48 +128,46 @@ async function main(): Promise<void> {
     };
   const ping = (c: QgaClient) => c.ping();
   const exec = (c: QgaClient) => c.exec({ path: "/bin/true" });
-  const PING = "ping, persistent connection";
-  const EXEC = "exec /bin/true, persistent connection";
-  const cases: Case[] = [
-    { name: PING, baseline: PING, perRound: 100, batch: persistent(ping), times: [] },
+  const runs = (n: number) => Math.max(1, Math.round(n * scale));
+  const PING = `${target}: ping, persistent connection`;
+  const EXEC = `${target}: exec /bin/true, persistent connection`;
+  return [
+    { name: PING, baseline: PING, perRound: runs(100), batch: persistent(ping), times: [] },
     {
-      name: "ping, new connection + resync",
+      name: `${target}: ping, new connection + resync`,
       baseline: PING,
-      perRound: 30,
+      perRound: runs(30),
       batch: perCommand(ping),
       times: [],
     },
     {
-      name: "ping, socat process per command",
+      name: `${target}: ping, socat process per command`,
       baseline: PING,
-      perRound: 10,
+      perRound: runs(10),
       batch: repeat(() => socatCommand(sock, "guest-ping")),
       times: [],
     },
-    { name: EXEC, baseline: EXEC, perRound: 20, batch: persistent(exec), times: [] },
+    { name: EXEC, baseline: EXEC, perRound: runs(20), batch: persistent(exec), times: [] },
     {
-      name: "exec /bin/true, new connection + resync",
+      name: `${target}: exec /bin/true, new connection + resync`,
       baseline: EXEC,
-      perRound: 10,
+      perRound: runs(10),
       batch: perCommand(exec),
       times: [],
     },
     {
-      name: "exec /bin/true, socat process per command",
+      name: `${target}: exec /bin/true, socat process per command`,
       baseline: EXEC,
-      perRound: 5,
+      perRound: runs(5),
       batch: repeat(() => socatExec(sock, "/bin/true")),
       times: [],
     },
   ];
-  try {
-    await runRounds(cases);
-  } finally {
-    await agent.stop();
-  }
+}
 
+function report(title: string, cases: Case[]): void {
   console.log(
-    `qemu-ga ${ROUNDS} interleaved rounds, ${process.platform}/${process.arch}, node ${process.version}`,
+    `\n${title}, ${ROUNDS} interleaved rounds, ${process.platform}/${process.arch}, node ${process.version}`,
   );
   console.log("| case | runs | median ms | p99 ms | mean ms | median vs persistent |");
   console.log("| --- | --- | --- | --- | --- | --- |");
@@ -179,6 +178,33 @@ async function main(): Promise<void> {
       `| ${c.name} | ${c.times.length} | ${s.median.toFixed(3)} | ${s.p99.toFixed(3)} | ${s.mean.toFixed(3)} | ` +
         `${(s.median / base.median).toFixed(1)}x |`,
     );
+  }
+}
+
+async function main(): Promise<void> {
+  const agent = await startAgent();
+  try {
+    const cases = casesFor("host qemu-ga", agent.socketPath, 1);
+    await runRounds(cases);
+    report("qemu-ga -m unix-listen on the host", cases);
+  } finally {
+    await agent.stop();
+  }
+
+  if (!devImageAvailable) {
+    console.log(
+      "\n(no guest/out/dev-image: skipped the virtio-serial cases; `bash scripts/setup` builds it)",
+    );
+    return;
+  }
+  const vm = await bootDevImage();
+  try {
+    await (await QgaClient.connect(vm.socketPath, { timeoutMs: 300_000 })).close();
+    const cases = casesFor("dev VM", vm.socketPath, 0.3);
+    await runRounds(cases);
+    report("qemu-ga in the dev image (TCG) over virtio-serial", cases);
+  } finally {
+    await vm.stop();
   }
 }
 

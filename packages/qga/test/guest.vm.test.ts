@@ -1,26 +1,13 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
 import { createConnection } from "node:net";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QgaClient } from "../src/index.js";
+import { bootDevImage, type DevVm, devImageAvailable } from "./dev-vm.js";
 
 /**
- * The same client over a real virtio-serial port: the offline dev image (built by guest/build-dev-image during
- * setup) runs qemu-ga on org.qemu.guest_agent.0. Unlike `-m unix-listen`, the channel has no connection
- * semantics: a reply a previous client never read is delivered to the next one. Setting the clock is safe here,
- * it is the guest's.
+ * The same client over a real virtio-serial port to the dev image's qemu-ga. Unlike `-m unix-listen`, the channel
+ * has no connection semantics: a reply a previous client never read is delivered to the next one. Setting the
+ * clock is safe here, it is the guest's.
  */
-const imageDir = fileURLToPath(new URL("../../../guest/out/dev-image/", import.meta.url));
-const manifestPath = `${imageDir}image.json`;
-
-interface Manifest {
-  boot: { kernel?: string; initrd?: string; append?: string };
-  disk: string;
-  memoryMiB: number;
-}
-
 const BOOT_TIMEOUT_MS = 240_000;
 
 /** Writes bytes on a raw connection and hangs up without reading anything. */
@@ -33,11 +20,9 @@ async function raw(socketPath: string, bytes: string): Promise<void> {
   });
 }
 
-describe.skipIf(!existsSync(manifestPath))("QgaClient over virtio-serial to the dev image", () => {
-  let dir: string;
+describe.skipIf(!devImageAvailable)("QgaClient over virtio-serial to the dev image", () => {
+  let vm: DevVm | undefined;
   let socketPath: string;
-  let qemu: ChildProcess | undefined;
-  let exited: Promise<unknown>;
 
   async function withClient<T>(fn: (client: QgaClient) => Promise<T>): Promise<T> {
     const client = await QgaClient.connect(socketPath, { timeoutMs: 60_000 });
@@ -55,34 +40,15 @@ describe.skipIf(!existsSync(manifestPath))("QgaClient over virtio-serial to the 
   }
 
   beforeAll(async () => {
-    const manifest = JSON.parse(readFileSync(manifestPath, "utf8")) as Manifest;
-    dir = await mkdtemp("/tmp/qga-vm-");
-    socketPath = `${dir}/qga.sock`;
-    const { kernel, initrd, append } = manifest.boot;
-    if (!kernel || !initrd) throw new Error(`${manifestPath} does not boot a kernel directly`);
-    // TCG: this host's KVM cannot boot a stock kernel (see docs); -snapshot keeps the image untouched.
-    qemu = spawn(
-      "qemu-system-x86_64",
-      [
-        ...["-accel", "tcg", "-cpu", "max", "-m", String(manifest.memoryMiB), "-smp", "1"],
-        ...["-display", "none", "-monitor", "none", "-serial", `file:${dir}/console.log`, "-no-reboot"],
-        ...["-kernel", `${imageDir}${kernel}`, "-initrd", `${imageDir}${initrd}`, "-append", append ?? ""],
-        ...["-drive", `file=${imageDir}${manifest.disk},if=virtio,snapshot=on`],
-        ...["-device", "virtio-serial", "-chardev", `socket,id=qga,path=${socketPath},server=on,wait=off`],
-        ...["-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0"],
-      ],
-      { stdio: ["ignore", "ignore", "inherit"] },
-    );
-    exited = new Promise((resolve) => qemu?.once("exit", resolve));
+    vm = await bootDevImage();
+    socketPath = vm.socketPath;
     // The first connect waits for QEMU's socket and then for the booting guest's agent to answer the resync.
     const client = await QgaClient.connect(socketPath, { timeoutMs: BOOT_TIMEOUT_MS });
     await client.close();
   }, BOOT_TIMEOUT_MS + 30_000);
 
   afterAll(async () => {
-    qemu?.kill("SIGKILL");
-    await exited;
-    await rm(dir, { recursive: true, force: true });
+    await vm?.stop();
   });
 
   it("runs a process in the guest with stdin", async () => {
