@@ -295,6 +295,26 @@ describe("rotate-secrets", () => {
     expect(after.snap.apps.backend.pid).toBe(first.backend.pid);
   });
 
+  it("restarts the programs when an earlier run was interrupted before its restart", async () => {
+    // rotate-secrets drops its marker before restarting and writes it back after: no marker is exactly the
+    // state an interrupted run leaves, with the row, the files and the env file already rotated.
+    await rm(join(rotateEnv.STACK_ROTATE_STATE_DIR!, "applied"));
+    const before = await snapshot();
+    const r = await rotate(secretLines(good));
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/rotated \(restart only\); restarted app:\*/);
+    expect(await keyRows()).toEqual(before.rows);
+    expect(await readTree(jsDir)).toEqual(before.tree);
+    const restarted = await eventually(async () => {
+      const a = await apps();
+      return a.backend.pid !== before.apps.backend.pid && a.dashboard.pid !== before.apps.dashboard.pid
+        ? a
+        : undefined;
+    }, "both programs to be restarted");
+    expect(restarted.backend.publishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(isAlive(before.apps.backend.pid)).toBe(false);
+  });
+
   it("rotates again from rotated values, and rejects bad input without touching them", async () => {
     const before = await snapshot();
     const bad = await rotate(secretLines({ ...good, CRON_SECRET: "not hex" }));
