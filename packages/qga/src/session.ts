@@ -15,8 +15,11 @@ export interface SessionOptions {
 
 export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
 
-/** Fields that carry a process's stdin (secrets) or output (large, and possibly secrets too). */
-const LOG_REDACTED = new Set(["input-data", "out-data", "err-data"]);
+/**
+ * Fields that carry a process's stdin, file contents or passwords (secrets), or a process's output (large, and
+ * possibly secrets too).
+ */
+const LOG_REDACTED = new Set(["input-data", "out-data", "err-data", "buf-b64", "password"]);
 const LOG_LINE_LIMIT = 4096;
 
 /** Errors of the socket file not being there yet, or nobody listening on it yet. */

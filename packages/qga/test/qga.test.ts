@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { createConnection, createServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QgaClient, QgaError } from "../src/index.js";
@@ -85,6 +86,18 @@ describe("QgaClient against a real qemu-ga", () => {
     expect(log).not.toContain(Buffer.from(secret).toString("base64"));
     // qemu-ga 7.2 takes capture-output only as a boolean.
     expect(log).toContain('"capture-output":true');
+  });
+
+  it("keeps file contents out of the wire log too (guest-file-write)", async () => {
+    wire.length = 0;
+    const secret = "CRON_SECRET=fedcba9876543210\n";
+    const path = `${agent.dir}/written`;
+    const handle = await client.execute<number>("guest-file-open", { path, mode: "w" });
+    await client.execute("guest-file-write", { handle, "buf-b64": Buffer.from(secret).toString("base64") });
+    await client.execute("guest-file-close", { handle });
+    expect(readFileSync(path, "utf8")).toBe(secret);
+    expect(wire.join("\n")).toContain('"buf-b64":"<redacted');
+    expect(wire.join("\n")).not.toContain(Buffer.from(secret).toString("base64"));
   });
 
   it("returns exit code 0 and empty output for /bin/true", async () => {
