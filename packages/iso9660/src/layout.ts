@@ -89,6 +89,11 @@ interface LaidDir {
    * when they directly follow the directory that points to them.
    */
   ceSectors: number;
+  /**
+   * How many relocations lie between the root and this directory; relocated subtrees are laid out before
+   * the regular tree (see extentOrder).
+   */
+  generation: number;
   /** For a directory moved under rr_moved: the directory it really belongs to. */
   realParent: DirNode | null;
 }
@@ -216,28 +221,34 @@ function primaryTree(
       { path: deepest.path },
     );
   const byNode = new Map<DirNode, LaidDir>();
-  const make = (node: DirNode, parent: LaidDir | null, id: string, realParent: DirNode | null): LaidDir => {
+  const make = (
+    node: DirNode,
+    parent: LaidDir | null,
+    realParent: DirNode | null,
+    generation: number,
+  ): LaidDir => {
     const laid: LaidDir = {
       node,
       parent,
-      id,
+      id: "",
       members: [],
       number: 0,
       extent: 0,
       sectors: 0,
       ceSectors: 0,
+      generation,
       realParent,
     };
     byNode.set(node, laid);
     return laid;
   };
-  const rootDir = make(root, null, "", null);
+  const rootDir = make(root, null, null, 0);
   let rrMoved: LaidDir | null = null;
   if (relocate) {
     const usedNames = new Set([...root.children.keys()]);
     let name = "rr_moved";
     for (let n = 1; usedNames.has(name); n++) name = `rr_moved${n}`;
-    rrMoved = make(newDir(name, name, opts.date), rootDir, "", null);
+    rrMoved = make(newDir(name, name, opts.date), rootDir, null, 0);
     rrMoved.node.implicit = false;
   }
   // Members are collected breadth-first so each directory's level is known when its children are placed.
@@ -248,13 +259,13 @@ function primaryTree(
       if (child.type === "dir" && level + 1 > MAX_LEVELS) {
         laid.members.push({ node: child, kind: "placeholder", id: "" });
         rrMoved!.members.push({ node: child, kind: "relocated", id: "" });
-        const moved = make(child, rrMoved, "", dir);
+        const moved = make(child, rrMoved, dir, laid.generation + 1);
         queue.push({ dir: child, laid: moved, level: 3 });
         continue;
       }
       laid.members.push({ node: child, kind: "normal", id: "" });
       if (child.type === "dir")
-        queue.push({ dir: child, laid: make(child, laid, "", null), level: level + 1 });
+        queue.push({ dir: child, laid: make(child, laid, null, laid.generation), level: level + 1 });
     }
   };
   for (let i = 0; i < queue.length; i++) {
@@ -275,6 +286,24 @@ function primaryTree(
   return { dirs: numberDirectories(rootDir, byNode, "ISO 9660"), byNode, rrMoved };
 }
 
+/**
+ * Order of directory extents: root, rr_moved, the relocated subtrees, then the rest. libarchive reads
+ * directories in extent order and can attach a nested relocation only while the outermost relocated directory
+ * around it is still detached, which it stays until the reader reaches that directory's placeholder in the
+ * regular tree.
+ */
+function extentOrder(primary: { dirs: LaidDir[]; rrMoved: LaidDir | null }): LaidDir[] {
+  const { dirs, rrMoved } = primary;
+  if (rrMoved === null) return dirs;
+  const rest = dirs.slice(1).filter((d) => d !== rrMoved);
+  return [
+    dirs[0]!,
+    rrMoved,
+    ...rest.filter((d) => d.generation > 0),
+    ...rest.filter((d) => d.generation === 0),
+  ];
+}
+
 function jolietTree(root: DirNode): LaidDir[] {
   const byNode = new Map<DirNode, LaidDir>();
   const build = (node: DirNode, parent: LaidDir | null, id: string): LaidDir => {
@@ -287,6 +316,7 @@ function jolietTree(root: DirNode): LaidDir[] {
       extent: 0,
       sectors: 0,
       ceSectors: 0,
+      generation: 0,
       realParent: null,
     };
     byNode.set(node, laid);
@@ -471,8 +501,12 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     return out;
   };
 
-  // Pass 1: record sizes do not depend on locations, so encoding with placeholder locations sizes everything.
-  const sizing: Locations = { isoDir: primary.byNode, fileExtent: new Map(), zeroBlock: 0 };
+  // Pass 1: record sizes do not depend on locations, so encoding with dummy locations sizes everything.
+  const sizing: Locations = {
+    isoDir: primary.byNode,
+    fileExtent: new Map(),
+    zeroBlock: 0,
+  };
   const noCe = new ContinuationAreas(0, null);
   for (const d of primary.dirs) {
     const sizingCe = new ContinuationAreas(0, null);
@@ -506,7 +540,7 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
   const jolM = next;
   next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
-  for (const d of [...primary.dirs, ...joliet]) {
+  for (const d of [...extentOrder(primary), ...joliet]) {
     d.extent = next;
     next += d.sectors + d.ceSectors;
   }
