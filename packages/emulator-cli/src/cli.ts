@@ -39,11 +39,13 @@ function output(json: boolean, data: unknown, human: () => string): void {
   process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human()}\n`);
 }
 
-async function resolveImage(ctx: Context, selector: ImageSelector): Promise<Image> {
+async function resolveImage(ctx: Context, selector: ImageSelector, rebuild = false): Promise<Image> {
   switch (selector.kind) {
     case "dev":
-      ctx.report.step("building the dev image (cached after the first build)");
-      return ensureDevImage(ctx.layout, ctx.env);
+      return ensureDevImage(ctx.layout, ctx.env, {
+        rebuild,
+        onBuild: () => ctx.report.step("building the dev image from Debian packages (cached by content)"),
+      });
     case "path":
       return loadImage(selector.path);
     default:
@@ -249,7 +251,7 @@ imageFlags(
   const selector = chooseSelector(ctx, flags);
   const image =
     selector.kind === "dev" || selector.kind === "path"
-      ? await resolveImage(ctx, selector)
+      ? await resolveImage(ctx, selector, true)
       : await pullImage(ctx, selector, flags);
   writeCurrentSelector(ctx.layout, selector);
   let captured = false;

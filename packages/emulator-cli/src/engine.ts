@@ -71,10 +71,22 @@ interface Prepared {
   services: ForwardedService[];
   config: Record<string, string>;
   configHash: string;
+  /** How snapshots are captured on this host; undefined when snapshots are off or unsupported. */
   method?: SaveMethod;
-  fingerprint?: Fingerprint;
+  noSnapshot: boolean;
   snapshot: SnapshotFiles;
   noRotation: boolean;
+}
+
+/**
+ * A `stop` saves the running state as a plain stream: a resumed guest's RAM is a private copy of the snapshot's
+ * RAM file, so it must be written out whole (and `x-ignore-shared` only skips shared RAM).
+ */
+const SUSPEND_METHOD: SaveMethod = "exec";
+
+/** The current fingerprint; computed when needed because the accelerator can change during a start. */
+function fingerprint(p: Prepared, method: SaveMethod): Fingerprint {
+  return fingerprintOf(p.resolved.machine, p.resolved.abilities.version.text, p.image, method);
 }
 
 /** The state a `stop` saved: resumed by the next `start` with the same RAM layout and method. */
@@ -253,6 +265,8 @@ interface Outcome {
   boot: BootKind;
   ram: RamSpec;
   rotation: "rotated" | "skipped";
+  /** How the state it resumed was saved. */
+  method?: SaveMethod;
 }
 
 async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm> {
@@ -271,7 +285,6 @@ async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm
           `a kvm boot printed nothing in ${progressMs / 1000} s: this host's /dev/kvm cannot boot the guest; using tcg from now on`,
         );
         p.resolved.machine.accel = "tcg";
-        if (p.fingerprint) p.fingerprint = { ...p.fingerprint, accel: "tcg" };
         return coldBoot(p, disk, ram);
       }
     }
@@ -322,7 +335,7 @@ async function captureSnapshot(p: Prepared): Promise<void> {
     await terminate(vm.identity, vm.qmp);
     removeRuntimeFiles(paths);
     writeSnapshotManifest(files, {
-      fingerprint: p.fingerprint as Fingerprint,
+      fingerprint: fingerprint(p, method),
       createdAt: new Date().toISOString(),
       configHash: p.configHash,
       stateBytes: statSync(files.state).size,
@@ -356,7 +369,7 @@ async function resumeSnapshot(p: Prepared): Promise<Outcome> {
       return rotateSecrets(p, qga);
     });
     await waitServices(p, vm, 30_000, "snapshot resume");
-    return { vm, boot: "snapshot", ram, rotation };
+    return { vm, boot: "snapshot", ram, rotation, method: manifest.fingerprint.method as SaveMethod };
   } catch (error) {
     await abandon(vm, paths);
     rmSync(paths.disk, { force: true });
@@ -374,7 +387,7 @@ async function resumeSuspended(p: Prepared, record: SuspendRecord): Promise<Outc
     rmSync(paths.suspend, { recursive: true, force: true });
     await withAgent(p.ctx, (qga) => refreshGuest(p, qga, record.configHash));
     await waitServices(p, vm, 30_000, "quick-boot resume");
-    return { vm, boot: "quick-boot", ram: record.ram, rotation: "rotated" };
+    return { vm, boot: "quick-boot", ram: record.ram, rotation: "rotated", method: record.method };
   } catch (error) {
     await abandon(vm, paths);
     throw error;
@@ -445,13 +458,9 @@ async function prepare(ctx: Context, options: StartOptions): Promise<Prepared> {
     config,
     configHash: configHash(config),
     snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
+    noSnapshot: options.noSnapshot,
     noRotation: options.noRotation,
-    ...(method
-      ? {
-          method,
-          fingerprint: fingerprintOf(resolved.machine, resolved.abilities.version.text, image, method),
-        }
-      : {}),
+    ...(method ? { method } : {}),
   };
 }
 
@@ -510,7 +519,8 @@ export async function start(ctx: Context, options: StartOptions): Promise<StartR
       startedAt: new Date().toISOString(),
       readyMs: ms(started),
       socketDir: paths.socketDir,
-      ...(p.method && outcome.boot !== "cold" ? { snapshotMethod: p.method } : {}),
+      suspendFingerprint: fingerprint(p, SUSPEND_METHOD),
+      ...(outcome.method ? { snapshotMethod: outcome.method } : {}),
       ...(outcome.ram.kind === "file" ? { ramFile: outcome.ram.path } : {}),
       ...(fallbackReason ? { fallbackReason } : {}),
     };
@@ -570,10 +580,12 @@ async function bootSomehow(p: Prepared): Promise<{ outcome: Outcome; fallbackRea
 
   if (existsSync(paths.disk)) {
     const record = readSuspend(paths);
-    if (record) {
-      const differences = p.fingerprint
-        ? fingerprintDifferences(record.fingerprint, p.fingerprint)
-        : ["snapshots are off"];
+    if (record && p.noSnapshot) {
+      fellBack(
+        "snapshots are off (EMULATOR_NO_SNAPSHOT=1): the saved state is dropped, booting from the instance disk",
+      );
+    } else if (record) {
+      const differences = fingerprintDifferences(record.fingerprint, fingerprint(p, record.method));
       const ramMissing = record.ram.kind === "file" && !existsSync(record.ram.path);
       if (differences.length === 0 && !ramMissing) {
         try {
@@ -588,16 +600,16 @@ async function bootSomehow(p: Prepared): Promise<{ outcome: Outcome; fallbackRea
           `the saved state cannot be resumed (${ramMissing ? "its RAM file is gone" : differences.join(", ")}); booting from the instance disk`,
         );
       }
-      rmSync(paths.suspend, { recursive: true, force: true });
     }
+    rmSync(paths.suspend, { recursive: true, force: true });
     return result(await coldBootAndRotate(p, paths.disk));
   }
 
-  if (p.method && p.fingerprint) {
+  if (p.method) {
     const { manifest, problem } = readSnapshot(p.snapshot);
     let usable = Boolean(manifest);
     if (manifest) {
-      const differences = fingerprintDifferences(manifest.fingerprint, p.fingerprint);
+      const differences = fingerprintDifferences(manifest.fingerprint, fingerprint(p, p.method));
       if (differences.length > 0) {
         usable = false;
         fellBack(`the snapshot does not fit this host any more (${differences.join(", ")}); recapturing`);
@@ -654,7 +666,7 @@ async function stopLocked(ctx: Context, options: { save: boolean }): Promise<Sto
   }
   let saved = false;
   let warning: string | undefined;
-  if (qmp && options.save && state.snapshotMethod) {
+  if (qmp && options.save) {
     try {
       report.step("saving the running state");
       await saveSuspend(ctx, qmp, state);
@@ -682,21 +694,11 @@ async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceState): 
   const staging = createStaging(paths.dir);
   try {
     await qmp.stop();
-    const stateFile = join(staging, "state");
-    await saveVmState(qmp, {
-      method: state.snapshotMethod as SaveMethod,
-      path: stateFile,
-      timeoutMs: 120_000,
-    });
-    const snapshotManifest = readSnapshot(
-      snapshotFiles(pristineSnapshotDir(ctx.layout, state.image.name)),
-    ).manifest;
-    if (!snapshotManifest || !state.ramFile)
-      throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot this VM resumed from is gone");
+    await saveVmState(qmp, { method: SUSPEND_METHOD, path: join(staging, "state"), timeoutMs: 120_000 });
     const record: SuspendRecord = {
-      fingerprint: snapshotManifest.fingerprint,
-      method: state.snapshotMethod as SaveMethod,
-      ram: { kind: "file", path: state.ramFile, share: false },
+      fingerprint: state.suspendFingerprint,
+      method: SUSPEND_METHOD,
+      ram: state.ramFile ? { kind: "file", path: state.ramFile, share: false } : { kind: "anonymous" },
       configHash: state.configHash,
       savedAt: new Date().toISOString(),
     };

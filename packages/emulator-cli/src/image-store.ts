@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -77,8 +77,33 @@ function devImageBuilder(env: NodeJS.ProcessEnv): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "guest", "build-dev-image");
 }
 
-/** Builds (or finds, the builder caches by content) the offline dev image. */
-export async function ensureDevImage(layout: HomeLayout, env: NodeJS.ProcessEnv): Promise<Image> {
+function newestMtime(path: string): number {
+  const info = statSync(path);
+  if (!info.isDirectory()) return info.mtimeMs;
+  let newest = info.mtimeMs;
+  for (const name of readdirSync(path)) newest = Math.max(newest, newestMtime(join(path, name)));
+  return newest;
+}
+
+/**
+ * Whether the built dev image is at least as new as the builder and the guest files it packs. A stat walk takes
+ * milliseconds, where asking the builder (which hashes every input) would add a second to every start.
+ */
+function devImageIsCurrent(builder: string, out: string): boolean {
+  try {
+    const built = statSync(join(out, "image.json")).mtimeMs;
+    return newestMtime(builder) <= built && newestMtime(join(dirname(builder), "dev")) <= built;
+  } catch {
+    return false;
+  }
+}
+
+/** Builds the offline dev image, or reuses it when nothing it is built from changed since. */
+export async function ensureDevImage(
+  layout: HomeLayout,
+  env: NodeJS.ProcessEnv,
+  options: { rebuild?: boolean; onBuild?: () => void } = {},
+): Promise<Image> {
   const builder = devImageBuilder(env);
   if (!existsSync(builder)) {
     throw new EmulatorError(
@@ -88,6 +113,8 @@ export async function ensureDevImage(layout: HomeLayout, env: NodeJS.ProcessEnv)
     );
   }
   const out = storedImageDir(layout, "dev");
+  if (!options.rebuild && devImageIsCurrent(builder, out)) return loadImage(out);
+  options.onBuild?.();
   try {
     await run(builder, ["--out", out, "--json"], { env, maxBuffer: 16 * 1024 * 1024 });
   } catch (error) {

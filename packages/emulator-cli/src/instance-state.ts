@@ -3,6 +3,7 @@ import { writeFileAtomic } from "./fs-atomic.js";
 import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
 import type { ProcessIdentity } from "./process-identity.js";
+import type { Fingerprint } from "./snapshot.js";
 
 export type BootKind = "cold" | "snapshot" | "quick-boot";
 
@@ -16,6 +17,8 @@ export interface InstanceState {
   services: ForwardedService[];
   boot: BootKind;
   snapshotMethod?: string;
+  /** What a state saved by `stop` depends on; the next start compares it with the host's. */
+  suspendFingerprint: Fingerprint;
   fallbackReason?: string;
   rotation: "rotated" | "skipped";
   configHash: string;

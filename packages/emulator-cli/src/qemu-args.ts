@@ -106,6 +106,7 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     paths.pidFile,
     "-daemonize",
   );
-  if (spec.incoming) args.push("-incoming", "defer");
+  // -S keeps a restored VM paused until we say `cont`, instead of running the moment the state is loaded.
+  if (spec.incoming) args.push("-S", "-incoming", "defer");
   return args;
 }
