@@ -1,0 +1,355 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { buildIso } from "@stack/iso9660";
+import { QgaClient } from "@stack/qga";
+import { QmpClient } from "@stack/qmp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+/**
+ * Builds the dev image into a temporary directory, boots it with QEMU directly (TCG, as the CLI does on this kind of
+ * host) with a config ISO written by @stack/iso9660, and checks the guest contract from the outside: HTTP on the
+ * forwarded ports, rotation and config through the real guest agent.
+ */
+const run = promisify(execFile);
+const BUILDER = fileURLToPath(new URL("../build-dev-image", import.meta.url));
+const BUILD_TIMEOUT_MS = 600_000;
+const BOOT_TIMEOUT_MS = 240_000;
+const SECRET_NAMES = [
+  "STACK_PUBLISHABLE_CLIENT_KEY",
+  "STACK_SECRET_SERVER_KEY",
+  "STACK_SUPER_SECRET_ADMIN_KEY",
+  "CRON_SECRET",
+] as const;
+const PLACEHOLDER_PCK = "00".repeat(32);
+const ROTATE = "/usr/local/bin/trigger-fast-rotate";
+
+interface BuildResult {
+  path: string;
+  digest: string;
+  cached: boolean;
+}
+
+interface Manifest {
+  schema: number;
+  name: string;
+  arch: string;
+  digest: string;
+  boot: { kernel: string; initrd: string; append: string };
+  disk: string;
+  memoryMiB: number;
+  cpus: number;
+  configIso: { volumeId: string };
+  services: { name: string; guestPort: number; defaultHostPort: number; portEnv: string; health: string }[];
+  guest: { rotateSecrets: string; applyConfig: string; waitReady: string };
+  secrets: string[];
+}
+
+async function build(out: string): Promise<BuildResult> {
+  const { stdout } = await run(BUILDER, ["--out", out, "--json"], { maxBuffer: 16 * 1024 * 1024 });
+  const lines = stdout.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1] ?? "") as BuildResult;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (address === null || typeof address === "string") throw new Error("no TCP port");
+  return address.port;
+}
+
+function hex(seed: string): string {
+  return createHash("sha256").update(seed).digest("hex");
+}
+
+function secretsInput(values: Record<string, string>): string {
+  return Object.entries(values)
+    .map(([key, value]) => `${key}=${value}\n`)
+    .join("");
+}
+
+function configIso(env: Record<string, string>): Promise<Buffer> {
+  const content = Object.entries(env)
+    .map(([key, value]) => `${key}=${value}\n`)
+    .join("");
+  return buildIso([{ type: "file", path: "stack.env", content }], { volumeId: "STACKCFG" });
+}
+
+describe("the offline dev image", () => {
+  let dir: string;
+  let image: BuildResult;
+  let manifest: Manifest;
+  let qemu: ChildProcess | undefined;
+  let exited: Promise<unknown> = Promise.resolve();
+  let qgaSocket: string;
+  let qmpSocket: string;
+  let isoPath: string;
+  const ports = { dashboard: 0, backend: 0 };
+  const dashboardUrl = `http://dashboard-${process.pid}.test:26700`;
+
+  // The publishable client key in force; the rotation test moves it on.
+  let current = PLACEHOLDER_PCK;
+  const url = (service: "dashboard" | "backend", path: string) => `http://127.0.0.1:${ports[service]}${path}`;
+
+  async function status(service: "dashboard" | "backend", path: string, key?: string): Promise<number> {
+    const headers: Record<string, string> =
+      key === undefined ? {} : { "x-stack-publishable-client-key": key };
+    const response = await fetch(url(service, path), { headers, signal: AbortSignal.timeout(30_000) });
+    await response.arrayBuffer();
+    return response.status;
+  }
+
+  async function guest<T>(fn: (client: QgaClient) => Promise<T>): Promise<T> {
+    const client = await QgaClient.connect(qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
+    try {
+      return await fn(client);
+    } finally {
+      await client.close();
+    }
+  }
+
+  async function rotate(input: string) {
+    return guest((client) => client.exec({ path: ROTATE, stdin: input }));
+  }
+
+  async function waitHealthy(): Promise<void> {
+    const deadline = Date.now() + BOOT_TIMEOUT_MS;
+    for (;;) {
+      try {
+        if ((await status("backend", "/health?db=1")) === 200) return;
+      } catch {
+        // not listening yet
+      }
+      if (qemu?.exitCode !== null) throw new Error(`QEMU exited early; see ${dir}/serial.log`);
+      if (Date.now() > deadline) throw new Error(`the backend did not become healthy; see ${dir}/serial.log`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "dev-image-test-"));
+    image = await build(join(dir, "image"));
+    manifest = JSON.parse(await readFile(join(image.path, "image.json"), "utf8")) as Manifest;
+
+    isoPath = join(dir, "config.iso");
+    await writeFile(isoPath, await configIso({ STACK_DASHBOARD_URL: dashboardUrl, STACK_EXAMPLE: "first" }));
+    const overlay = join(dir, "overlay.qcow2");
+    await run("qemu-img", [
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-F",
+      "qcow2",
+      "-b",
+      join(image.path, manifest.disk),
+      overlay,
+    ]);
+    ports.dashboard = await freePort();
+    ports.backend = await freePort();
+    qgaSocket = join(dir, "qga.sock");
+    qmpSocket = join(dir, "qmp.sock");
+    const forwards = manifest.services
+      .map((s) => `hostfwd=tcp:127.0.0.1:${ports[s.name as "dashboard" | "backend"]}-:${s.guestPort}`)
+      .join(",");
+    // The command line documented in guest/README.md.
+    qemu = spawn(
+      "qemu-system-x86_64",
+      [
+        ...["-accel", "tcg", "-cpu", "max", "-machine", "q35", "-nodefaults", "-display", "none"],
+        ...["-m", String(manifest.memoryMiB), "-smp", String(manifest.cpus)],
+        ...[
+          "-kernel",
+          join(image.path, manifest.boot.kernel),
+          "-initrd",
+          join(image.path, manifest.boot.initrd),
+        ],
+        ...["-append", manifest.boot.append],
+        ...["-drive", `file=${overlay},if=virtio,format=qcow2`],
+        ...["-drive", `file=${isoPath},if=virtio,media=cdrom,readonly=on,format=raw`],
+        ...["-netdev", `user,id=net0,${forwards}`, "-device", "virtio-net-pci,netdev=net0"],
+        ...["-device", "virtio-serial", "-chardev", `socket,id=qga0,path=${qgaSocket},server=on,wait=off`],
+        ...["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"],
+        ...["-device", "vmgenid", "-qmp", `unix:${qmpSocket},server=on,wait=off`],
+        ...["-serial", `file:${join(dir, "serial.log")}`],
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const proc = qemu;
+    exited = new Promise((resolve) => proc.once("exit", resolve));
+    await waitHealthy();
+  }, BUILD_TIMEOUT_MS + BOOT_TIMEOUT_MS);
+
+  afterAll(async () => {
+    qemu?.kill("SIGKILL");
+    await exited;
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("writes a manifest that follows the image contract, with a digest over the content", async () => {
+    expect(manifest).toMatchObject({
+      schema: 1,
+      name: "stack-emulator-dev",
+      arch: "amd64",
+      boot: { kernel: "vmlinuz", initrd: "initrd.img" },
+      disk: "disk.qcow2",
+      configIso: { volumeId: "STACKCFG" },
+      guest: {
+        rotateSecrets: "/usr/local/bin/trigger-fast-rotate",
+        applyConfig: "/usr/local/bin/apply-runtime-config",
+        waitReady: "/usr/local/bin/wait-for-stack-ready",
+      },
+      secrets: [...SECRET_NAMES],
+    });
+    expect(manifest.boot.append).toContain("console=ttyS0");
+    expect(manifest.services).toEqual([
+      expect.objectContaining({
+        name: "dashboard",
+        guestPort: 8101,
+        defaultHostPort: 26700,
+        health: "/handler/sign-in",
+      }),
+      expect.objectContaining({
+        name: "backend",
+        guestPort: 8102,
+        defaultHostPort: 26701,
+        health: "/health?db=1",
+      }),
+    ]);
+    expect(manifest.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(image.digest).toBe(manifest.digest);
+    expect(image.cached).toBe(false);
+    for (const file of [manifest.boot.kernel, manifest.boot.initrd, manifest.disk]) {
+      expect((await stat(join(image.path, file))).size).toBeGreaterThan(0);
+    }
+  });
+
+  it("reuses the image on a second build with the same inputs, and rebuilds it identically", async () => {
+    expect(await build(image.path)).toEqual({ ...image, cached: true });
+    const again = await build(join(dir, "image-again"));
+    expect(again).toEqual({ path: join(dir, "image-again"), digest: image.digest, cached: false });
+  });
+
+  it("answers on both health endpoints", async () => {
+    expect(await status("backend", "/health?db=1")).toBe(200);
+    expect(await status("dashboard", "/handler/sign-in")).toBe(200);
+  });
+
+  it("reads the config ISO written by @stack/iso9660 through the guest kernel", async () => {
+    const config = (await (await fetch(url("backend", "/api/v1/config"))).json()) as Record<string, string>;
+    expect(config).toMatchObject({ STACK_DASHBOARD_URL: dashboardUrl, STACK_EXAMPLE: "first" });
+    const page = await (await fetch(url("dashboard", "/handler/sign-in"))).text();
+    expect(page).toContain(dashboardUrl);
+    const mounts = await guest((client) => client.exec({ path: "/bin/cat", args: ["/proc/mounts"] }));
+    expect(mounts.stdout.toString()).toMatch(/ \/mnt\/config iso9660 ro/);
+  });
+
+  it("accepts only the current publishable client key, the placeholder at first boot", async () => {
+    expect(await status("backend", "/api/v1/projects/current", PLACEHOLDER_PCK)).toBe(200);
+    expect(await status("backend", "/api/v1/projects/current", hex("wrong"))).toBe(401);
+    expect(await status("backend", "/api/v1/projects/current")).toBe(401);
+  });
+
+  it("stores values on the data disk, behind the key", async () => {
+    const key = current;
+    const put = await fetch(url("backend", "/api/v1/kv/greeting"), {
+      method: "POST",
+      headers: { "x-stack-publishable-client-key": key },
+      body: "hello from the host\n",
+    });
+    expect(put.status).toBe(200);
+    const got = await fetch(url("backend", "/api/v1/kv/greeting"), {
+      headers: { "x-stack-publishable-client-key": key },
+    });
+    expect(got.status).toBe(200);
+    expect(await got.text()).toBe("hello from the host\n");
+    expect(await status("backend", "/api/v1/kv/greeting")).toBe(401);
+    expect(await status("backend", "/api/v1/kv/absent", key)).toBe(404);
+    const onDisk = await guest((client) => client.exec({ path: "/bin/cat", args: ["/data/kv/greeting"] }));
+    expect(onDisk.stdout.toString()).toBe("hello from the host\n");
+  });
+
+  it("rotates the secrets through the guest agent: the new key works, the old one stops working", async () => {
+    const values = Object.fromEntries(SECRET_NAMES.map((name) => [name, hex(`${name}-rotated`)]));
+    const result = await rotate(secretsInput(values));
+    expect(result.stderr.toString()).toBe("");
+    expect(result.exitCode).toBe(0);
+    const newKey = values.STACK_PUBLISHABLE_CLIENT_KEY!;
+    expect(await status("backend", "/api/v1/projects/current", newKey)).toBe(200);
+    expect(await status("backend", "/api/v1/projects/current", PLACEHOLDER_PCK)).toBe(401);
+    current = newKey;
+    const mode = await guest((client) =>
+      client.exec({ path: "/bin/stat", args: ["-c", "%a", "/run/stack/secrets.env"] }),
+    );
+    expect(mode.stdout.toString().trim()).toBe("600");
+  });
+
+  it("rejects bad rotation input with a message, changing nothing", async () => {
+    const good = Object.fromEntries(SECRET_NAMES.map((name) => [name, hex(`${name}-never-applied`)]));
+    const badValue = "g".repeat(64);
+    const { CRON_SECRET: _, ...withoutCron } = good;
+    const cases: [string, string][] = [
+      ["not hex", secretsInput({ ...good, STACK_SECRET_SERVER_KEY: badValue })],
+      ["uppercase hex", secretsInput({ ...good, CRON_SECRET: hex("upper").toUpperCase() })],
+      ["too short", secretsInput({ ...good, STACK_PUBLISHABLE_CLIENT_KEY: "abcd" })],
+      ["unknown key", `${secretsInput(good)}STACK_SOMETHING_ELSE=${hex("x")}\n`],
+      ["duplicate key", `${secretsInput(good)}CRON_SECRET=${hex("again")}\n`],
+      ["missing key", secretsInput(withoutCron)],
+      ["no equals sign", `${secretsInput(good)}just-a-line\n`],
+      ["empty input", ""],
+    ];
+    for (const [label, input] of cases) {
+      const result = await rotate(input);
+      expect(result.exitCode, label).toBe(2);
+      const message = result.stderr.toString();
+      expect(message, label).toContain("nothing was changed");
+      expect(message, label).not.toContain(badValue);
+      expect(message, label).not.toContain(good.STACK_SECRET_SERVER_KEY);
+    }
+    expect(await status("backend", "/api/v1/projects/current", current)).toBe(200);
+    expect(await status("backend", "/api/v1/projects/current", good.STACK_PUBLISHABLE_CLIENT_KEY)).toBe(401);
+  });
+
+  it("re-applies a replaced config ISO on demand, reading the new contents", async () => {
+    // The same inode rewritten in place stands in for the ISO swapped behind the drive during a resume: QEMU
+    // reads the new bytes, the guest still has the old ones cached.
+    const replacement = await configIso({ STACK_DASHBOARD_URL: dashboardUrl, STACK_EXAMPLE: "second" });
+    expect(replacement.length).toBe((await stat(isoPath)).size);
+    await writeFile(isoPath, replacement);
+    const result = await guest((client) => client.exec({ path: manifest.guest.applyConfig }));
+    expect(result.stderr.toString()).toBe("");
+    expect(result.exitCode).toBe(0);
+    const config = (await (await fetch(url("backend", "/api/v1/config"))).json()) as Record<string, string>;
+    expect(config.STACK_EXAMPLE).toBe("second");
+    expect(await status("backend", "/api/v1/projects/current", current)).toBe(200);
+  });
+
+  it("reports readiness and sets the guest clock through the agent", async () => {
+    const ready = await guest((client) => client.exec({ path: manifest.guest.waitReady, args: ["30"] }));
+    expect(ready.exitCode).toBe(0);
+    await guest(async (client) => {
+      await client.setTime(new Date("2031-02-03T04:05:06Z"));
+      const date = await client.exec({ path: "/bin/date", args: ["-u", "+%Y"] });
+      expect(date.stdout.toString().trim()).toBe("2031");
+      await client.setTime();
+    });
+  });
+
+  it("powers off cleanly on an ACPI power button press", async () => {
+    const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 30_000 });
+    await qmp.systemPowerdown();
+    await qmp.close().catch(() => undefined);
+    await exited;
+    const log = readFileSync(join(dir, "serial.log"), "utf8");
+    expect(log).not.toMatch(/Kernel panic/);
+    expect(qemu?.exitCode).toBe(0);
+  });
+});
