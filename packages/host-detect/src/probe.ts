@@ -77,10 +77,9 @@ interface SchemaEntry {
 
 /**
  * `file:` migration arrived with the MigrationAddressType enum (socket, exec, rdma, file) in 8.2. Introspection hides
- * type names but not enum values, so the enum is recognised by its values. Older QEMUs without introspection fall back
- * to the version.
+ * type names but not enum values, so the enum is recognised by its values; without a schema, the version decides.
  */
-function hasFileMigration(schema: SchemaEntry[] | undefined, version: QemuVersion): boolean {
+export function hasFileMigration(schema: SchemaEntry[] | undefined, version: QemuVersion): boolean {
   if (schema === undefined) return version.major > 8 || (version.major === 8 && version.minor >= 2);
   return schema.some((entry) => {
     if (entry["meta-type"] !== "enum") return false;
@@ -92,10 +91,10 @@ function hasFileMigration(schema: SchemaEntry[] | undefined, version: QemuVersio
 async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbilities> {
   const deadline = Date.now() + timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());
-  const version = await qemuVersion(binary, { timeoutMs });
-
   const dir = await mkdtemp(path.join(tmpdir(), "host-detect-"));
   const socket = path.join(dir, "qmp.sock");
+  // Both runs start at once: QEMU's start-up dominates the probe, and a bad -version stops the QMP run early.
+  const versionRun = qemuVersion(binary, { timeoutMs });
   const proc = start(binary, [...PROBE_ARGS, "-qmp", `unix:${socket},server=on,wait=off`]);
   const abort = new AbortController();
   let failure: HostDetectError | undefined;
@@ -106,6 +105,7 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
     abort.abort();
     proc.kill();
   };
+  versionRun.catch(fail);
   const timer = setTimeout(
     () =>
       fail(
@@ -127,7 +127,7 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
           { path: binary },
         ),
       ),
-    (error: HostDetectError) => fail(error),
+    fail,
   );
 
   let client: QmpClient | undefined;
@@ -136,12 +136,14 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
     const q = client;
     const run = <T>(command: string, args?: object) =>
       q.execute<T>(command, args, { timeoutMs: left(), signal: abort.signal });
-    const [qmpVersion, accels, backends, caps, schema] = await Promise.all([
-      run<{ qemu: { major: number; minor: number; micro: number } }>("query-version"),
+    const qmpVersion = await run<{ qemu: { major: number; minor: number; micro: number } }>("query-version");
+    const [version, accels, backends, caps, schema] = await Promise.all([
+      versionRun,
       run<{ name: string }[]>("qom-list-types", { implements: "accel", abstract: false }),
       run<{ name: string }[]>("qom-list-types", { implements: "memory-backend", abstract: false }),
       run<{ capability: string }[]>("query-migrate-capabilities"),
-      run<SchemaEntry[]>("query-qmp-schema").catch(() => undefined),
+      // The schema is only worth its ~200 KB when `file:` migration is possible at all.
+      qmpVersion.qemu.major >= 8 ? run<SchemaEntry[]>("query-qmp-schema").catch(() => undefined) : [],
     ]);
     const exact = { ...version, ...qmpVersion.qemu };
     return {
@@ -156,6 +158,8 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
       memoryBackendFile: backends.some((t) => t.name === "memory-backend-file"),
     };
   } catch (error) {
+    // A binary that is not QEMU also fails the QMP run; its -version verdict is the clearer error.
+    await versionRun;
     if (failure !== undefined) throw failure;
     throw new HostDetectError(
       "PROBE_FAILED",
@@ -166,8 +170,8 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
     finished = true;
     clearTimeout(timer);
     await client?.close().catch(() => undefined);
-    proc.kill();
-    await proc.exited.catch(() => undefined);
+    await proc.stop();
+    await versionRun.catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { HostDetectError } from "./errors.js";
 
 const MAX_OUTPUT = 1 << 20;
+const STOP_GRACE_MS = 2_000;
 // A process group lets a deadline kill a wrapper script together with whatever it started.
 const OWN_GROUP = process.platform !== "win32";
 
@@ -10,6 +11,9 @@ export interface Started {
   /** Resolves once the process has exited and closed its output, with its stderr (capped). */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
   kill(): void;
+  /** Kills the process group and waits for its output to close, at most a grace period (a child that left the
+   * group may hold the pipes open forever). */
+  stop(): Promise<void>;
 }
 
 /** Starts a binary in its own process group; a failure to exec becomes QEMU_NOT_RUNNABLE on `exited`. */
@@ -53,7 +57,18 @@ export function start(
       // Already gone between the check and the signal.
     }
   };
-  return { child, exited, kill };
+  const stop = async () => {
+    kill();
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([
+      exited.catch(() => undefined),
+      new Promise((resolve) => {
+        grace = setTimeout(resolve, STOP_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(grace);
+  };
+  return { child, exited, kill, stop };
 }
 
 /** Runs a binary to completion and returns its stdout, or kills its process group at the deadline. */
@@ -69,21 +84,20 @@ export async function runWithDeadline(
     },
   });
   let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      proc.kill();
-      reject(
-        new HostDetectError(
-          "PROBE_TIMEOUT",
-          `${binary} ${args.join(" ")} did not finish within ${timeoutMs} ms and was killed: ` +
-            "check that this is a working QEMU binary, or raise the probe timeout on a very slow machine.",
-          { path: binary },
-        ),
-      );
-    }, timeoutMs);
+  const deadline = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
   });
   try {
     const result = await Promise.race([proc.exited, deadline]);
+    if (result === "timeout") {
+      await proc.stop();
+      throw new HostDetectError(
+        "PROBE_TIMEOUT",
+        `${binary} ${args.join(" ")} did not finish within ${timeoutMs} ms and was killed: ` +
+          "check that this is a working QEMU binary, or raise the probe timeout on a very slow machine.",
+        { path: binary },
+      );
+    }
     return { code: result.code, stdout, stderr: result.stderr };
   } finally {
     clearTimeout(timer);

@@ -1,8 +1,11 @@
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { QmpClient } from "@stack/qmp";
 import { beforeEach, describe, expect, it } from "vitest";
 import { clearProbeCache, HostDetectError, parseQemuVersion, probeQemu, qemuVersion } from "../src/index.js";
+import { hasFileMigration } from "../src/probe.js";
 import { put, REAL_QEMU, script, tempRoot } from "./helpers.js";
 
 beforeEach(() => clearProbeCache());
@@ -181,5 +184,44 @@ describe("parseQemuVersion", () => {
     expect(parseQemuVersion("")).toBeUndefined();
     expect(parseQemuVersion("version 7.2.0")).toBeUndefined();
     expect(parseQemuVersion("QEMU emulator version seven")).toBeUndefined();
+  });
+});
+
+describe("file: migration detection from the QMP schema", () => {
+  it("finds no MigrationAddressType in 7.2's real schema, and recognises the 8.2 enum by its values", async () => {
+    const root = await tempRoot();
+    const socket = path.join(root, "qmp.sock");
+    const qemu = spawn(REAL_QEMU, [
+      "-machine",
+      "none",
+      "-nodefaults",
+      "-display",
+      "none",
+      "-qmp",
+      `unix:${socket},server=on,wait=off`,
+    ]);
+    try {
+      const client = await QmpClient.connect(socket, { timeoutMs: 30_000 });
+      const schema = await client.execute<Parameters<typeof hasFileMigration>[0]>("query-qmp-schema");
+      await client.close();
+      const v72 = { major: 7, minor: 2, micro: 0, text: "7.2.0" };
+      expect(schema!.length).toBeGreaterThan(100);
+      expect(hasFileMigration(schema, v72)).toBe(false);
+      const v82 = { major: 8, minor: 2, micro: 0, text: "8.2.0" };
+      const withFile = [
+        ...schema!,
+        { name: "321", "meta-type": "enum", values: ["socket", "exec", "rdma", "file"] },
+      ];
+      expect(hasFileMigration(withFile, v82)).toBe(true);
+      const membersOnly = [
+        ...schema!,
+        { "meta-type": "enum", members: [{ name: "socket" }, { name: "exec" }, { name: "file" }] },
+      ];
+      expect(hasFileMigration(membersOnly, v82)).toBe(true);
+      expect(hasFileMigration(undefined, v82)).toBe(true);
+      expect(hasFileMigration(undefined, v72)).toBe(false);
+    } finally {
+      qemu.kill("SIGKILL");
+    }
   });
 });
