@@ -11,12 +11,13 @@ export const ACCELERATORS: readonly Accelerator[] = ["kvm", "hvf", "whpx", "tcg"
 export const ACCEL_ENV = "EMULATOR_ACCEL";
 export const KVM_DEVICE = "/dev/kvm";
 
-const HARDWARE: { accel: Exclude<Accelerator, "tcg">; os: HostOs; osName: string }[] = [
-  { accel: "kvm", os: "linux", osName: "Linux" },
-  { accel: "hvf", os: "darwin", osName: "macOS" },
-  { accel: "whpx", os: "windows", osName: "Windows" },
-];
-
+/** The one host OS each hardware accelerator exists on. */
+export const ACCELERATOR_OS: Record<Exclude<Accelerator, "tcg">, HostOs> = {
+  kvm: "linux",
+  hvf: "darwin",
+  whpx: "windows",
+};
+const OS_NAME: Record<HostOs, string> = { linux: "Linux", darwin: "macOS", windows: "Windows", unknown: "?" };
 export interface KvmDeviceStatus {
   path: string;
   exists: boolean;
@@ -142,13 +143,13 @@ export function chooseAccelerator(opts: ChooseAcceleratorOptions): AcceleratorCh
   let kvmDevice: KvmDeviceStatus | undefined;
 
   const hostProblem = (accel: Accelerator): string | undefined => {
-    const hardware = HARDWARE.find((h) => h.accel === accel);
-    if (hardware !== undefined && hardware.os !== os)
-      return `${accel} is only available on ${hardware.osName}`;
+    const hardwareOs = accel === "tcg" ? undefined : ACCELERATOR_OS[accel];
+    if (hardwareOs !== undefined && hardwareOs !== os)
+      return `${accel} is only available on ${OS_NAME[hardwareOs]}`;
     if (!builtIn.has(accel)) {
       return `this QEMU was built without ${accel} (it has: ${[...builtIn].join(", ") || "none"})`;
     }
-    if (hardware === undefined) return undefined;
+    if (hardwareOs === undefined) return undefined;
     if (guestArch !== undefined && guestArch !== hostArch) {
       return `${accel} runs only ${hostArch} guests on this ${hostArch} host, not ${guestArch}`;
     }

@@ -1,4 +1,4 @@
-import { type AcceleratorChoice, chooseAccelerator } from "./accel.js";
+import { ACCELERATOR_OS, type AcceleratorChoice, chooseAccelerator } from "./accel.js";
 import type { HostDetectError } from "./errors.js";
 import { findQemu, QEMU_ENV, type QemuBinaries } from "./find-qemu.js";
 import { listFirmware } from "./firmware.js";
@@ -196,8 +196,11 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
         hostArch: String(host.arch),
         ...(opts?.root === undefined ? {} : { root: opts.root }),
       });
+      // Another platform's accelerator is no news to the user.
+      const elsewhere = (accel: string) =>
+        Object.entries(ACCELERATOR_OS).some(([a, os]) => a === accel && os !== host.os);
       const rejected = choice.rejected
-        .filter((r) => !/only available on/.test(r.reason))
+        .filter((r) => !elsewhere(r.accel))
         .map((r) => `${r.accel}: ${r.reason}`);
       const detail = [`${choice.accel}${choice.overridden ? " (EMULATOR_ACCEL)" : ""}`, ...rejected].join(
         "; ",

@@ -1,5 +1,6 @@
 export {
   ACCEL_ENV,
+  ACCELERATOR_OS,
   ACCELERATORS,
   type Accelerator,
   type AcceleratorChoice,

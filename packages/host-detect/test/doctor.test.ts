@@ -20,6 +20,7 @@ describe("doctor", () => {
     expect(byId(report, "firmware").detail).toContain("/usr/share/OVMF/OVMF_CODE_4M.fd");
     const accel = byId(report, "accelerator");
     expect(accel.detail).toMatch(/^(kvm|tcg)/);
+    expect(accel.detail).not.toMatch(/hvf|whpx/); // other platforms' accelerators are left out
     if (accel.status === "warn") expect(accel.fix).toBeTruthy();
   });
 

@@ -109,7 +109,7 @@ describe("broken QEMU binaries give typed results", () => {
     const root = await tempRoot();
     const pidFile = path.join(root, "child.pid");
     const fake = await put(root, "qemu", script(`sleep 1000 &\necho $! > ${pidFile}\nwait`), 0o755);
-    const error = await expectCode(probeQemu(fake, { timeoutMs: 1_500 }), "PROBE_TIMEOUT");
+    const error = await expectCode(probeQemu(fake, { timeoutMs: 5_000 }), "PROBE_TIMEOUT");
     expect(error.path).toBe(fake);
     const pid = Number(await readFile(pidFile, "utf8"));
     expect(isGone(pid)).toBe(true);
