@@ -182,7 +182,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
           throw new RetryableError(`the connection closed at byte ${sink.bytes} of ${total}`);
         }
       } finally {
-        if (!consumed) await res.body.dump().catch(() => {});
+        // Closing beats draining here: an unwanted body may be the whole multi-gigabyte file.
+        if (!consumed) res.body.destroy();
       }
     });
 

@@ -1,5 +1,5 @@
 import { ArtifactsError } from "./errors.js";
-import { getFollowing, headerValue, nextLink } from "./http.js";
+import { discard, getFollowing, headerValue, nextLink, readBody } from "./http.js";
 import { failureFor, type RetryOptions, retrying } from "./retry.js";
 import { discoverToken } from "./token.js";
 
@@ -168,7 +168,7 @@ export class GitHubClient {
         stallTimeoutMs: this.opts.stallTimeoutMs ?? 30_000,
       });
       if (res.statusCode !== 200) {
-        await res.body.dump().catch(() => {});
+        await discard(res.body);
         throw failureFor(
           res.statusCode,
           res.headers,
@@ -181,7 +181,7 @@ export class GitHubClient {
           this.opts,
         );
       }
-      return Buffer.from(await res.body.arrayBuffer());
+      return readBody(res.body, maxBytes);
     });
   }
 
@@ -385,9 +385,10 @@ export class GitHubClient {
         stallTimeoutMs: this.opts.stallTimeoutMs ?? 30_000,
       });
       if (res.statusCode === 200) {
-        return { data: (await res.body.json()) as T, next: nextLink(headerValue(res.headers, "link")) };
+        const data = JSON.parse((await readBody(res.body)).toString("utf8")) as T;
+        return { data, next: nextLink(headerValue(res.headers, "link")) };
       }
-      const text = await res.body.text().catch(() => "");
+      const text = (await readBody(res.body, 1 << 20).catch(() => Buffer.alloc(0))).toString("utf8");
       let message: string | undefined;
       try {
         message = (JSON.parse(text) as { message?: string }).message;

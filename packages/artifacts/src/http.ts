@@ -1,4 +1,5 @@
-import { type Dispatcher, request } from "undici";
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { ArtifactsError, redactUrl } from "./errors.js";
 
 export interface FollowOptions {
@@ -6,19 +7,27 @@ export interface FollowOptions {
   /** Sent only to the origin of the first URL: object storage behind a redirect must never see the token. */
   credentials?: Record<string, string>;
   signal?: AbortSignal;
-  /** undici's per-chunk body timeout doubles as the stall timeout. */
+  /** An attempt fails after this long without any traffic on the connection (connect, headers or body). */
   stallTimeoutMs?: number;
   maxRedirects?: number;
 }
 
 export interface FollowedResponse {
   statusCode: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData["body"];
+  headers: IncomingHttpHeaders;
+  body: IncomingMessage;
   /** The URL that produced this answer, after redirects. */
   url: string;
   /** True when a redirect moved the request to an origin other than the first one. */
   crossOrigin: boolean;
+}
+
+/** Raised when a connection goes quiet for longer than the stall timeout. */
+export class StallError extends Error {
+  readonly code = "ESTALLED";
+  constructor(ms: number) {
+    super(`no data for ${ms} ms`);
+  }
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -26,6 +35,10 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 /**
  * GET with redirects followed by hand, so that which headers reach which origin is decided here and not by a
  * library default. Each call starts from the first URL, so an expiring redirect target is resolved afresh.
+ *
+ * node:http rather than undici: undici 7 (the last line for Node 20) throws an uncatchable AssertionError when a
+ * server closes the connection while the body is paused by backpressure (nodejs/undici#5360, fixed in undici 8,
+ * which needs Node 22). A slow disk under a fast `Connection: close` server is exactly a large download.
  */
 export async function getFollowing(url: string, opts: FollowOptions): Promise<FollowedResponse> {
   const origin = new URL(url).origin;
@@ -33,24 +46,19 @@ export async function getFollowing(url: string, opts: FollowOptions): Promise<Fo
   let current = url;
   for (let hop = 0; ; hop++) {
     const sameOrigin = new URL(current).origin === origin;
-    const res = await request(current, {
-      method: "GET",
-      headers: sameOrigin && opts.credentials ? { ...opts.headers, ...opts.credentials } : opts.headers,
-      signal: opts.signal,
-      headersTimeout: opts.stallTimeoutMs,
-      bodyTimeout: opts.stallTimeoutMs,
-    });
+    const headers = sameOrigin && opts.credentials ? { ...opts.headers, ...opts.credentials } : opts.headers;
+    const res = await get(current, headers, opts);
     const location = res.headers.location;
-    if (!REDIRECTS.has(res.statusCode) || typeof location !== "string") {
+    if (!REDIRECTS.has(res.statusCode ?? 0) || typeof location !== "string") {
       return {
-        statusCode: res.statusCode,
+        statusCode: res.statusCode ?? 0,
         headers: res.headers,
-        body: res.body,
+        body: res,
         url: current,
         crossOrigin: !sameOrigin,
       };
     }
-    await res.body.dump();
+    await discard(res);
     if (hop >= maxRedirects) {
       throw new ArtifactsError("HTTP_ERROR", `Too many redirects starting at ${redactUrl(url)}.`, {
         url: redactUrl(url),
@@ -60,7 +68,69 @@ export async function getFollowing(url: string, opts: FollowOptions): Promise<Fo
   }
 }
 
-export function headerValue(headers: FollowedResponse["headers"], name: string): string | undefined {
+function get(url: string, headers: Record<string, string>, opts: FollowOptions): Promise<IncomingMessage> {
+  const u = new URL(url);
+  const send = u.protocol === "https:" ? httpsRequest : u.protocol === "http:" ? httpRequest : undefined;
+  if (!send) {
+    return Promise.reject(
+      new ArtifactsError("INVALID_ARGUMENT", `Unsupported URL scheme in ${redactUrl(url)}.`),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    let response: IncomingMessage | undefined;
+    const req = send(
+      u,
+      { method: "GET", headers, ...(opts.signal ? { signal: opts.signal } : {}) },
+      (res) => {
+        response = res;
+        resolve(res);
+      },
+    );
+    const stallMs = opts.stallTimeoutMs;
+    // The socket timeout keeps running after the headers arrive, so it also catches a body that stops flowing;
+    // the body is destroyed with the reason so that its reader sees a stall rather than a bare "aborted".
+    if (stallMs) {
+      req.setTimeout(stallMs, () => {
+        const err = new StallError(stallMs);
+        response?.destroy(err);
+        req.destroy(err);
+      });
+    }
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** Reads a whole (small) body; beyond `maxBytes` the answer is refused rather than buffered. */
+export async function readBody(res: IncomingMessage, maxBytes = 64 << 20): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of res) {
+    total += (chunk as Buffer).length;
+    if (total > maxBytes) {
+      res.destroy();
+      throw new ArtifactsError(
+        "HTTP_ERROR",
+        `The answer from ${res.headers.host ?? "the server"} is too large.`,
+      );
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Drains an unwanted body so the connection can be reused; a failure there does not matter. */
+export async function discard(res: IncomingMessage): Promise<void> {
+  try {
+    for await (const _ of res) {
+      // Drained for connection reuse only.
+    }
+  } catch {
+    // The body was unwanted anyway.
+  }
+}
+
+export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name];
   return Array.isArray(v) ? v[0] : v;
 }

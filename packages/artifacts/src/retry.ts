@@ -1,5 +1,6 @@
 import { setTimeout as delay } from "node:timers/promises";
 import { ArtifactsError, redactUrl } from "./errors.js";
+import { StallError } from "./http.js";
 
 export interface RetryOptions {
   /** Attempts after the first one for network errors, 5xx answers and rate limits. Default 5. */
@@ -78,15 +79,13 @@ export async function retrying<T>(
 
 export function describeNetworkError(err: unknown): string {
   const e = err as { code?: string; message?: string } | undefined;
-  if (e?.code === "UND_ERR_BODY_TIMEOUT" || e?.code === "UND_ERR_HEADERS_TIMEOUT")
-    return "the server stopped sending data";
+  if (isStall(err)) return `the server stopped sending data (${e?.message})`;
   const code = e?.code ? ` (${e.code})` : "";
   return `${e?.message ?? String(err)}${code}`;
 }
 
 export function isStall(err: unknown): boolean {
-  const code = (err as { code?: string } | undefined)?.code;
-  return code === "UND_ERR_BODY_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT";
+  return err instanceof StallError;
 }
 
 export function formatWait(ms: number): string {

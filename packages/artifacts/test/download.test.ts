@@ -244,6 +244,20 @@ describe("download", () => {
     await expect(stat(join(dir, "image.qcow2"))).rejects.toThrow();
   });
 
+  it("survives a storage server that closes the connection after each answer while the disk applies backpressure", async () => {
+    // undici 7 crashed the process here (nodejs/undici#5360); the HTTP layer must not.
+    await fake.close();
+    fake = await FakeGitHub.start({ token: TOKEN, closeConnections: true });
+    const original = randomBytes(8 * MiB);
+    const compressed = compress(original);
+    const url = await publish(compressed, "image.qcow2.zst");
+    for (let i = 0; i < 3; i++) {
+      const result = await download(options(url, { decompress: "zstd", expectedSha256: sha256(compressed) }));
+      expect((await readFile(result.path)).equals(original)).toBe(true);
+    }
+    expect(storageGets().every((r) => r.headers.range === undefined)).toBe(true);
+  });
+
   it("reports progress with totals, ending with done", async () => {
     const content = randomBytes(2 * MiB);
     const url = await publish(content);

@@ -82,6 +82,8 @@ export interface FakeGitHubOptions {
   pageSize?: number;
   /** Storage links work once, like an expiring signed URL: each download attempt must ask the API again. Default true. */
   singleUseLinks?: boolean;
+  /** Storage answers with `Connection: close` and closes the connection after each answer. */
+  closeConnections?: boolean;
 }
 
 interface Blob {
@@ -337,7 +339,12 @@ export class FakeGitHub {
     }
     if (this.opts.singleUseLinks !== false) this.links.delete(sig);
     const size = blob.content.length;
-    const headers = { etag: blob.etag, "accept-ranges": "bytes", "content-type": "application/octet-stream" };
+    const headers: Record<string, string> = {
+      etag: blob.etag,
+      "accept-ranges": "bytes",
+      "content-type": "application/octet-stream",
+      ...(this.opts.closeConnections ? { connection: "close" } : {}),
+    };
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
     const ifRange = req.headers["if-range"];
     if (!range || ignoreRange || (ifRange !== undefined && ifRange !== blob.etag)) {
