@@ -5,7 +5,7 @@
 #   entrypoint.sh COMMAND [ARGS...]
 #
 # Loads the rotated env file when there is one (strictly parsed, never executed as shell), mints a CRON_SECRET
-# only when none is set, exports the names the stack server reads, then execs COMMAND.
+# only when none is set, exports the names the stack server reads (secrets and public URLs), then execs COMMAND.
 set -euo pipefail
 
 lib_dir="${STACK_EMULATOR_LIB:-/usr/local/lib/stack-emulator}"
@@ -35,16 +35,18 @@ if [ -z "${CRON_SECRET:-}" ]; then
   export CRON_SECRET
 fi
 
-# The stack server reads the internal project's keys under these names.
-if [ -n "${STACK_PUBLISHABLE_CLIENT_KEY:-}" ]; then
-  export NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY="$STACK_PUBLISHABLE_CLIENT_KEY"
-  export STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY="$STACK_PUBLISHABLE_CLIENT_KEY"
-fi
-if [ -n "${STACK_SECRET_SERVER_KEY:-}" ]; then
-  export STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY="$STACK_SECRET_SERVER_KEY"
-fi
-if [ -n "${STACK_SUPER_SECRET_ADMIN_KEY:-}" ]; then
-  export STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY="$STACK_SUPER_SECRET_ADMIN_KEY"
-fi
+# The contract's names (guest/cloud-init, the host) mapped to the names the stack server reads.
+aliases=(
+  STACK_PUBLISHABLE_CLIENT_KEY:NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY
+  STACK_PUBLISHABLE_CLIENT_KEY:STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY
+  STACK_SECRET_SERVER_KEY:STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY
+  STACK_SUPER_SECRET_ADMIN_KEY:STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY
+  STACK_BACKEND_URL:NEXT_PUBLIC_STACK_API_URL
+  STACK_DASHBOARD_URL:NEXT_PUBLIC_STACK_DASHBOARD_URL
+)
+for pair in "${aliases[@]}"; do
+  from="${pair%%:*}"
+  if [ -n "${!from:-}" ]; then export "${pair#*:}=${!from}"; fi
+done
 
 exec "$@"
