@@ -8,6 +8,7 @@ import { freePort, runCli, tempHome } from "./helpers.js";
 const BUILDER = resolve(import.meta.dirname, "..", "..", "..", "guest", "build-dev-image");
 let imageDir: string;
 let imageName: string;
+const TIMEOUT = 600_000;
 const cleanups: NodeJS.ProcessEnv[] = [];
 
 async function instanceEnv(home = tempHome()): Promise<NodeJS.ProcessEnv> {
@@ -53,100 +54,128 @@ afterEach(async () => {
 });
 
 describe("every fast-path failure ends healthy, with the reason reported", () => {
-  it("a corrupted snapshot is recaptured", async () => {
-    const env = await instanceEnv();
-    const capture = await runCli(["capture", "--json"], env);
-    expect(capture.code, capture.stderr).toBe(0);
-    const state = join(snapshotDir(env), "state");
-    const bytes = readFileSync(state);
-    bytes.fill(0x5a, 0, Math.min(bytes.length, 4096));
-    writeFileSync(state, bytes);
-    const result = await startOk(env);
-    expect(result.json.fallbackReason).toMatch(/resuming the snapshot failed/);
-    expect(result.json.boot).toBe("snapshot");
-    const status = await runCli(["status", "--json"], env);
-    expect(status.json.fallbackReason).toMatch(/recapturing/);
-  });
+  it(
+    "a corrupted snapshot is recaptured",
+    async () => {
+      const env = await instanceEnv();
+      const capture = await runCli(["capture", "--json"], env);
+      expect(capture.code, capture.stderr).toBe(0);
+      const state = join(snapshotDir(env), "state");
+      const bytes = readFileSync(state);
+      bytes.fill(0x5a, 0, Math.min(bytes.length, 4096));
+      writeFileSync(state, bytes);
+      const result = await startOk(env);
+      expect(result.json.fallbackReason).toMatch(/resuming the snapshot failed/);
+      expect(result.json.boot).toBe("snapshot");
+      const status = await runCli(["status", "--json"], env);
+      expect(status.json.fallbackReason).toMatch(/recapturing/);
+    },
+    TIMEOUT,
+  );
 
-  it("a snapshot taken with another RAM size is not resumed", async () => {
-    const env = await instanceEnv();
-    expect((await runCli(["capture"], env)).code).toBe(0);
-    const bigger = join(tempHome("se-img-"), "dev-bigger");
-    cpSync(imageDir, bigger, { recursive: true });
-    const manifest = JSON.parse(readFileSync(join(bigger, "image.json"), "utf8"));
-    manifest.memoryMiB += 64;
-    writeFileSync(join(bigger, "image.json"), JSON.stringify(manifest));
-    const result = await startOk({ ...env, STACK_EMULATOR_IMAGE: bigger });
-    expect(result.json.fallbackReason).toMatch(/memoryMiB \d+ -> \d+/);
-  });
+  it(
+    "a snapshot taken with another RAM size is not resumed",
+    async () => {
+      const env = await instanceEnv();
+      expect((await runCli(["capture"], env)).code).toBe(0);
+      const bigger = join(tempHome("se-img-"), "dev-bigger");
+      cpSync(imageDir, bigger, { recursive: true });
+      const manifest = JSON.parse(readFileSync(join(bigger, "image.json"), "utf8"));
+      manifest.memoryMiB += 64;
+      writeFileSync(join(bigger, "image.json"), JSON.stringify(manifest));
+      const result = await startOk({ ...env, STACK_EMULATOR_IMAGE: bigger });
+      expect(result.json.fallbackReason).toMatch(/memoryMiB \d+ -> \d+/);
+    },
+    TIMEOUT,
+  );
 
-  it("a guest agent that does not answer after a resume leads to a cold boot from the instance disk", async () => {
-    const env = await instanceEnv();
-    const first = await startOk(env);
-    // Silence the agent inside the guest, then save that state: the next resume finds nobody answering.
-    const qga = await QgaClient.connect(join(first.json.socketDir, "qga.sock"), { timeoutMs: 15_000 });
-    await qga.exec({
-      path: "/bin/sh",
-      args: ["-c", "(sleep 1; kill -STOP $(pidof qemu-ga)) >/dev/null 2>&1 &"],
-    });
-    await qga.close();
-    await new Promise((r) => setTimeout(r, 2000));
-    expect((await runCli(["stop"], env)).code).toBe(0);
-    const result = await startOk({ ...env, STACK_EMULATOR_AGENT_TIMEOUT: "5" });
-    expect(result.json.boot).toBe("cold");
-    expect(result.json.fallbackReason).toMatch(/resuming the saved state failed/);
-    expect(result.json.rotation).toBe("rotated");
-  });
+  it(
+    "a guest agent that does not answer after a resume leads to a cold boot from the instance disk",
+    async () => {
+      const env = await instanceEnv();
+      const first = await startOk(env);
+      // Silence the agent inside the guest, then save that state: the next resume finds nobody answering.
+      const qga = await QgaClient.connect(join(first.json.socketDir, "qga.sock"), { timeoutMs: 15_000 });
+      await qga.exec({
+        path: "/bin/sh",
+        args: ["-c", "(sleep 1; kill -STOP $(pidof qemu-ga)) >/dev/null 2>&1 &"],
+      });
+      await qga.close();
+      await new Promise((r) => setTimeout(r, 2000));
+      expect((await runCli(["stop"], env)).code).toBe(0);
+      const result = await startOk({ ...env, STACK_EMULATOR_AGENT_TIMEOUT: "5" });
+      expect(result.json.boot).toBe("cold");
+      expect(result.json.fallbackReason).toMatch(/resuming the saved state failed/);
+      expect(result.json.rotation).toBe("rotated");
+    },
+    TIMEOUT,
+  );
 
-  it("kill -9 of QEMU during capture leaves no broken snapshot, and the start still ends healthy", async () => {
-    const env = await instanceEnv();
-    const home = env.STACK_EMULATOR_HOME as string;
-    const pending = runCli(["start", "--json"], env);
-    const pidFile = join(home, "instances", "default", "qemu.pid");
-    const staging = () =>
-      existsSync(join(home, "snapshots")) &&
-      readdirSync(join(home, "snapshots")).some((n) => n.startsWith(".staging-"));
-    for (let i = 0; i < 600 && !(staging() && existsSync(pidFile)); i++)
-      await new Promise((r) => setTimeout(r, 50));
-    expect(staging()).toBe(true);
-    process.kill(Number(readFileSync(pidFile, "utf8")), "SIGKILL");
-    const result = await pending;
-    expect(result.code, result.stderr).toBe(0);
-    expect(result.json.fallbackReason).toMatch(/capture or resume failed/);
-    expect(existsSync(join(snapshotDir(env), "snapshot.json"))).toBe(false);
-    expect(readdirSync(join(home, "snapshots")).filter((n) => n.startsWith(".staging-"))).toEqual([]);
-  });
+  it(
+    "kill -9 of QEMU during capture leaves no broken snapshot, and the start still ends healthy",
+    async () => {
+      const env = await instanceEnv();
+      const home = env.STACK_EMULATOR_HOME as string;
+      const pending = runCli(["start", "--json"], env);
+      const pidFile = join(home, "instances", "default", "qemu.pid");
+      const staging = () =>
+        existsSync(join(home, "snapshots")) &&
+        readdirSync(join(home, "snapshots")).some((n) => n.startsWith(".staging-"));
+      for (let i = 0; i < 600 && !(staging() && existsSync(pidFile)); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(staging()).toBe(true);
+      process.kill(Number(readFileSync(pidFile, "utf8")), "SIGKILL");
+      const result = await pending;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.json.fallbackReason).toMatch(/capture or resume failed/);
+      expect(existsSync(join(snapshotDir(env), "snapshot.json"))).toBe(false);
+      expect(readdirSync(join(home, "snapshots")).filter((n) => n.startsWith(".staging-"))).toEqual([]);
+    },
+    TIMEOUT,
+  );
 
-  it("a QEMU killed with -9 is noticed by status and recovered by the next start", async () => {
-    const env = await instanceEnv();
-    const first = await startOk(env);
-    process.kill(first.json.qemu.pid, "SIGKILL");
-    await new Promise((r) => setTimeout(r, 500));
-    const status = await runCli(["status", "--json"], env);
-    expect(status.json.state).toBe("broken");
-    expect(status.code).toBe(1);
-    const again = await startOk(env);
-    expect(again.stderr).toMatch(/is gone; cleaning up/);
-  });
+  it(
+    "a QEMU killed with -9 is noticed by status and recovered by the next start",
+    async () => {
+      const env = await instanceEnv();
+      const first = await startOk(env);
+      process.kill(first.json.qemu.pid, "SIGKILL");
+      await new Promise((r) => setTimeout(r, 500));
+      const status = await runCli(["status", "--json"], env);
+      expect(status.json.state).toBe("broken");
+      expect(status.code).toBe(1);
+      const again = await startOk(env);
+      expect(again.stderr).toMatch(/is gone; cleaning up/);
+    },
+    TIMEOUT,
+  );
 });
 
 describe("refusals", () => {
-  it("says QEMU is missing, and how to install it, on a host without it", async () => {
-    const env = await instanceEnv();
-    // A private mount namespace hides the distro's QEMU binary from this one CLI run; PATH has no QEMU either.
-    const result = await runCli(["start", "--json"], { ...env, PATH: "/nonexistent" }, { hideQemu: true });
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/qemu-system-x86_64/);
-    expect(result.stderr).toMatch(/apt-get install|install/);
-    expect(existsSync(join(env.STACK_EMULATOR_HOME as string, "instances", "default", "state.json"))).toBe(
-      false,
-    );
-  });
+  it(
+    "says QEMU is missing, and how to install it, on a host without it",
+    async () => {
+      const env = await instanceEnv();
+      // A private mount namespace hides the distro's QEMU binary from this one CLI run; PATH has no QEMU either.
+      const result = await runCli(["start", "--json"], { ...env, PATH: "/nonexistent" }, { hideQemu: true });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/qemu-system-x86_64/);
+      expect(result.stderr).toMatch(/apt-get install|install/);
+      expect(existsSync(join(env.STACK_EMULATOR_HOME as string, "instances", "default", "state.json"))).toBe(
+        false,
+      );
+    },
+    TIMEOUT,
+  );
 
-  it("rejects an unknown image", async () => {
-    const env = await instanceEnv();
-    const result = await runCli(["start", "--json", "--image", "nonsense"], env);
-    expect(result.code).toBe(1);
-    expect(result.json.error.code).toBe("UNKNOWN_IMAGE");
-  });
+  it(
+    "rejects an unknown image",
+    async () => {
+      const env = await instanceEnv();
+      const result = await runCli(["start", "--json", "--image", "nonsense"], env);
+      expect(result.code).toBe(1);
+      expect(result.json.error.code).toBe("UNKNOWN_IMAGE");
+    },
+    TIMEOUT,
+  );
 });

@@ -19,6 +19,7 @@ interface Instance {
   backend: number;
 }
 
+const TIMEOUT = 900_000;
 let imageDir: string;
 
 async function newInstance(): Promise<Instance> {
@@ -101,121 +102,132 @@ describe("emulator lifecycle with the dev image", () => {
     for (const inst of instances) await runCli(["stop", "--no-save"], inst.env);
   });
 
-  it("first start captures, serves fresh keys; stop saves; start resumes with the same data and keys; reset forgets", async () => {
-    const inst = await newInstance();
-    instances.push(inst);
+  it(
+    "first start captures, serves fresh keys; stop saves; start resumes with the same data and keys; reset forgets",
+    async () => {
+      const inst = await newInstance();
+      instances.push(inst);
 
-    // A second start while the first still works is refused, and the first is unaffected.
-    const first = runCli(["start", "--json"], inst.env);
-    for (let i = 0; i < 200 && !existsSync(join(inst.home, "instances", "default", "lock")); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const second = await runCli(["start", "--json"], inst.env);
-    expect(second.code).toBe(75);
-    expect(second.json.error.code).toBe("BUSY");
-    const firstResult = await first;
-    expect(firstResult.code, firstResult.stderr).toBe(0);
-    const started = firstResult.json;
-    expect(started.boot).toBe("snapshot");
-    expect(started.snapshotMethod).toBe("x-ignore-shared");
-    expect(started.rotation).toBe("rotated");
+      // A second start while the first still works is refused, and the first is unaffected.
+      const first = runCli(["start", "--json"], inst.env);
+      for (let i = 0; i < 200 && !existsSync(join(inst.home, "instances", "default", "lock")); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const second = await runCli(["start", "--json"], inst.env);
+      expect(second.code).toBe(75);
+      expect(second.json.error.code).toBe("BUSY");
+      const firstResult = await first;
+      expect(firstResult.code, firstResult.stderr).toBe(0);
+      const started = firstResult.json;
+      expect(started.boot).toBe("snapshot");
+      expect(started.snapshotMethod).toBe("x-ignore-shared");
+      expect(started.rotation).toBe("rotated");
 
-    expect(await httpStatus(`http://127.0.0.1:${inst.backend}/health?db=1`)).toBe(200);
-    expect(await httpStatus(`http://127.0.0.1:${inst.dashboard}/handler/sign-in`)).toBe(200);
+      expect(await httpStatus(`http://127.0.0.1:${inst.backend}/health?db=1`)).toBe(200);
+      expect(await httpStatus(`http://127.0.0.1:${inst.dashboard}/handler/sign-in`)).toBe(200);
 
-    const keyFile = join(inst.home, "instances", "default", "keys.env");
-    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
-    const keys = keysOf(inst);
-    expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).toMatch(/^[0-9a-f]{64}$/);
-    expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-    const manifest = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8"));
-    const placeholder = readFileSync(PLACEHOLDERS, "utf8");
-    expect(await apiStatus(inst, parseEnv(placeholder).STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+      const keyFile = join(inst.home, "instances", "default", "keys.env");
+      expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+      const keys = keysOf(inst);
+      expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).toMatch(/^[0-9a-f]{64}$/);
+      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      const manifest = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8"));
+      const placeholder = readFileSync(PLACEHOLDERS, "utf8");
+      expect(await apiStatus(inst, parseEnv(placeholder).STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
 
-    const status = await runCli(["status", "--json"], inst.env);
-    expect(status.code).toBe(0);
-    expect(status.json.state).toBe("running");
-    expect(status.json.vm).toBe("running");
-    expect(status.json.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
+      const status = await runCli(["status", "--json"], inst.env);
+      expect(status.code).toBe(0);
+      expect(status.json.state).toBe("running");
+      expect(status.json.vm).toBe("running");
+      expect(status.json.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
 
-    // The runtime config on the ISO the CLI wrote is what the guest serves.
-    const config = await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).text();
-    expect(config).toContain(`http://127.0.0.1:${inst.dashboard}`);
+      // The runtime config on the ISO the CLI wrote is what the guest serves.
+      const config = await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).text();
+      expect(config).toContain(`http://127.0.0.1:${inst.dashboard}`);
 
-    const ramFile = join(inst.home, "snapshots", manifest.name, "ram");
-    const ramDigest = sha256(ramFile);
+      const ramFile = join(inst.home, "snapshots", manifest.name, "ram");
+      const ramDigest = sha256(ramFile);
 
-    // Data survives stop -> start, and so do the keys.
-    const put = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
-      method: "POST",
-      body: "kept across stop",
-      headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
-    });
-    expect(put.status).toBe(200);
-    const stopped = await stop(inst);
-    expect(stopped.saved).toBe(true);
-    expect(qemuRunning(inst.home)).toBe(false);
-    expect(await httpStatus(`http://127.0.0.1:${inst.backend}/health?db=1`)).not.toBe(200);
+      // Data survives stop -> start, and so do the keys.
+      const put = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
+        method: "POST",
+        body: "kept across stop",
+        headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+      });
+      expect(put.status).toBe(200);
+      const stopped = await stop(inst);
+      expect(stopped.saved).toBe(true);
+      expect(qemuRunning(inst.home)).toBe(false);
+      expect(await httpStatus(`http://127.0.0.1:${inst.backend}/health?db=1`)).not.toBe(200);
 
-    const resumed = await start(inst);
-    expect(resumed.boot).toBe("quick-boot");
-    expect(keysOf(inst)).toEqual(keys);
-    const get = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
-      headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
-    });
-    expect(await get.text()).toContain("kept across stop");
+      const resumed = await start(inst);
+      expect(resumed.boot).toBe("quick-boot");
+      expect(keysOf(inst)).toEqual(keys);
+      const get = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
+        headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+      });
+      expect(await get.text()).toContain("kept across stop");
 
-    // The guest clock is corrected after a resume even when the saved state is an hour behind.
-    const socketDir = resumed.socketDir as string;
-    let qga = await QgaClient.connect(join(socketDir, "qga.sock"), { timeoutMs: 15_000 });
-    await qga.setTime(new Date(Date.now() - 3600_000));
-    await qga.close();
-    await stop(inst);
-    const again = await start(inst);
-    qga = await QgaClient.connect(join(again.socketDir, "qga.sock"), { timeoutMs: 15_000 });
-    const out = await qga.exec({ path: "/bin/date", args: ["+%s"], captureOutput: true });
-    await qga.close();
-    expect(Math.abs(Number(out.stdout.toString().trim()) - Date.now() / 1000)).toBeLessThan(2);
+      // The guest clock is corrected after a resume even when the saved state is an hour behind.
+      const socketDir = resumed.socketDir as string;
+      let qga = await QgaClient.connect(join(socketDir, "qga.sock"), { timeoutMs: 15_000 });
+      await qga.setTime(new Date(Date.now() - 3600_000));
+      await qga.close();
+      await stop(inst);
+      const again = await start(inst);
+      qga = await QgaClient.connect(join(again.socketDir, "qga.sock"), { timeoutMs: 15_000 });
+      const out = await qga.exec({ path: "/bin/date", args: ["+%s"], captureOutput: true });
+      await qga.close();
+      expect(Math.abs(Number(out.stdout.toString().trim()) - Date.now() / 1000)).toBeLessThan(2);
 
-    // reset: back to the pristine snapshot, data gone, new keys, old keys dead.
-    const reset = await runCli(["reset", "--json"], inst.env);
-    expect(reset.code, reset.stderr).toBe(0);
-    expect(qemuRunning(inst.home)).toBe(false);
-    const fresh = await start(inst);
-    expect(fresh.boot).toBe("snapshot");
-    const newKeys = keysOf(inst);
-    expect(newKeys.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
-    expect(await apiStatus(inst, newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-    expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
-    const gone = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
-      headers: { "x-stack-publishable-client-key": newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string },
-    });
-    expect(await gone.text()).not.toContain("kept across stop");
+      // reset: back to the pristine snapshot, data gone, new keys, old keys dead.
+      const reset = await runCli(["reset", "--json"], inst.env);
+      expect(reset.code, reset.stderr).toBe(0);
+      expect(qemuRunning(inst.home)).toBe(false);
+      const fresh = await start(inst);
+      expect(fresh.boot).toBe("snapshot");
+      const newKeys = keysOf(inst);
+      expect(newKeys.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
+      expect(await apiStatus(inst, newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+      const gone = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
+        headers: { "x-stack-publishable-client-key": newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+      });
+      expect(await gone.text()).not.toContain("kept across stop");
 
-    // Several resumes later the snapshot's RAM file is untouched.
-    expect(sha256(ramFile)).toBe(ramDigest);
+      // Several resumes later the snapshot's RAM file is untouched.
+      expect(sha256(ramFile)).toBe(ramDigest);
 
-    await stop(inst, ["--no-save"]);
-    expect(qemuRunning(inst.home)).toBe(false);
-    expect(existsSync(join(socketDir, "qmp.sock"))).toBe(false);
-  });
+      await stop(inst, ["--no-save"]);
+      expect(qemuRunning(inst.home)).toBe(false);
+      expect(existsSync(join(socketDir, "qmp.sock"))).toBe(false);
+    },
+    TIMEOUT,
+  );
 
-  it("refuses a busy port and an invalid port, changing nothing", async () => {
-    const inst = await newInstance();
-    const blocker = createServer().listen(inst.backend, "127.0.0.1");
-    await new Promise((r) => blocker.once("listening", r));
-    try {
-      const busy = await runCli(["start", "--json"], inst.env);
-      expect(busy.code).toBe(1);
-      expect(busy.json.error.code).toBe("PORT_IN_USE");
-      expect(busy.stderr).toContain(`backend on 127.0.0.1:${inst.backend}`);
-    } finally {
-      blocker.close();
-    }
-    const invalid = await runCli(["start", "--json"], { ...inst.env, STACK_EMULATOR_BACKEND_PORT: "70000" });
-    expect(invalid.json.error.code).toBe("INVALID_PORT");
-    expect(existsSync(join(inst.home, "instances", "default", "state.json"))).toBe(false);
-    expect(existsSync(join(inst.home, "instances", "default", "disk.qcow2"))).toBe(false);
-    expect(qemuRunning(inst.home)).toBe(false);
-  });
+  it(
+    "refuses a busy port and an invalid port, changing nothing",
+    async () => {
+      const inst = await newInstance();
+      const blocker = createServer().listen(inst.backend, "127.0.0.1");
+      await new Promise((r) => blocker.once("listening", r));
+      try {
+        const busy = await runCli(["start", "--json"], inst.env);
+        expect(busy.code).toBe(1);
+        expect(busy.json.error.code).toBe("PORT_IN_USE");
+        expect(busy.stderr).toContain(`backend on 127.0.0.1:${inst.backend}`);
+      } finally {
+        blocker.close();
+      }
+      const invalid = await runCli(["start", "--json"], {
+        ...inst.env,
+        STACK_EMULATOR_BACKEND_PORT: "70000",
+      });
+      expect(invalid.json.error.code).toBe("INVALID_PORT");
+      expect(existsSync(join(inst.home, "instances", "default", "state.json"))).toBe(false);
+      expect(existsSync(join(inst.home, "instances", "default", "disk.qcow2"))).toBe(false);
+      expect(qemuRunning(inst.home)).toBe(false);
+    },
+    TIMEOUT,
+  );
 });
