@@ -1,7 +1,7 @@
 import path from "node:path";
 import { HostDetectError } from "./errors.js";
 import { isExecutableFile, pathDirs, underRoot } from "./fsroot.js";
-import { type GuestArch, type HostOs, hostInfo, isGuestArch } from "./host.js";
+import { type GuestArch, type HostOs, hostInfo, isGuestArch, normalizeArch } from "./host.js";
 import { detectPackageManager, installCommand } from "./packages.js";
 
 /** Per-architecture overrides of the system emulator, and one for qemu-img. */
@@ -88,11 +88,12 @@ async function search(
  * Finds the system emulator for a guest architecture and the qemu-img that goes with it (preferring the one
  * installed next to the emulator, so both come from the same QEMU). qemu-img is optional here; `doctor` reports it.
  */
-export async function findQemu(arch: string, opts?: FindQemuOptions): Promise<QemuBinaries> {
+export async function findQemu(guestArch: string, opts?: FindQemuOptions): Promise<QemuBinaries> {
+  const arch = normalizeArch(guestArch);
   if (!isGuestArch(arch)) {
     throw new HostDetectError(
       "UNSUPPORTED_ARCH",
-      `Unknown guest architecture "${arch}": use "amd64" or "arm64" (x86_64 and aarch64 are accepted by hostInfo, not here).`,
+      `Unknown guest architecture "${guestArch}": use "amd64" or "arm64".`,
     );
   }
   const env = opts?.env ?? process.env;

@@ -2,7 +2,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { HostDetectError } from "./errors.js";
 import { isFile, underRoot } from "./fsroot.js";
-import { type GuestArch, isGuestArch } from "./host.js";
+import { type GuestArch, isGuestArch, normalizeArch } from "./host.js";
 
 /** QEMU's names (docs/interop/firmware.json) for our guest architectures and their default machines. */
 const QEMU_ARCH: Record<GuestArch, string> = { amd64: "x86_64", arm64: "aarch64" };
@@ -204,13 +204,14 @@ async function descriptorFiles(root: string | undefined, dirs: string[]): Promis
  * wins), then the well-known locations distributions and Homebrew use when descriptors are missing.
  */
 export async function listFirmware(
-  arch: string,
+  guestArch: string,
   opts?: FirmwareOptions,
 ): Promise<{ matches: Firmware[]; warnings: string[] }> {
+  const arch = normalizeArch(guestArch);
   if (!isGuestArch(arch)) {
     throw new HostDetectError(
       "UNSUPPORTED_ARCH",
-      `Unknown guest architecture "${arch}": use "amd64" or "arm64".`,
+      `Unknown guest architecture "${guestArch}": use "amd64" or "arm64".`,
     );
   }
   const warnings: string[] = [];

@@ -86,8 +86,9 @@ describe("findQemu", () => {
     expect(await codeOf(findQemu(foreign, { root, env: { PATH: "" }, os: "linux" }))).toBe("QEMU_NOT_FOUND");
   });
 
-  it("rejects an unknown architecture with UNSUPPORTED_ARCH", async () => {
+  it("rejects an unknown architecture with UNSUPPORTED_ARCH and accepts QEMU's own names", async () => {
     expect(await codeOf(findQemu("riscv64"))).toBe("UNSUPPORTED_ARCH");
+    expect((await findQemu("x86_64")).system).toBe(REAL_QEMU);
   });
 });
 

@@ -60,6 +60,22 @@ describe("probe cache", () => {
     expect(await runs()).toBe(afterFirst * 2);
   });
 
+  it("runs one probe for concurrent callers", async () => {
+    const root = await tempRoot();
+    const counter = path.join(root, "runs");
+    await writeFile(counter, "");
+    const wrapper = await put(
+      root,
+      "bin/qemu",
+      script(`echo run >> ${counter}\nexec ${REAL_QEMU} "$@"`),
+      0o755,
+    );
+    const [a, b] = await Promise.all([probeQemu(wrapper), probeQemu(wrapper)]);
+    expect(b).toBe(a);
+    // One -version run plus one QMP run.
+    expect((await readFile(counter, "utf8")).split("\n").filter(Boolean)).toHaveLength(2);
+  });
+
   it("ignores a disk cache entry written for another mtime", async () => {
     const root = await tempRoot();
     const wrapper = await put(root, "bin/qemu", script(`exec ${REAL_QEMU} "$@"`), 0o755);
