@@ -25,6 +25,8 @@ export interface KvmDeviceStatus {
   readWrite: boolean;
   /** Why it is unusable and what to do about it; undefined when usable. */
   problem?: string;
+  /** Just the remedy, for doctor's `fix`. */
+  fix?: string;
   /** The device's group when it is not usable for lack of membership (usually `kvm`). */
   group?: string;
 }
@@ -86,18 +88,27 @@ function currentUser(): string | undefined {
  */
 export function kvmDeviceStatus(opts?: { root?: string }): KvmDeviceStatus {
   const device = underRoot(opts?.root, KVM_DEVICE);
+  const unusable = (
+    rest: Omit<KvmDeviceStatus, "path" | "readWrite" | "problem">,
+    why: string,
+    fix: string,
+  ) => ({
+    path: device,
+    readWrite: false,
+    ...rest,
+    problem: `${why}: ${fix}`,
+    fix,
+  });
   let info: ReturnType<typeof statSync>;
   try {
     info = statSync(device);
   } catch {
-    return {
-      path: device,
-      exists: false,
-      readWrite: false,
-      problem:
-        `${KVM_DEVICE} does not exist: enable virtualization (VT-x/AMD-V) in the firmware settings and load ` +
-        "the kvm_intel or kvm_amd module, or enable nested virtualization if this is a VM",
-    };
+    return unusable(
+      { exists: false },
+      `${KVM_DEVICE} does not exist`,
+      "enable virtualization (VT-x/AMD-V) in the firmware settings and run `sudo modprobe kvm_intel` " +
+        "(or kvm_amd), or enable nested virtualization if this is a VM",
+    );
   }
   try {
     accessSync(device, constants.R_OK | constants.W_OK);
@@ -105,19 +116,33 @@ export function kvmDeviceStatus(opts?: { root?: string }): KvmDeviceStatus {
   } catch {
     // Fall through to explain why.
   }
-  const mode = (Number(info.mode) & 0o777).toString(8).padStart(4, "0");
+  const mode = Number(info.mode) & 0o777;
   const group = groupOf(Number(info.gid), opts?.root);
   const groupName = group?.name ?? `gid ${info.gid}`;
   const user = currentUser();
+  const denied = `${KVM_DEVICE} (mode ${mode.toString(8).padStart(4, "0")}, group ${groupName}) is not readable and writable by ${user ?? "this user"}`;
+  if ((mode & 0o060) !== 0o060) {
+    // Joining the group cannot help when the group has no access: the device's permissions are the problem.
+    return unusable(
+      { exists: true },
+      denied,
+      'run `sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm`, and keep it with the udev rule KERNEL=="kvm", ' +
+        'GROUP="kvm", MODE="0660" in /etc/udev/rules.d/65-kvm.rules; then add yourself to kvm',
+    );
+  }
   const inGroupFile = user !== undefined && group?.members.includes(user) === true;
   const inSession = process.getgroups?.().includes(Number(info.gid)) ?? false;
-  const problem =
-    inGroupFile && !inSession
-      ? `${KVM_DEVICE} (mode ${mode}, group ${groupName}) is not readable and writable by this session: ` +
-        `${user} was added to ${groupName} after logging in; log out and back in (or run \`newgrp ${groupName}\`)`
-      : `${KVM_DEVICE} (mode ${mode}, group ${groupName}) is not readable and writable by ${user ?? "this user"}: ` +
-        `run \`sudo usermod -aG ${groupName} $USER\`, then log out and back in`;
-  return { path: device, exists: true, readWrite: false, problem, group: groupName };
+  return inGroupFile && !inSession
+    ? unusable(
+        { exists: true, group: groupName },
+        `${denied}: ${user} joined ${groupName} after this session started`,
+        `log out and back in (or run \`newgrp ${groupName}\`)`,
+      )
+    : unusable(
+        { exists: true, group: groupName },
+        denied,
+        `run \`sudo usermod -aG ${groupName} $USER\`, then log out and back in`,
+      );
 }
 
 function macHypervisorSupported(): boolean {

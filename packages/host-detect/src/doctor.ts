@@ -45,11 +45,7 @@ function check(id: string, title: string, status: CheckStatus, detail: string, f
 
 function accelFix(choice: AcceleratorChoice, os: string, native: boolean): string | undefined {
   if (!native) return "Use an image built for this host's architecture to run with hardware acceleration";
-  if (choice.kvmDevice?.problem !== undefined) {
-    return choice.kvmDevice.exists
-      ? `sudo usermod -aG ${choice.kvmDevice.group ?? "kvm"} $USER, then log out and back in`
-      : "Enable VT-x/AMD-V in the firmware settings and run `sudo modprobe kvm_intel` (or kvm_amd)";
-  }
+  if (choice.kvmDevice?.fix !== undefined) return choice.kvmDevice.fix;
   if (os === "windows") return WINDOWS_HYPERVISOR_FIX;
   if (os === "darwin")
     return "Hypervisor.framework is unavailable: run on a Mac (not in a VM without nested virtualization)";

@@ -91,7 +91,28 @@ describe("chooseAccelerator with the real QEMU's abilities", () => {
     })) as AcceleratorChoice;
     expect(choice.accel).toBe("tcg");
     expect(choice.kvmDevice).toMatchObject({ exists: true, readWrite: false });
-    expect(choice.rejected.find((r) => r.accel === "kvm")!.reason).toMatch(/mode 0600.*usermod -aG/);
+    // Its group has no access, so joining the group would not help.
+    expect(choice.kvmDevice?.fix).toMatch(/chmod 0660 \/dev\/kvm.*udev rule/);
+    expect(choice.rejected.find((r) => r.accel === "kvm")!.reason).toMatch(/mode 0600.*chmod 0660/);
+  });
+
+  it.runIf(asRoot)("tells a user outside the device's group to join it", async () => {
+    const root = await tempRoot();
+    await put(root, "etc/group", "root:x:0:\nkvm:x:4242:\n");
+    const device = await put(root, "dev/kvm", "", 0o660);
+    await chown(device, 0, 4242);
+    const choice = (await chooseAsUnprivileged({
+      abilities,
+      root,
+      os: "linux",
+      hostArch: "amd64",
+      env: {},
+    })) as AcceleratorChoice;
+    expect(choice.accel).toBe("tcg");
+    expect(choice.kvmDevice).toMatchObject({
+      group: "kvm",
+      fix: "run `sudo usermod -aG kvm $USER`, then log out and back in",
+    });
   });
 
   it("accepts /dev/kvm mode 0666 for an unprivileged user", async () => {
@@ -124,7 +145,8 @@ describe("chooseAccelerator with the real QEMU's abilities", () => {
       })) as AcceleratorChoice;
       expect(choice.accel).toBe("tcg");
       expect(choice.kvmDevice?.group).toBe("kvm");
-      expect(choice.kvmDevice?.problem).toMatch(/log out and back in.*newgrp kvm/);
+      expect(choice.kvmDevice?.problem).toMatch(/nobody joined kvm after this session started/);
+      expect(choice.kvmDevice?.fix).toBe("log out and back in (or run `newgrp kvm`)");
     },
   );
 
