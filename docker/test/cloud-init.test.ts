@@ -32,8 +32,20 @@ async function parseYaml<T>(file: string): Promise<T> {
   return JSON.parse(json) as T;
 }
 
+interface CloudConfig {
+  write_files: WriteFile[];
+  packages: string[];
+  runcmd: string[];
+  power_state: { mode: string };
+}
+
 describe("guest/cloud-init/user-data", () => {
   const userData = join(cloudInitDir, "user-data");
+  let config: CloudConfig;
+
+  beforeAll(async () => {
+    config = await parseYaml<CloudConfig>(userData);
+  });
 
   it("is what render-user-data makes of the template and the scripts", async () => {
     const fresh = join(dir, "user-data");
@@ -61,7 +73,6 @@ describe("guest/cloud-init/user-data", () => {
   });
 
   it("ships byte-for-byte the scripts the tests run, executable", async () => {
-    const config = await parseYaml<{ write_files: WriteFile[] }>(userData);
     const shipped = new Map(config.write_files.map((f) => [f.path, f]));
     const sources: [string, string, string][] = [
       ["/usr/local/lib/stack-emulator/secret-input.sh", join(dockerDir, "lib", "secret-input.sh"), "0644"],

@@ -115,14 +115,19 @@ describe("render-stack-env", () => {
     ["a key given twice", () => configIso(`${config}STACK_BACKEND_URL=http://y\n`), /given twice/],
   ];
 
+  let accepted: ReturnType<typeof guestEnv>;
+  let acceptedAppEnv: string;
+  beforeAll(async () => {
+    accepted = guestEnv("rejected", await configIso(config));
+    await renderStackEnv(accepted);
+    acceptedAppEnv = await readFile(accepted.STACK_EMULATOR_APP_ENV, "utf8");
+  });
+
   it.each(rejected)("rejects %s and changes nothing", async (_name, device, message) => {
-    const env = guestEnv("rejected", await configIso(config));
-    await renderStackEnv(env);
-    const before = await readFile(env.STACK_EMULATOR_APP_ENV, "utf8");
-    const r = await renderStackEnv({ ...env, STACK_CONFIG_DEVICE: await device() });
+    const r = await renderStackEnv({ ...accepted, STACK_CONFIG_DEVICE: await device() });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(message);
-    expect(await readFile(env.STACK_EMULATOR_APP_ENV, "utf8")).toBe(before);
+    expect(await readFile(accepted.STACK_EMULATOR_APP_ENV, "utf8")).toBe(acceptedAppEnv);
   });
 });
 
