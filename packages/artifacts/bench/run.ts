@@ -4,7 +4,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
@@ -50,10 +50,33 @@ async function startServer(): Promise<{ url: string; sha256: string; stop: () =>
   return { url: `http://127.0.0.1:${port}/image.bin`, sha256: sha256!, stop: () => child.kill() };
 }
 
-async function timed(fn: () => Promise<void>): Promise<number> {
+interface Sample {
+  wall: number;
+  /** CPU seconds (user + system) spent by the client: a figure the machine's other load disturbs less. */
+  cpu: number;
+}
+
+async function timeOurs(fn: () => Promise<void>): Promise<Sample> {
+  const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
   await fn();
-  return Number(process.hrtime.bigint() - start) / 1e9;
+  const cpu = process.cpuUsage(cpu0);
+  return { wall: Number(process.hrtime.bigint() - start) / 1e9, cpu: (cpu.user + cpu.system) / 1e6 };
+}
+
+/** curl under GNU time, which reports the child's CPU time. */
+async function timeCurl(url: string, dest: string): Promise<Sample> {
+  const { stderr } = await promisify(execFile)("/usr/bin/time", [
+    "-f",
+    "%e %U %S",
+    "curl",
+    "-sS",
+    "-o",
+    dest,
+    url,
+  ]);
+  const [wall, user, sys] = stderr.trim().split(/\s+/).slice(-3).map(Number);
+  return { wall: wall!, cpu: user! + sys! };
 }
 
 function median(xs: number[]): number {
@@ -64,22 +87,20 @@ function median(xs: number[]): number {
 async function main(): Promise<void> {
   const server = await startServer();
   const dir = await mkdtemp(join(tmpdir(), "artifacts-bench-"));
-  const ours: number[] = [];
-  const curl: number[] = [];
+  const ours: Sample[] = [];
+  const curl: Sample[] = [];
   try {
     for (let round = 0; round < ROUNDS; round++) {
       const curlDest = join(dir, "curl.bin");
       const ourDest = join(dir, "ours.bin");
       const runCurl = async () => {
-        curl.push(
-          await timed(() => promisify(execFile)("curl", ["-sS", "-o", curlDest, server.url]).then(() => {})),
-        );
+        curl.push(await timeCurl(server.url, curlDest));
         if ((await stat(curlDest)).size !== BYTES) throw new Error("curl fetched the wrong size");
         await rm(curlDest);
       };
       const runOurs = async () => {
         ours.push(
-          await timed(async () => {
+          await timeOurs(async () => {
             const r = await download({
               url: server.url,
               dest: ourDest,
@@ -99,23 +120,31 @@ async function main(): Promise<void> {
         await runOurs();
         await runCurl();
       }
-      const rate = (s: number) => `${formatBytes(BYTES / s)}/s`;
-      console.log(`round ${round + 1}: curl ${rate(curl.at(-1)!)}, download() ${rate(ours.at(-1)!)}`);
+      console.log(`round ${round + 1}: curl ${describe(curl.at(-1)!)}; download() ${describe(ours.at(-1)!)}`);
     }
   } finally {
     server.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  const mCurl = median(curl);
-  const mOurs = median(ours);
-  console.log(`\n${formatBytes(BYTES)} from 127.0.0.1, median of ${ROUNDS} rounds`);
+  const wallCurl = median(curl.map((s) => s.wall));
+  const wallOurs = median(ours.map((s) => s.wall));
+  const cpuCurl = median(curl.map((s) => s.cpu));
+  const cpuOurs = median(ours.map((s) => s.cpu));
   console.log(
-    `curl -o                               ${formatBytes(BYTES / mCurl)}/s (${mCurl.toFixed(2)} s)`,
+    `\n${formatBytes(BYTES)} from 127.0.0.1, median of ${ROUNDS} rounds (load average ${loadavg()[0]!.toFixed(1)})`,
   );
-  console.log(
-    `download() hash+verify+fsync+rename   ${formatBytes(BYTES / mOurs)}/s (${mOurs.toFixed(2)} s)`,
-  );
-  console.log(`ratio download()/curl throughput: ${(mCurl / mOurs).toFixed(2)}x (goal >= 0.90x)`);
+  console.log(`curl -o                              ${rate(wallCurl)}, ${cpuCurl.toFixed(2)} CPU-s`);
+  console.log(`download() hash+verify+fsync+rename  ${rate(wallOurs)}, ${cpuOurs.toFixed(2)} CPU-s`);
+  console.log(`throughput ratio download()/curl: ${(wallCurl / wallOurs).toFixed(2)}x (goal >= 0.90x)`);
+  console.log(`CPU ratio download()/curl: ${(cpuOurs / cpuCurl).toFixed(2)}x`);
+}
+
+function rate(seconds: number): string {
+  return `${formatBytes(BYTES / seconds)}/s (${seconds.toFixed(2)} s)`;
+}
+
+function describe(s: Sample): string {
+  return `${rate(s.wall)}, ${s.cpu.toFixed(2)} CPU-s`;
 }
 
 await main();

@@ -50,6 +50,12 @@ export interface DownloadResult {
   resumedFrom: number;
 }
 
+/**
+ * With the default 16 KiB every 64 KiB network chunk waits for its own disk write; a larger buffer lets the
+ * network and the disk overlap and lets the stream batch writes into one writev.
+ */
+const WRITE_BUFFER = 8 << 20;
+
 interface PartMeta {
   url: string;
   /** Strong ETag or Last-Modified of the object, sent back in If-Range. */
@@ -290,7 +296,10 @@ class Sink {
         throw ioError(err, `reading ${this.partPath}`);
       }
     }
-    const part = createWriteStream(this.partPath, { flags: offset > 0 ? "a" : "w" });
+    const part = createWriteStream(this.partPath, {
+      flags: offset > 0 ? "a" : "w",
+      highWaterMark: WRITE_BUFFER,
+    });
     part.on("error", (err) => {
       this.failure ??= ioError(err, `writing ${this.partPath}`);
     });
@@ -349,7 +358,7 @@ class Sink {
 
   private startDecompressor(outPath: string): void {
     const dec = new DecompressStream();
-    const out = createWriteStream(outPath);
+    const out = createWriteStream(outPath, { highWaterMark: WRITE_BUFFER });
     // A corrupt stream is reported only after the digest check: a digest mismatch is the more useful diagnosis.
     dec.on("error", (err) => {
       this.decompressError ??= err;
