@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { createReadStream, existsSync, readFileSync, rmSync, statSync, watch } from "node:fs";
 import { dirname } from "node:path";
+import { createInterface } from "node:readline/promises";
 import { doctor } from "@stack/host-detect";
 import { Command, Option } from "commander";
 import { type Context, capture, createContext, start, stop } from "./engine.js";
@@ -112,8 +113,21 @@ imageFlags(
     ),
 ).action(async (flags: PullFlags & { image?: string; skipSnapshot?: boolean }, command: Command) => {
   const { ctx, json } = context(command);
-  const selector = chooseSelector(ctx, flags);
-  const image = await resolveImage(ctx, selector);
+  let selector = chooseSelector(ctx, flags);
+  let image: Image;
+  try {
+    image = await resolveImage(ctx, selector);
+  } catch (error) {
+    if (
+      !(error instanceof EmulatorError && error.code === "NO_IMAGE") ||
+      json ||
+      !(await offerDevImage(error))
+    ) {
+      throw error;
+    }
+    selector = { kind: "dev" };
+    image = await resolveImage(ctx, selector);
+  }
   const result = await start(ctx, {
     selector,
     image,
@@ -135,6 +149,18 @@ imageFlags(
     return lines.join("\n");
   });
 });
+
+/** On a terminal, a missing image becomes a question instead of a dead end. */
+async function offerDevImage(error: EmulatorError): Promise<boolean> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) return false;
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(`${error.message}\nStart the offline dev image instead? [Y/n] `);
+    return /^(y|yes|)$/i.test(answer.trim());
+  } finally {
+    rl.close();
+  }
+}
 
 program
   .command("stop")

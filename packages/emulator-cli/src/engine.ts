@@ -20,6 +20,8 @@ import type { RamSpec } from "./qemu-args.js";
 import type { Reporter } from "./report.js";
 import { formatEnv, generateSecrets, saveKeys } from "./secrets.js";
 import {
+  compressState,
+  decompressState,
   type Fingerprint,
   fingerprintDifferences,
   fingerprintOf,
@@ -112,13 +114,23 @@ function readSuspend(paths: InstancePaths): SuspendRecord | undefined {
 
 /**
  * The snapshot method this QEMU supports best. Guest RAM in a file skipped by `x-ignore-shared` makes a capture
- * write only device state and a resume map RAM lazily; without it, RAM goes into an `exec:` stream.
+ * write only device state and a resume map RAM lazily. Without it, the whole guest goes into a migration stream
+ * (`file:` where QEMU has it, else `exec:`), stored compressed. STACK_EMULATOR_SNAPSHOT_METHOD=stream forces that.
  */
-function snapshotMethod(resolved: ResolvedMachine): SaveMethod | undefined {
+function snapshotMethod(resolved: ResolvedMachine, env: NodeJS.ProcessEnv): SaveMethod {
   const { abilities } = resolved;
-  if (abilities.memoryBackendFile && abilities.migrationCapabilities.includes("x-ignore-shared"))
-    return "x-ignore-shared";
-  return undefined;
+  const forced = env.STACK_EMULATOR_SNAPSHOT_METHOD;
+  if (forced !== undefined && forced !== "stream" && forced !== "x-ignore-shared") {
+    throw new EmulatorError(
+      "INVALID_ARGUMENT",
+      `STACK_EMULATOR_SNAPSHOT_METHOD=${forced} is not a snapshot method`,
+      "use x-ignore-shared or stream, or unset it to let the host decide",
+    );
+  }
+  const ignoreShared =
+    abilities.memoryBackendFile && abilities.migrationCapabilities.includes("x-ignore-shared");
+  if (ignoreShared && forced !== "stream") return "x-ignore-shared";
+  return abilities.fileMigration ? "file" : "exec";
 }
 
 async function createOverlay(qemuImg: string, backing: string, overlay: string): Promise<void> {
@@ -321,8 +333,13 @@ async function captureSnapshot(p: Prepared): Promise<void> {
   const staging = createStaging(p.ctx.layout.snapshots);
   const files = snapshotFiles(staging);
   try {
+    const compressed = method !== "x-ignore-shared";
     await createOverlay(p.resolved.qemuImg, p.image.diskPath, files.disk);
-    const vm = await coldBoot(p, files.disk, { kind: "file", path: files.ram, share: true });
+    const vm = await coldBoot(
+      p,
+      files.disk,
+      compressed ? { kind: "anonymous" } : { kind: "file", path: files.ram, share: true },
+    );
     report.step("capturing the snapshot");
     const started = Date.now();
     try {
@@ -334,12 +351,18 @@ async function captureSnapshot(p: Prepared): Promise<void> {
     }
     await terminate(vm.identity, vm.qmp);
     removeRuntimeFiles(paths);
+    if (compressed) {
+      report.step("compressing the snapshot");
+      await compressState(files.state, files.compressedState);
+      rmSync(files.state);
+    }
     writeSnapshotManifest(files, {
       fingerprint: fingerprint(p, method),
       createdAt: new Date().toISOString(),
       configHash: p.configHash,
-      stateBytes: statSync(files.state).size,
-      ramBytes: statSync(files.ram).size,
+      stateBytes: statSync(compressed ? files.compressedState : files.state).size,
+      ramBytes: compressed ? 0 : statSync(files.ram).size,
+      compressed,
       captureMs: ms(started),
     });
     commitStaging(staging, p.snapshot.dir);
@@ -357,13 +380,19 @@ async function resumeSnapshot(p: Prepared): Promise<Outcome> {
   report.step("resuming the snapshot");
   await createOverlay(p.resolved.qemuImg, p.snapshot.disk, paths.disk);
   recordInstanceDisk(p);
-  const ram: RamSpec = { kind: "file", path: p.snapshot.ram, share: false };
+  const ram: RamSpec = manifest.compressed
+    ? { kind: "anonymous" }
+    : { kind: "file", path: p.snapshot.ram, share: false };
+  // A compressed stream is unpacked next to the instance for the restore and removed right after.
+  const unpacked = manifest.compressed ? join(paths.dir, "restore.state") : undefined;
   let vm: LiveVm | undefined;
   try {
+    if (unpacked) await decompressState(p.snapshot.compressedState, unpacked);
     vm = await launch(p, paths.disk, ram, {
       method: manifest.fingerprint.method as SaveMethod,
-      state: p.snapshot.state,
+      state: unpacked ?? p.snapshot.state,
     });
+    if (unpacked) rmSync(unpacked, { force: true });
     const rotation = await withAgent(p.ctx, async (qga) => {
       await refreshGuest(p, qga, manifest.configHash);
       return rotateSecrets(p, qga);
@@ -372,6 +401,7 @@ async function resumeSnapshot(p: Prepared): Promise<Outcome> {
     return { vm, boot: "snapshot", ram, rotation, method: manifest.fingerprint.method as SaveMethod };
   } catch (error) {
     await abandon(vm, paths);
+    if (unpacked) rmSync(unpacked, { force: true });
     rmSync(paths.disk, { force: true });
     throw error;
   }
@@ -448,7 +478,7 @@ async function prepare(ctx: Context, options: StartOptions): Promise<Prepared> {
   if (resolved.accelNote) report.info(resolved.accelNote);
   const config = runtimeConfig(services, ctx.name);
   await writeConfigDisk(paths.configIso, image.manifest.configIso.volumeId, config);
-  const method = options.noSnapshot ? undefined : snapshotMethod(resolved);
+  const method = options.noSnapshot ? undefined : snapshotMethod(resolved, env);
   return {
     ctx,
     image,
@@ -551,15 +581,8 @@ export async function capture(
         "`stack-emulator reset` first (it deletes this instance's data), or capture for another --instance",
       );
     }
-    if (!p.method) {
-      throw new EmulatorError(
-        "SNAPSHOT_UNSUPPORTED",
-        "this QEMU cannot keep guest RAM in a file with x-ignore-shared",
-        "run `stack-emulator doctor`; start still works, by cold booting",
-      );
-    }
     await captureSnapshot(p);
-    return { method: p.method, snapshotDir: p.snapshot.dir };
+    return { method: p.method as SaveMethod, snapshotDir: p.snapshot.dir };
   });
 }
 

@@ -21,6 +21,7 @@ interface Instance {
 
 const TIMEOUT = 900_000;
 let imageDir: string;
+let firstInstallKeys: Record<string, string> | undefined;
 
 async function newInstance(): Promise<Instance> {
   const home = tempHome();
@@ -184,8 +185,15 @@ describe("emulator lifecycle with the dev image", () => {
       const reset = await runCli(["reset", "--json"], inst.env);
       expect(reset.code, reset.stderr).toBe(0);
       expect(qemuRunning(inst.home)).toBe(false);
+      // A port changed after capture: the resumed guest re-reads its runtime config and advertises the new one.
+      const movedDashboard = await freePort();
+      inst.env.STACK_EMULATOR_DASHBOARD_PORT = String(movedDashboard);
+      inst.dashboard = movedDashboard;
       const fresh = await start(inst);
       expect(fresh.boot).toBe("snapshot");
+      expect(await httpStatus(`http://127.0.0.1:${movedDashboard}/handler/sign-in`)).toBe(200);
+      const movedConfig = await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).text();
+      expect(movedConfig).toContain(`http://127.0.0.1:${movedDashboard}`);
       const newKeys = keysOf(inst);
       expect(newKeys.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
       expect(await apiStatus(inst, newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
@@ -198,9 +206,34 @@ describe("emulator lifecycle with the dev image", () => {
       // Several resumes later the snapshot's RAM file is untouched.
       expect(sha256(ramFile)).toBe(ramDigest);
 
+      firstInstallKeys = newKeys;
       await stop(inst, ["--no-save"]);
       expect(qemuRunning(inst.home)).toBe(false);
       expect(existsSync(join(socketDir, "qmp.sock"))).toBe(false);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "gives a second install its own keys; EMULATOR_NO_ROTATION keeps the placeholders, loudly",
+    async () => {
+      const inst = await newInstance();
+      instances.push(inst);
+      await start(inst);
+      const keys = keysOf(inst);
+      expect(firstInstallKeys).toBeDefined();
+      for (const name of Object.keys(keys)) expect(keys[name]).not.toBe(firstInstallKeys?.[name]);
+      expect(new Set(Object.values(keys)).size).toBe(4);
+
+      expect((await runCli(["reset"], inst.env)).code).toBe(0);
+      const unrotated = await runCli(["start", "--json"], { ...inst.env, EMULATOR_NO_ROTATION: "1" });
+      expect(unrotated.code, unrotated.stderr).toBe(0);
+      expect(unrotated.json.rotation).toBe("skipped");
+      expect(unrotated.stderr).toMatch(/EMULATOR_NO_ROTATION=1.*PUBLIC placeholder/);
+      const placeholder = parseEnv(readFileSync(PLACEHOLDERS, "utf8"));
+      expect(await apiStatus(inst, placeholder.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      expect(existsSync(join(inst.home, "instances", "default", "keys.env"))).toBe(false);
+      await stop(inst, ["--no-save"]);
     },
     TIMEOUT,
   );
