@@ -34,6 +34,8 @@ export interface DoctorOptions {
   timeoutMs?: number;
   /** Whether fixes need `sudo`; default this process's uid. */
   uid?: number;
+  /** Passed to chooseAccelerator: accelerators the caller has ruled out on this host, with its reason. */
+  excludeAccelerators?: { accel: string; reason: string }[];
 }
 
 const WINDOWS_HYPERVISOR_FIX =
@@ -190,6 +192,7 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
         os: host.os,
         guestArch: arch,
         hostArch: String(host.arch),
+        ...(opts?.excludeAccelerators === undefined ? {} : { exclude: opts.excludeAccelerators }),
         ...(opts?.root === undefined ? {} : { root: opts.root }),
       });
       // Another platform's accelerator is no news to the user.

@@ -93,6 +93,18 @@ describe("doctor", () => {
     expect(firmware.detail).toContain("10-broken.json");
   });
 
+  it("shows an accelerator the caller ruled out, with its reason", async () => {
+    const report = await doctor({
+      arch: "amd64",
+      excludeAccelerators: [{ accel: "kvm", reason: "a kvm boot made no progress on this host" }],
+    });
+    expect(report.ok).toBe(true);
+    expect(byId(report, "accelerator")).toMatchObject({
+      status: "warn",
+      detail: expect.stringContaining("kvm: a kvm boot made no progress on this host"),
+    });
+  });
+
   it("fails an unsupported host platform", async () => {
     const report = await doctor({
       arch: "amd64",
