@@ -4,7 +4,7 @@
 
 import { IsoError } from "./errors.js";
 import { treeFromOperands } from "./fromdir.js";
-import { writeTree } from "./index.js";
+import { writeTree } from "./image.js";
 import type { IsoLevel } from "./names.js";
 import { resolveOptions } from "./options.js";
 

@@ -1,29 +1,14 @@
-import { IsoError } from "./errors.js";
 import { treeFromDirectory } from "./fromdir.js";
+import { writeTree } from "./image.js";
 import { layout } from "./layout.js";
 import { type IsoOptions, resolveOptions } from "./options.js";
-import { type DirNode, type IsoEntry, treeFromEntries } from "./tree.js";
-import { bufferSink, fileSink, type Sink, streamSink, writePlan } from "./write.js";
+import { type IsoEntry, treeFromEntries } from "./tree.js";
+import { bufferSink, writePlan } from "./write.js";
 
 export { IsoError, type IsoErrorCode } from "./errors.js";
 export type { IsoLevel } from "./names.js";
 export type { IsoOptions } from "./options.js";
 export type { FileContent, IsoEntry } from "./tree.js";
-
-/** Lays out `tree`, then writes it; a path output appears only once complete. */
-export async function writeTree(
-  tree: DirNode,
-  output: string | NodeJS.WritableStream,
-  options: ReturnType<typeof resolveOptions>,
-): Promise<{ bytes: number }> {
-  const plan = layout(tree, options);
-  let sink: Sink;
-  if (typeof output === "string") sink = await fileSink(output);
-  else if (output !== null && typeof output === "object" && typeof output.write === "function")
-    sink = streamSink(output);
-  else throw new IsoError("INVALID_OPTION", "The output must be a file path or a writable stream.");
-  return { bytes: await writePlan(plan, sink) };
-}
 
 /** Writes an image of `entries` (files, directories, symlinks; missing parent directories are created). */
 export async function writeIsoFromEntries(

@@ -38,6 +38,11 @@ export interface LayoutOptions {
   joliet: boolean;
   rockRidge: boolean;
   date: Date;
+  /**
+   * Largest single extent and the size of each section of a larger file. Only tests change it, to exercise
+   * multi-extent files with small data; the default is what ECMA-119 allows.
+   */
+  extents?: { max: number; section: number };
 }
 
 export interface PlannedFile {
@@ -60,6 +65,7 @@ const MAX_DIRECTORIES = 0xffff;
 /** Largest extent of a multi-extent file: 4 GiB less one sector, so every section starts on a sector. */
 export const SECTION_SIZE = 0xfffff800;
 const MAX_SINGLE_EXTENT = 0xffffffff;
+const DEFAULT_EXTENTS = { max: MAX_SINGLE_EXTENT, section: SECTION_SIZE };
 const FIRST_DESCRIPTOR = 16;
 const MIN_SECTORS = FIRST_DESCRIPTOR + 8;
 
@@ -185,10 +191,10 @@ function numberDirectories(root: LaidDir, byNode: Map<DirNode, LaidDir>, what: s
   return order;
 }
 
-function checkFileSizes(dir: DirNode, level: IsoLevel): void {
+function checkFileSizes(dir: DirNode, level: IsoLevel, maxExtent: number): void {
   for (const child of dir.children.values()) {
-    if (child.type === "dir") checkFileSizes(child, level);
-    else if (child.type === "file" && child.size > MAX_SINGLE_EXTENT && level < 3)
+    if (child.type === "dir") checkFileSizes(child, level, maxExtent);
+    else if (child.type === "file" && child.size > maxExtent && level < 3)
       throw new IsoError(
         "FILE_TOO_LARGE",
         `File "${child.path}" has ${child.size} bytes; files of 4 GiB or more need isoLevel 3 (multi-extent).`,
@@ -355,7 +361,10 @@ function posixIdentity(
 }
 
 export function layout(root: DirNode, opts: LayoutOptions): Plan {
-  checkFileSizes(root, opts.level);
+  const extents = opts.extents ?? DEFAULT_EXTENTS;
+  if (extents.section % SECTOR !== 0 || extents.section > extents.max)
+    throw new Error("internal: sections must be whole sectors and fit in one extent");
+  checkFileSizes(root, opts.level, extents.max);
   const primary = primaryTree(root, opts);
   const joliet = opts.joliet ? jolietTree(root) : [];
   const rrMovedNode = primary.rrMoved;
@@ -414,10 +423,10 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     ce: ContinuationAreas,
   ) => {
     const extent = node.size === 0 ? loc.zeroBlock : loc.fileExtent.get(node)!;
-    if (node.size <= MAX_SINGLE_EXTENT) return [record(id, extent, node.size, node.mtime, 0, su, ce)];
+    if (node.size <= extents.max) return [record(id, extent, node.size, node.mtime, 0, su, ce)];
     const out: Buffer[] = [];
-    for (let offset = 0; offset < node.size; offset += SECTION_SIZE) {
-      const size = Math.min(SECTION_SIZE, node.size - offset);
+    for (let offset = 0; offset < node.size; offset += extents.section) {
+      const size = Math.min(extents.section, node.size - offset);
       const last = offset + size >= node.size;
       out.push(record(id, extent + offset / SECTOR, size, node.mtime, last ? 0 : FLAG_MULTI_EXTENT, su, ce));
     }

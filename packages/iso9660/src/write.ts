@@ -2,8 +2,9 @@
 // small pool of reused buffers, so memory stays flat whatever the file sizes.
 
 import { randomBytes } from "node:crypto";
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, WriteStream } from "node:fs";
 import { type FileHandle, open, rename, unlink } from "node:fs/promises";
+import { Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
 import { SECTOR } from "./encode.js";
 import { IsoError } from "./errors.js";
@@ -13,8 +14,10 @@ import type { FileNode } from "./tree.js";
 /** Size of each buffer handed to the output: large enough to amortise syscalls, small enough to stay flat. */
 const CHUNK = 1 << 20;
 
-/** Where image bytes go. `write` resolves once the buffer may be reused. */
+/** Where image bytes go. `write` resolves once the sink has taken the chunk. */
 export interface Sink {
+  /** The sink may keep references to chunks after `write` resolves, so they must not be reused. */
+  retainsChunks: boolean;
   write(chunk: Buffer): Promise<void>;
   finish(): Promise<void>;
   abort(): Promise<void>;
@@ -65,7 +68,8 @@ class Pump {
     this.inflight = null;
     if (this.fill === 0) return;
     const full = this.buf.subarray(0, this.fill);
-    [this.buf, this.spare] = [this.spare, this.buf];
+    if (this.sink.retainsChunks) this.buf = Buffer.allocUnsafe(CHUNK);
+    else [this.buf, this.spare] = [this.spare, this.buf];
     this.written += this.fill;
     this.fill = 0;
     this.inflight = this.sink.write(full);
@@ -207,6 +211,7 @@ export async function fileSink(path: string): Promise<Sink> {
     throw writeFailed(path, cause);
   }
   return {
+    retainsChunks: false,
     async write(chunk) {
       try {
         let done = 0;
@@ -232,6 +237,17 @@ export async function fileSink(path: string): Promise<Sink> {
   };
 }
 
+/**
+ * Streams whose write callback means the bytes have left the buffer (file, socket, pipe and standard output
+ * streams). Any other stream may hand the very buffer on to its reader (PassThrough does), so it gets a fresh
+ * buffer for every chunk.
+ */
+function writesBeforeCallback(stream: NodeJS.WritableStream): boolean {
+  if (stream === process.stdout || stream === process.stderr) return true;
+  const type = (stream as object).constructor;
+  return type === WriteStream || type === Socket;
+}
+
 /** Writes to a caller's stream, honouring backpressure; the stream is left open for the caller to end. */
 export function streamSink(stream: NodeJS.WritableStream): Sink {
   let failure: unknown = null;
@@ -241,6 +257,7 @@ export function streamSink(stream: NodeJS.WritableStream): Sink {
   stream.on("error", onError);
   const release = () => stream.removeListener("error", onError);
   return {
+    retainsChunks: !writesBeforeCallback(stream),
     write(chunk) {
       if (failure !== null) return Promise.reject(writeFailed("<stream>", failure));
       return new Promise((resolve, reject) => {
@@ -268,6 +285,7 @@ export function bufferSink(total: number): Sink & { result: Buffer } {
   let pos = 0;
   return {
     result,
+    retainsChunks: false,
     async write(chunk) {
       chunk.copy(result, pos);
       pos += chunk.length;
