@@ -3,8 +3,8 @@
 # (in the guest), so that both sides of `docker exec` accept exactly the same input. Source it; do not run it.
 #
 # Input format: `KEY=value` lines, one per secret, every one of SECRET_KEYS present exactly once, every value
-# 64 lowercase hex characters. Empty lines are ignored. Values are never echoed: they are secrets, and a bad value
-# may be an attempt to inject something into a terminal or a log.
+# 64 lowercase hex characters. Empty lines are ignored; lines may end in CRLF. Values are never echoed: they are
+# secrets, and a bad value may be an attempt to inject something into a terminal or a log.
 
 SECRET_KEYS=(STACK_PUBLISHABLE_CLIENT_KEY STACK_SECRET_SERVER_KEY STACK_SUPER_SECRET_ADMIN_KEY CRON_SECRET)
 declare -gA SECRETS=()
@@ -16,6 +16,8 @@ secrets_parse() {
   SECRETS=()
   while IFS= read -r line || [ -n "$line" ]; do
     lineno=$((lineno + 1))
+    # CRLF is tolerated, as by the dev image, so a host on any OS can send the same text to either image.
+    line="${line%$'\r'}"
     [ -z "$line" ] && continue
     if [[ ! $line =~ ^([A-Z][A-Z0-9_]{0,63})=(.*)$ ]]; then
       printf '%s: line %d: expected KEY=value with an upper-case KEY\n' "$who" "$lineno" >&2

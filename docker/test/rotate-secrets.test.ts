@@ -359,8 +359,8 @@ describe("trigger-fast-rotate", () => {
     const before = await snapshot();
     const previous = before.apps.backend.publishableClientKey!;
     expect(previous).not.toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
-    // Unordered, with a blank line: the hand-off re-renders the canonical form.
-    const input = `\nCRON_SECRET=${s.CRON_SECRET}\n${secretLines({ ...s, CRON_SECRET: undefined })}`;
+    // Unordered, with a blank line and a CRLF ending: the hand-off re-renders the canonical form.
+    const input = `\nCRON_SECRET=${s.CRON_SECRET}\r\n${secretLines({ ...s, CRON_SECRET: undefined })}`;
     const r = await trigger(input);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
