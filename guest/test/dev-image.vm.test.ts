@@ -99,10 +99,15 @@ describe("the offline dev image", () => {
   let current = PLACEHOLDER_PCK;
   const url = (service: "dashboard" | "backend", path: string) => `http://127.0.0.1:${ports[service]}${path}`;
 
-  async function status(service: "dashboard" | "backend", path: string, key?: string): Promise<number> {
+  async function status(
+    service: "dashboard" | "backend",
+    path: string,
+    key?: string,
+    timeoutMs = 30_000,
+  ): Promise<number> {
     const headers: Record<string, string> =
       key === undefined ? {} : { "x-stack-publishable-client-key": key };
-    const response = await fetch(url(service, path), { headers, signal: AbortSignal.timeout(30_000) });
+    const response = await fetch(url(service, path), { headers, signal: AbortSignal.timeout(timeoutMs) });
     await response.arrayBuffer();
     return response.status;
   }
@@ -124,7 +129,9 @@ describe("the offline dev image", () => {
     const deadline = Date.now() + BOOT_TIMEOUT_MS;
     for (;;) {
       try {
-        if ((await status("backend", "/health?db=1")) === 200) return;
+        // Short attempts: a connection made before the guest's network is up waits out slirp's SYN retransmit
+        // backoff (seconds), while a fresh one succeeds as soon as the guest listens.
+        if ((await status("backend", "/health?db=1", undefined, 2_000)) === 200) return;
       } catch {
         // not listening yet
       }
@@ -199,7 +206,7 @@ describe("the offline dev image", () => {
       schema: 1,
       name: "stack-emulator-dev",
       arch: "amd64",
-      boot: { kernel: "vmlinuz", initrd: "initrd.img" },
+      boot: { kernel: "vmlinux", initrd: "initrd.img" },
       disk: "disk.qcow2",
       configIso: { volumeId: "STACKCFG" },
       guest: {
