@@ -1,5 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
+import { createReadStream, createWriteStream, fdatasync, type WriteStream } from "node:fs";
 import { mkdir, rename } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
 import type { Writable } from "node:stream";
@@ -55,6 +55,36 @@ export interface DownloadResult {
  * network and the disk overlap and lets the stream batch writes into one writev.
  */
 const WRITE_BUFFER = 8 << 20;
+const SYNC_EVERY = 64 << 20;
+
+/**
+ * Starts writeback while the download runs, so the fsync before the rename does not have to wait for a whole
+ * image to reach the disk at the end. Failures are ignored here: the final fsync reports them.
+ */
+class EarlySync {
+  private fd: number | undefined;
+  private synced = 0;
+  private busy = false;
+
+  constructor(private readonly stream: WriteStream) {
+    stream.once("open", (fd: number) => {
+      this.fd = fd;
+    });
+    stream.once("close", () => {
+      this.fd = undefined;
+    });
+  }
+
+  poke(): void {
+    const written = this.stream.bytesWritten;
+    if (this.busy || this.fd === undefined || written - this.synced < SYNC_EVERY) return;
+    this.busy = true;
+    fdatasync(this.fd, () => {
+      this.busy = false;
+      this.synced = written;
+    });
+  }
+}
 
 interface PartMeta {
   url: string;
@@ -115,6 +145,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     if (resumedFrom > 0) opts.onMessage?.(`${label}: resuming at byte ${resumedFrom}`);
     if (opts.expectedBytes !== undefined) await ensureFreeSpace(dir, opts.expectedBytes - resumedFrom);
     let spaceChecked = opts.expectedBytes !== undefined;
+    let metaSaved = reusable;
 
     await retrying(`Downloading ${label}`, opts, async () => {
       // Without a validator or a digest, resuming could splice two versions of the file together undetected.
@@ -168,11 +199,13 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
           );
         }
 
+        // The sidecar lets a later run resume: it records which URL, digest and object version the .part holds.
         const validator = strongValidator(res.headers);
-        if (validator !== meta.validator) {
-          meta = { ...meta, ...(validator ? { validator } : {}) };
-          if (!validator) delete meta.validator;
+        if (!metaSaved || validator !== meta.validator) {
+          const { validator: _old, ...rest } = meta;
+          meta = validator ? { ...rest, validator } : rest;
           await writeFileAtomic(metaPath, JSON.stringify(meta));
+          metaSaved = true;
         }
         if (!spaceChecked && total !== undefined) {
           await ensureFreeSpace(dir, total - sink.bytes);
@@ -274,7 +307,8 @@ class Sink {
   decompressError: Error | undefined;
   private hash: Hash = createHash("sha256");
   private part: WriteStream | undefined;
-  private zstd: { dec: DecompressStream; out: WriteStream; done: Promise<void> } | undefined;
+  private zstd: { dec: DecompressStream; out: WriteStream; done: Promise<void>; sync: EarlySync } | undefined;
+  private partSync: EarlySync | undefined;
   private failure: ArtifactsError | undefined;
 
   constructor(
@@ -304,6 +338,7 @@ class Sink {
       this.failure ??= ioError(err, `writing ${this.partPath}`);
     });
     this.part = part;
+    this.partSync = new EarlySync(part);
   }
 
   async reset(): Promise<void> {
@@ -319,6 +354,8 @@ class Sink {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     const partFull = toPart && !this.part!.write(chunk);
+    if (toPart && !this.zstd) this.partSync!.poke();
+    this.zstd?.sync.poke();
     const dec = this.decompressError ? undefined : this.zstd?.dec;
     const decFull = dec !== undefined && !dec.write(chunk);
     if (partFull) await drained(this.part!);
@@ -368,6 +405,6 @@ class Sink {
       if (err !== this.decompressError) this.failure ??= ioError(err, `writing ${outPath}`);
     });
     const done = pipeline(dec, out).catch(() => {});
-    this.zstd = { dec, out, done };
+    this.zstd = { dec, out, done, sync: new EarlySync(out) };
   }
 }

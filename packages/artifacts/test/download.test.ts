@@ -165,6 +165,27 @@ describe("download", () => {
     expect(await leftovers()).toEqual([]);
   });
 
+  it("without a validator, resumes an earlier run's .part only when the digest is known", async () => {
+    await fake.close();
+    fake = await FakeGitHub.start({ token: TOKEN, noEtag: true });
+    const content = randomBytes(4 * MiB);
+    const url = await publish(content);
+    const interrupted = async (expectedSha256?: string) => {
+      fake.fault("/blob/", { kind: "drop", afterBytes: 2 * MiB });
+      const extra = expectedSha256 ? { expectedSha256 } : {};
+      const err = await download(options(url, { retries: 0, ...extra })).catch((e: unknown) => e);
+      expect((err as ArtifactsError).code).toBe("NETWORK");
+      return download(options(url, extra));
+    };
+    const verified = await interrupted(sha256(content));
+    expect(verified.resumedFrom).toBeGreaterThan(0);
+    expect(storageGets().at(-1)!.headers["if-range"]).toBeUndefined();
+    const unverified = await interrupted();
+    expect(unverified.resumedFrom).toBe(0);
+    expect(storageGets().at(-1)!.headers.range).toBeUndefined();
+    expect((await readFile(unverified.path)).equals(content)).toBe(true);
+  });
+
   it("treats 416 on a complete .part as done, and restarts on a .part longer than the file", async () => {
     const content = randomBytes(MiB);
     const url = await publish(content);

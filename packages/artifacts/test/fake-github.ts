@@ -84,6 +84,8 @@ export interface FakeGitHubOptions {
   singleUseLinks?: boolean;
   /** Storage answers with `Connection: close` and closes the connection after each answer. */
   closeConnections?: boolean;
+  /** Storage sends no ETag (so clients have no validator for If-Range). Default false. */
+  noEtag?: boolean;
 }
 
 interface Blob {
@@ -340,7 +342,7 @@ export class FakeGitHub {
     if (this.opts.singleUseLinks !== false) this.links.delete(sig);
     const size = blob.content.length;
     const headers: Record<string, string> = {
-      etag: blob.etag,
+      ...(this.opts.noEtag ? {} : { etag: blob.etag }),
       "accept-ranges": "bytes",
       "content-type": "application/octet-stream",
       ...(this.opts.closeConnections ? { connection: "close" } : {}),
