@@ -285,18 +285,20 @@ async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm
   const { report, env, layout, paths } = p.ctx;
   const timeoutMs = seconds(env.STACK_EMULATOR_BOOT_TIMEOUT, 300_000);
   report.step(`cold booting (${p.resolved.machine.accel})`);
+  const serialBefore = fileSize(paths.serialLog);
   const vm = await launch(p, disk, ram);
   try {
     if (p.resolved.machine.accel === "kvm") {
       const progressMs = seconds(env.STACK_EMULATOR_KVM_PROGRESS_TIMEOUT, 20_000);
-      const progressed = await waitForSerialOutput(paths.serialLog, progressMs, vm.identity);
-      if (!progressed) {
+      if (!(await waitForSerialOutput(paths.serialLog, serialBefore, progressMs, vm.identity))) {
         await abandon(vm, paths);
         rememberKvmNoProgress(layout, p.resolved.machine.qemu);
         report.warn(
           `a kvm boot printed nothing in ${progressMs / 1000} s: this host's /dev/kvm cannot boot the guest; using tcg from now on`,
         );
         p.resolved.machine.accel = "tcg";
+        // The next boot must not start from what the stuck one left in the RAM file.
+        if (ram.kind === "file") rmSync(ram.path, { force: true });
         return coldBoot(p, disk, ram);
       }
     }
@@ -309,18 +311,24 @@ async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm
   }
 }
 
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** The serial log is appended to across boots: progress is growth past `before`. */
 async function waitForSerialOutput(
   log: string,
+  before: number,
   timeoutMs: number,
   identity: ProcessIdentity,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && isSameProcess(identity)) {
-    try {
-      if (statSync(log).size > 0) return true;
-    } catch {
-      // Not created yet.
-    }
+    if (fileSize(log) > before) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
   return false;

@@ -1,8 +1,10 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { describe, expect, it } from "vitest";
-import { runCli, tempHome } from "./helpers.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { removeTempHomes, runCli, tempHome } from "./helpers.js";
+
+afterAll(removeTempHomes);
 
 describe("the stack-emulator command", () => {
   it("lists every command with examples in its help", async () => {

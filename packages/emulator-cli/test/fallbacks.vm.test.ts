@@ -1,29 +1,16 @@
-import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { freePort, runCli, tempHome } from "./helpers.js";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { buildDevImage, newInstance, removeTempHomes, runCli, tempHome } from "./helpers.js";
 
-const BUILDER = resolve(import.meta.dirname, "..", "..", "..", "guest", "build-dev-image");
 let imageDir: string;
 let imageName: string;
 const TIMEOUT = 600_000;
 const cleanups: NodeJS.ProcessEnv[] = [];
 
-async function instanceEnv(home = tempHome()): Promise<NodeJS.ProcessEnv> {
-  const dashboard = await freePort();
-  let backend = await freePort();
-  while (backend === dashboard) backend = await freePort();
-  const env = {
-    ...process.env,
-    STACK_EMULATOR_HOME: home,
-    STACK_EMULATOR_IMAGE: imageDir,
-    STACK_EMULATOR_DASHBOARD_PORT: String(dashboard),
-    STACK_EMULATOR_BACKEND_PORT: String(backend),
-    EMULATOR_ACCEL: "tcg",
-    CI: "1",
-  };
+async function instanceEnv(): Promise<NodeJS.ProcessEnv> {
+  const { env } = await newInstance(imageDir);
   cleanups.push(env);
   return env;
 }
@@ -40,14 +27,11 @@ const snapshotDir = (env: NodeJS.ProcessEnv) =>
   join(env.STACK_EMULATOR_HOME as string, "snapshots", imageName);
 
 beforeAll(() => {
-  const out = join(tempHome("se-img-"), "dev");
-  const json = execFileSync(BUILDER, ["--out", out, "--json"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  imageDir = JSON.parse(json.trim().split("\n").pop() as string).path;
+  imageDir = buildDevImage();
   imageName = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8")).name;
 }, 600_000);
+
+afterAll(removeTempHomes);
 
 afterEach(async () => {
   while (cleanups.length) await runCli(["stop", "--no-save"], cleanups.pop() as NodeJS.ProcessEnv);

@@ -1,10 +1,12 @@
-import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const CLI = resolve(import.meta.dirname, "..", "dist", "cli.js");
+export const GUEST = resolve(import.meta.dirname, "..", "..", "..", "guest");
+export const PLACEHOLDERS = join(GUEST, "dev", "rootfs", "etc", "stack", "placeholder-secrets.env");
 
 export interface CliResult {
   code: number;
@@ -61,9 +63,18 @@ export function runCli(
   });
 }
 
-/** A fresh, short home directory (unix socket paths must stay short). */
+const homes: string[] = [];
+
+/** A fresh, short home directory (unix socket paths must stay short); removed by `removeTempHomes`. */
 export function tempHome(prefix = "se-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const home = mkdtempSync(join(tmpdir(), prefix));
+  homes.push(home);
+  return home;
+}
+
+/** Removes every home this test file made; call it once the instances in them are stopped. */
+export function removeTempHomes(): void {
+  for (const home of homes.splice(0)) rmSync(home, { recursive: true, force: true });
 }
 
 export function freePort(): Promise<number> {
@@ -76,4 +87,44 @@ export function freePort(): Promise<number> {
       server.close(() => resolvePromise(port));
     });
   });
+}
+
+/** Builds the dev image once for a test file (the builder's content cache makes repeats quick). */
+export function buildDevImage(): string {
+  const out = join(tempHome("se-img-"), "dev");
+  const json = execFileSync(join(GUEST, "build-dev-image"), ["--out", out, "--json"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return JSON.parse(json.trim().split("\n").pop() as string).path;
+}
+
+export interface Instance {
+  home: string;
+  env: NodeJS.ProcessEnv;
+  dashboard: number;
+  backend: number;
+}
+
+/** A fresh home with its own free ports, booting `imageDir` under TCG. */
+export async function newInstance(imageDir: string): Promise<Instance> {
+  const home = tempHome();
+  const dashboard = await freePort();
+  let backend = await freePort();
+  while (backend === dashboard) backend = await freePort();
+  return {
+    home,
+    dashboard,
+    backend,
+    env: {
+      ...process.env,
+      STACK_EMULATOR_HOME: home,
+      STACK_EMULATOR_IMAGE: imageDir,
+      STACK_EMULATOR_DASHBOARD_PORT: String(dashboard),
+      STACK_EMULATOR_BACKEND_PORT: String(backend),
+      // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).
+      EMULATOR_ACCEL: "tcg",
+      CI: "1",
+    },
+  };
 }

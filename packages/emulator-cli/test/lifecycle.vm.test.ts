@@ -2,48 +2,23 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:net";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseEnv } from "../src/secrets.js";
-import { freePort, runCli, tempHome } from "./helpers.js";
-
-const GUEST = resolve(import.meta.dirname, "..", "..", "..", "guest");
-const BUILDER = join(GUEST, "build-dev-image");
-const PLACEHOLDERS = join(GUEST, "dev", "rootfs", "etc", "stack", "placeholder-secrets.env");
-
-interface Instance {
-  home: string;
-  env: NodeJS.ProcessEnv;
-  dashboard: number;
-  backend: number;
-}
+import {
+  buildDevImage,
+  freePort,
+  type Instance,
+  newInstance,
+  PLACEHOLDERS,
+  removeTempHomes,
+  runCli,
+} from "./helpers.js";
 
 const TIMEOUT = 900_000;
 let imageDir: string;
 let firstInstallKeys: Record<string, string> | undefined;
-
-async function newInstance(): Promise<Instance> {
-  const home = tempHome();
-  const dashboard = await freePort();
-  let backend = await freePort();
-  while (backend === dashboard) backend = await freePort();
-  return {
-    home,
-    dashboard,
-    backend,
-    env: {
-      ...process.env,
-      STACK_EMULATOR_HOME: home,
-      STACK_EMULATOR_IMAGE: imageDir,
-      STACK_EMULATOR_DASHBOARD_PORT: String(dashboard),
-      STACK_EMULATOR_BACKEND_PORT: String(backend),
-      // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).
-      EMULATOR_ACCEL: "tcg",
-      CI: "1",
-    },
-  };
-}
 
 const keysOf = (inst: Instance) =>
   parseEnv(readFileSync(join(inst.home, "instances", "default", "keys.env"), "utf8"));
@@ -89,24 +64,20 @@ function qemuRunning(home: string): boolean {
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
 beforeAll(() => {
-  const out = join(tempHome("se-img-"), "dev");
-  const json = execFileSync(BUILDER, ["--out", out, "--json"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  imageDir = JSON.parse(json.trim().split("\n").pop() as string).path;
+  imageDir = buildDevImage();
 }, 600_000);
 
 describe("emulator lifecycle with the dev image", () => {
   const instances: Instance[] = [];
   afterAll(async () => {
     for (const inst of instances) await runCli(["stop", "--no-save"], inst.env);
+    removeTempHomes();
   });
 
   it(
     "first start captures, serves fresh keys; stop saves; start resumes with the same data and keys; reset forgets",
     async () => {
-      const inst = await newInstance();
+      const inst = await newInstance(imageDir);
       instances.push(inst);
 
       // A second start while the first still works is refused, and the first is unaffected.
@@ -217,7 +188,7 @@ describe("emulator lifecycle with the dev image", () => {
   it(
     "gives a second install its own keys; EMULATOR_NO_ROTATION keeps the placeholders, loudly",
     async () => {
-      const inst = await newInstance();
+      const inst = await newInstance(imageDir);
       instances.push(inst);
       await start(inst);
       const keys = keysOf(inst);
@@ -241,7 +212,7 @@ describe("emulator lifecycle with the dev image", () => {
   it(
     "refuses a busy port and an invalid port, changing nothing",
     async () => {
-      const inst = await newInstance();
+      const inst = await newInstance(imageDir);
       const blocker = createServer().listen(inst.backend, "127.0.0.1");
       await new Promise((r) => blocker.once("listening", r));
       try {

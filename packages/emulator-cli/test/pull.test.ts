@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeGitHub, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
-import { runCli, tempHome } from "./helpers.js";
+import { removeTempHomes, runCli, tempHome } from "./helpers.js";
 
 const REPO = "stack-auth/stack-auth";
 const TOKEN = "ghp_test_token_for_the_fake";
@@ -36,6 +36,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await fake.close();
+  removeTempHomes();
 });
 
 function envFor(home: string): NodeJS.ProcessEnv {

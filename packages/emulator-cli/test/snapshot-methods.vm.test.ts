@@ -1,0 +1,108 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { chooseAccelerator, findQemu, probeQemu } from "@stack/host-detect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { buildDevImage, type Instance, newInstance, removeTempHomes, runCli } from "./helpers.js";
+
+const TIMEOUT = 600_000;
+let imageDir: string;
+let imageName: string;
+const started: Instance[] = [];
+
+beforeAll(() => {
+  imageDir = buildDevImage();
+  imageName = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8")).name;
+}, 600_000);
+
+afterAll(removeTempHomes);
+
+afterEach(async () => {
+  while (started.length) await runCli(["stop", "--no-save"], (started.pop() as Instance).env);
+});
+
+async function health(inst: Instance): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${inst.backend}/health?db=1`);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+describe("snapshot methods beyond x-ignore-shared", () => {
+  it(
+    "without a RAM file the snapshot is a zstd-compressed stream, resumed and quick-booted like the other",
+    async () => {
+      const inst = await newInstance(imageDir);
+      started.push(inst);
+      const env = { ...inst.env, STACK_EMULATOR_SNAPSHOT_METHOD: "stream" };
+      const first = await runCli(["start", "--json"], env);
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.json.boot).toBe("snapshot");
+      expect(first.json.snapshotMethod).toBe("exec");
+      const dir = join(inst.home, "snapshots", imageName);
+      const manifest = JSON.parse(readFileSync(join(dir, "snapshot.json"), "utf8"));
+      expect(manifest.compressed).toBe(true);
+      expect(manifest.ramBytes).toBe(0);
+      expect(existsSync(join(dir, "ram"))).toBe(false);
+      // zstd frame magic
+      expect(readFileSync(join(dir, "state.zst")).subarray(0, 4).toString("hex")).toBe("28b52ffd");
+      expect(await health(inst)).toBe(200);
+      expect(existsSync(join(inst.home, "instances", "default", "restore.state"))).toBe(false);
+
+      expect((await runCli(["stop"], env)).code).toBe(0);
+      const again = await runCli(["start", "--json"], env);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.json.boot).toBe("quick-boot");
+      expect(await health(inst)).toBe(200);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "rejects an unknown snapshot method by name",
+    async () => {
+      const inst = await newInstance(imageDir);
+      const result = await runCli(["start", "--json"], {
+        ...inst.env,
+        STACK_EMULATOR_SNAPSHOT_METHOD: "teleport",
+      });
+      expect(result.code).toBe(1);
+      expect(result.json.error.message).toContain("STACK_EMULATOR_SNAPSHOT_METHOD=teleport");
+    },
+    TIMEOUT,
+  );
+});
+
+describe("accelerator fallback", () => {
+  it(
+    "a kvm boot that makes no progress falls back to tcg, says so, and is remembered for this host",
+    async () => {
+      const inst = await newInstance(imageDir);
+      started.push(inst);
+      // Let the host decide: no EMULATOR_ACCEL.
+      const env: NodeJS.ProcessEnv = { ...inst.env, STACK_EMULATOR_KVM_PROGRESS_TIMEOUT: "10" };
+      delete env.EMULATOR_ACCEL;
+
+      const qemu = await findQemu("amd64");
+      const hostChoice = chooseAccelerator({ abilities: await probeQemu(qemu.system) }).accel;
+
+      const first = await runCli(["start", "--json"], env);
+      expect(first.code, first.stderr).toBe(0);
+      expect(await health(inst)).toBe(200);
+      const facts = join(inst.home, "host.json");
+      if (hostChoice === "kvm" && first.json.accel === "tcg") {
+        // This host's /dev/kvm cannot boot the guest (as on the CI machines).
+        expect(first.stderr).toMatch(/kvm boot printed nothing.*using tcg from now on/);
+        expect(JSON.parse(readFileSync(facts, "utf8")).kvmNoProgress.qemu).toBe(qemu.system);
+        expect((await runCli(["reset"], env)).code).toBe(0);
+        const second = await runCli(["start", "--json"], env);
+        expect(second.code, second.stderr).toBe(0);
+        expect(second.json.accel).toBe("tcg");
+        expect(second.stderr).not.toMatch(/kvm boot printed nothing/);
+      } else {
+        // kvm works here, or was never on offer: nothing is remembered against it.
+        expect(first.json.accel).toBe(hostChoice);
+        expect(existsSync(facts)).toBe(false);
+      }
+    },
+    TIMEOUT,
+  );
+});
