@@ -99,7 +99,21 @@ beforeAll(async () => {
   await writeFile(join(jsDir, ".next", "server.html"), `<script>window.k="${baked}"</script>`);
   await writeFile(join(jsDir, "apps", "backend", "route.js"), `export const other = "${"0".repeat(64)}";\n`);
 
-  pg = await startPostgres();
+  envFile = join(dir, "state", "rotated-secrets.env");
+  const shared = { STACK_EMULATOR_LIB: join(dockerDir, "lib"), STACK_ROTATED_ENV_FILE: envFile };
+  // Both servers start at once; whichever started is stopped in afterAll even if the other failed.
+  const [pgStarted, supStarted] = await Promise.allSettled([
+    startPostgres().then((p) => {
+      pg = p;
+      return p;
+    }),
+    // The environment the container was created with: the baked placeholders.
+    startSupervisor({ dir, programEnv: { ...PLACEHOLDERS, ...shared } }).then((s) => {
+      sup = s;
+      return s;
+    }),
+  ]);
+  for (const started of [pgStarted, supStarted]) if (started.status === "rejected") throw started.reason;
   await pg.sql(`
     CREATE TABLE "ApiKeySet" (
       "projectId" text NOT NULL,
@@ -118,10 +132,6 @@ beforeAll(async () => {
       ('internal', '${OTHER_KEY_SET_ID}', 'user-created', '${OTHER_KEYS.pck}', '${OTHER_KEYS.ssk}', '${OTHER_KEYS.sak}');
   `);
 
-  envFile = join(dir, "state", "rotated-secrets.env");
-  const shared = { STACK_EMULATOR_LIB: join(dockerDir, "lib"), STACK_ROTATED_ENV_FILE: envFile };
-  // The environment the container was created with: the baked placeholders.
-  sup = await startSupervisor({ dir, programEnv: { ...PLACEHOLDERS, ...shared } });
   rotateEnv = {
     ...PLACEHOLDERS,
     ...shared,
@@ -209,6 +219,18 @@ describe("rotate-secrets", () => {
       expect(r.stderr).toMatch(/nothing was changed/);
       // Valid values of a rejected input are secrets too: never echoed.
       expect(r.stderr).not.toContain(good.STACK_SECRET_SERVER_KEY);
+    });
+
+    it("rejects valid input when supervisord cannot be reached", async () => {
+      const r = await rotate(secretLines(good), { STACK_SUPERVISOR_RUN_DIR: join(dir, "elsewhere") });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/cannot reach supervisord .* nothing was changed/);
+    });
+
+    it("rejects valid input when the programs are unknown to supervisord", async () => {
+      const r = await rotate(secretLines(good), { STACK_ROTATE_PROGRAMS: "stack-app cron-jobs" });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/has no stack-app cron-jobs/);
     });
 
     it("left the database, the files and the running programs as they were", async () => {
