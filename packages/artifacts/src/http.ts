@@ -111,7 +111,7 @@ export async function readBody(res: IncomingMessage, maxBytes = 64 << 20): Promi
       res.destroy();
       throw new ArtifactsError(
         "HTTP_ERROR",
-        `The answer from ${res.headers.host ?? "the server"} is too large.`,
+        `An answer larger than ${maxBytes} bytes was refused where a small one was expected.`,
       );
     }
     chunks.push(chunk as Buffer);

@@ -20,7 +20,8 @@ export class RetryableError extends Error {
     message: string,
     /** Overrides the backoff (rate limits say how long to wait). */
     readonly delayMs?: number,
-    readonly stalled = false,
+    /** What the final error is called if this turns out to be the last attempt. */
+    readonly finalCode: "NETWORK" | "STALLED" | "RATE_LIMITED" = "NETWORK",
   ) {
     super(message);
   }
@@ -54,12 +55,15 @@ export async function retrying<T>(
       failure =
         err instanceof RetryableError
           ? err
-          : new RetryableError(describeNetworkError(err), undefined, isStall(err));
+          : new RetryableError(describeNetworkError(err), undefined, isStall(err) ? "STALLED" : "NETWORK");
       if (n >= retries) {
-        const stalled = failure.stalled;
+        const advice =
+          failure.finalCode === "RATE_LIMITED"
+            ? "Wait a while (or set GH_TOKEN for a higher limit) and run the command again."
+            : "Check the network connection and run the command again; a download resumes where it stopped.";
         throw new ArtifactsError(
-          stalled ? "STALLED" : "NETWORK",
-          `${what} failed after ${n + 1} attempts: ${failure.message}. Check the network connection and run the command again; a download resumes where it stopped.`,
+          failure.finalCode,
+          `${what} failed after ${n + 1} attempts: ${failure.message}. ${advice}`,
           { cause: err },
         );
       }
@@ -140,7 +144,7 @@ export function rateLimitDecision(
       : "Set GH_TOKEN (or run `gh auth login`) to get 5,000 requests an hour instead of 60, or wait and run the command again.";
     throw new ArtifactsError("RATE_LIMITED", `Rate limited by ${host}: ${when}. ${hint}`);
   }
-  return new RetryableError(`rate limited by ${host}`, waitMs);
+  return new RetryableError(`rate limited by ${host}`, waitMs, "RATE_LIMITED");
 }
 
 export interface FailureContext {

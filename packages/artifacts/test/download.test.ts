@@ -118,6 +118,14 @@ describe("download", () => {
     expect(messages.some((m) => /rate limited .*retrying in 1 s/.test(m))).toBe(true);
   });
 
+  it("names the rate limit, not the network, when rate limits use up the retries", async () => {
+    const url = await publish(randomBytes(1024));
+    const limited = { kind: "status" as const, status: 429, headers: { "retry-after": "0" } };
+    fake.fault("/releases/assets/", limited, limited, limited);
+    const err = await download(options(url, { retries: 2 })).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("RATE_LIMITED");
+  });
+
   it("refuses to wait past the cap for a rate-limit reset, saying when it resets", async () => {
     const url = await publish(randomBytes(MiB));
     const reset = Math.floor(Date.now() / 1000) + 3600;
@@ -212,6 +220,13 @@ describe("download", () => {
     const result = await download(options(url, { expectedSha256: sha256(content), stallTimeoutMs: 1000 }));
     expect((await readFile(result.path)).equals(content)).toBe(true);
     expect(messages.some((m) => m.includes("stopped sending data"))).toBe(true);
+  });
+
+  it("reports STALLED when the last attempt stalls", async () => {
+    const url = await publish(randomBytes(2 * MiB));
+    fake.fault("/blob/", { kind: "stall", afterBytes: MiB });
+    const err = await download(options(url, { retries: 0, stallTimeoutMs: 1000 })).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("STALLED");
   });
 
   it("decompresses zstd while streaming, checks the digest of the compressed bytes, and resumes", async () => {
