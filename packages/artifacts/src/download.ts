@@ -230,6 +230,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     const sha256 = sink.digest();
     if (expected && sha256 !== expected) {
       await removeQuietly(partPath, metaPath, outPath);
+      if (resumedFrom > 0) {
+        // The bytes kept from an earlier run may belong to another version of the file: one clean try.
+        opts.onMessage?.(
+          `${label}: SHA-256 mismatch after resuming an earlier download; deleted it, starting over`,
+        );
+        await sink.close();
+        succeeded = true;
+        return download(opts);
+      }
       throw new ArtifactsError(
         "CHECKSUM_MISMATCH",
         `${label}: SHA-256 mismatch (expected ${expected}, got ${sha256}); the download was deleted. Run the command again to download it afresh; if it fails again, the published file does not match its published digest.`,

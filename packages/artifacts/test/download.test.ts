@@ -194,6 +194,19 @@ describe("download", () => {
     expect((await readFile(unverified.path)).equals(content)).toBe(true);
   });
 
+  it("starts over once when a resumed download does not match its digest", async () => {
+    const content = randomBytes(2 * MiB);
+    const url = await publish(content);
+    const part = join(dir, "image.qcow2.part");
+    // A .part from an earlier run whose first bytes came from some other version of the file.
+    await writeFile(part, randomBytes(MiB));
+    await writeFile(`${part}.json`, JSON.stringify({ url, sha256: sha256(content) }));
+    const result = await download(options(url, { expectedSha256: sha256(content) }));
+    expect(result.resumedFrom).toBe(0);
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(messages.some((m) => m.includes("mismatch after resuming"))).toBe(true);
+  });
+
   it("treats 416 on a complete .part as done, and restarts on a .part longer than the file", async () => {
     const content = randomBytes(MiB);
     const url = await publish(content);
