@@ -27,7 +27,7 @@ const SECRET_NAMES = [
   "STACK_SUPER_SECRET_ADMIN_KEY",
   "CRON_SECRET",
 ] as const;
-const PLACEHOLDER_PCK = "00".repeat(32);
+const PLACEHOLDER_PCK = `${"0".repeat(32)}${"f".repeat(32)}`;
 const ROTATE = "/usr/local/bin/trigger-fast-rotate";
 
 interface BuildResult {
@@ -328,15 +328,29 @@ describe("the offline dev image", () => {
   it("re-applies a replaced config ISO on demand, reading the new contents", async () => {
     // The same inode rewritten in place stands in for the ISO swapped behind the drive during a resume: QEMU
     // reads the new bytes, the guest still has the old ones cached.
-    const replacement = await configIso({ STACK_DASHBOARD_URL: dashboardUrl, STACK_EXAMPLE: "second" });
+    const replacement = await configIso({
+      STACK_DASHBOARD_URL: dashboardUrl,
+      STACK_EXAMPLE: "second",
+      OTHER_NAME: "not config",
+      STACK_SECRET_SERVER_KEY: hex("never through config"),
+    });
     expect(replacement.length).toBe((await stat(isoPath)).size);
     await writeFile(isoPath, replacement);
     const result = await guest((client) => client.exec({ path: manifest.guest.applyConfig }));
-    expect(result.stderr.toString()).toBe("");
+    expect(result.stderr.toString()).toMatch(/line 3 ignored.*\n.*line 4 ignored/);
+    expect(result.stderr.toString()).not.toContain(hex("never through config"));
     expect(result.exitCode).toBe(0);
+    expect(result.stdout.toString()).toBe("changed\n");
     const config = (await (await fetch(url("backend", "/api/v1/config"))).json()) as Record<string, string>;
-    expect(config.STACK_EXAMPLE).toBe("second");
+    expect(config).toEqual({
+      STACK_DASHBOARD_URL: dashboardUrl,
+      STACK_BACKEND_URL: "http://localhost:26701",
+      STACK_EXAMPLE: "second",
+    });
     expect(await status("backend", "/api/v1/projects/current", current)).toBe(200);
+    const again = await guest((client) => client.exec({ path: manifest.guest.applyConfig }));
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout.toString()).toBe("unchanged\n");
   });
 
   it("reports readiness and sets the guest clock through the agent", async () => {
