@@ -115,6 +115,7 @@ describe("shell scripts", () => {
   const scripts = [
     "docker/rotate-secrets",
     "docker/entrypoint.sh",
+    "docker/prepare-app",
     "docker/lib/secret-input.sh",
     "guest/cloud-init/render-user-data",
     "guest/cloud-init/scripts/render-stack-env",

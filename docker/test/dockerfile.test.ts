@@ -18,7 +18,7 @@ describe("docker/Dockerfile", () => {
   it("copies files that exist, to the paths the scripts and the config use", async () => {
     const text = await dockerfile();
     const copies = [...text.matchAll(/^COPY (?:--\S+ )*(\S+) (\S+)$/gm)].map((m) => [m[1]!, m[2]!] as const);
-    expect(copies.length).toBe(4);
+    expect(copies.length).toBe(5);
     for (const [src] of copies) await access(join(dockerDir, src));
     const dest = new Map(copies);
     expect(dest.get("lib/secret-input.sh")).toBe("/usr/local/lib/stack-emulator/secret-input.sh");
@@ -28,5 +28,9 @@ describe("docker/Dockerfile", () => {
     expect(rotate).toContain(`STACK_SUPERVISOR_CONFIG:-${dest.get("supervisord.conf")}`);
     expect(rotate).toContain("STACK_EMULATOR_LIB:-/usr/local/lib/stack-emulator}");
     expect(text).toContain(`ENTRYPOINT ["${dest.get("entrypoint.sh")}"]`);
+    // entrypoint (secrets) -> prepare-app -> supervisord with the shipped config.
+    expect(text).toContain(
+      `CMD ["${dest.get("prepare-app")}", "supervisord", "-c", "${dest.get("supervisord.conf")}"]`,
+    );
   });
 });

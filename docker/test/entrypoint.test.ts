@@ -37,6 +37,7 @@ describe("entrypoint.sh", () => {
     expect(r.code).toBe(0);
     expect(r.vars.CRON_SECRET).toBe(PLACEHOLDERS.CRON_SECRET);
     expect(r.vars.NEXT_PUBLIC_STACK_API_URL).toBe("http://localhost:26701?a=1&b=$(x)");
+    expect(r.vars.NEXT_PUBLIC_BROWSER_STACK_API_URL).toBe("http://localhost:26701?a=1&b=$(x)");
     expect(r.vars.NEXT_PUBLIC_STACK_DASHBOARD_URL).toBeUndefined();
     expect(r.vars.NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY).toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
     expect(r.vars.STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY).toBe(PLACEHOLDERS.STACK_SECRET_SERVER_KEY);
