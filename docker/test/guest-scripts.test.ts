@@ -112,6 +112,11 @@ describe("render-stack-env", () => {
       /is a secret/,
     ],
     ["a control character", () => configIso("STACK_BACKEND_URL=http://x\x1b[2J\n"), /control characters/],
+    [
+      "a value compose would interpolate",
+      () => configIso("STACK_BACKEND_URL=http://x/$HOME\n"),
+      /contains one of \$/,
+    ],
     ["a key given twice", () => configIso(`${config}STACK_BACKEND_URL=http://y\n`), /given twice/],
   ];
 
