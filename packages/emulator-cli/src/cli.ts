@@ -12,12 +12,14 @@ import {
   describeSelector,
   ensureDevImage,
   type ImageSelector,
+  type PullFlags,
   parseImageSelector,
   readCurrentSelector,
+  selectorFromFlags,
+  storedImage,
   writeCurrentSelector,
 } from "./image-store.js";
 import { resolveHome, validateInstanceName } from "./paths.js";
-import { listReleases, type PullFlags, pullImage, selectorFromFlags, storedImage } from "./pull.js";
 import { createReporter } from "./report.js";
 import { status } from "./status.js";
 
@@ -50,8 +52,14 @@ async function resolveImage(ctx: Context, selector: ImageSelector, rebuild = fal
     case "path":
       return loadImage(selector.path);
     default:
-      return storedImage(ctx, selector) ?? (await pullImage(ctx, selector, {}));
+      return storedImage(ctx.layout, selector) ?? (await pull(ctx, selector, {}));
   }
+}
+
+/** The download code (undici and friends) is loaded only by commands that download. */
+async function pull(ctx: Context, selector: ImageSelector, flags: PullFlags): Promise<Image> {
+  const { pullImage } = await import("./pull.js");
+  return pullImage(ctx, selector, flags);
 }
 
 function chooseSelector(ctx: Context, flags: PullFlags & { image?: string }): ImageSelector {
@@ -278,7 +286,7 @@ imageFlags(
   const image =
     selector.kind === "dev" || selector.kind === "path"
       ? await resolveImage(ctx, selector, true)
-      : await pullImage(ctx, selector, flags);
+      : await pull(ctx, selector, flags);
   writeCurrentSelector(ctx.layout, selector);
   let captured = false;
   if (!flags.skipSnapshot && ctx.env.EMULATOR_NO_SNAPSHOT !== "1") {
@@ -308,6 +316,7 @@ program
   .option("--repo <owner/name>", "GitHub repository")
   .action(async (flags: { repo?: string }, command: Command) => {
     const { ctx, json } = context(command);
+    const { listReleases } = await import("./pull.js");
     const releases = await listReleases(ctx, flags.repo);
     output(json, releases, () =>
       releases.length === 0

@@ -64,6 +64,7 @@ export async function resolveMachine(
   const choice = chooseAccelerator({
     abilities,
     env,
+    guestArch: arch,
     ...(kvmRuledOut
       ? {
           exclude: [
@@ -72,15 +73,13 @@ export async function resolveMachine(
         }
       : {}),
   });
-  let accel: string = choice.accel;
+  const { accel } = choice;
   let accelNote: string | undefined;
   if (kvmRuledOut && accel === "tcg" && !choice.overridden) {
     accelNote =
       "using tcg: a kvm boot made no progress on this host before (set EMULATOR_ACCEL=kvm to retry)";
-  }
-  if (!host.nativeGuestArchs.includes(arch) && accel !== "tcg") {
-    accel = "tcg";
-    accelNote = `using tcg: a ${arch} guest cannot use the host's ${choice.accel} on ${host.arch}`;
+  } else if (!host.nativeGuestArchs.includes(arch)) {
+    accelNote = `using ${accel}: a ${arch} guest on a ${host.arch} host runs emulated, and slowly`;
   }
   const machine: MachineSpec = { qemu: qemu.system, arch, accel };
   if ("firmware" in image.manifest.boot && image.manifest.boot.firmware === "uefi") {
@@ -92,7 +91,7 @@ export async function resolveMachine(
         "install it (Debian/Ubuntu: qemu-efi-aarch64 or ovmf; Homebrew: qemu) and run `stack-emulator doctor`",
       );
     }
-    machine.firmware = firmware.code;
+    machine.firmware = firmware;
   }
   if (!qemu.img) {
     throw new EmulatorError(

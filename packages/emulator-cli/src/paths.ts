@@ -51,6 +51,8 @@ export interface InstancePaths {
   cliLog: string;
   pidFile: string;
   keys: string;
+  /** This instance's writable copy of the UEFI variable store. */
+  firmwareVars: string;
   ram: string;
   suspend: string;
   socketDir: string;
@@ -81,6 +83,7 @@ export function instancePaths(layout: HomeLayout, name: string): InstancePaths {
     cliLog: join(dir, "emulator.log"),
     pidFile: join(dir, "qemu.pid"),
     keys: join(dir, "keys.env"),
+    firmwareVars: join(dir, "efivars.fd"),
     ram: join(dir, "ram"),
     suspend: join(dir, "suspend"),
     socketDir,

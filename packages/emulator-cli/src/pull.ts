@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { mkdirSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import {
   ArtifactsError,
@@ -9,77 +9,21 @@ import {
   GitHubClient,
   type Release,
 } from "@stack/artifacts";
-import { hostInfo } from "@stack/host-detect";
 import type { Context } from "./engine.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import { type Image, type ImageManifest, loadImage } from "./image.js";
-import type { ImageSelector } from "./image-store.js";
-import { storedImageDir } from "./image-store.js";
+import {
+  archOf,
+  type ImageSelector,
+  imageName,
+  type PullFlags,
+  RELEASE_PREFIX,
+  storedImageDir,
+} from "./image-store.js";
 import { commitStaging, createStaging, removeAbandonedStaging } from "./staging.js";
 
 export const DEFAULT_REPO = "stack-auth/stack-auth";
-const RELEASE_PREFIX = "emulator-";
-
-export interface PullFlags {
-  repo?: string;
-  tag?: string;
-  branch?: string;
-  pr?: string;
-  run?: string;
-  arch?: "amd64" | "arm64";
-}
-
-function positiveInt(value: string, flag: string): number {
-  if (!/^\d+$/.test(value) || Number(value) < 1) {
-    throw new EmulatorError(
-      "INVALID_ARGUMENT",
-      `${flag} ${JSON.stringify(value)} is not a positive number`,
-      `pass ${flag} <number>`,
-    );
-  }
-  return Number(value);
-}
-
-export function selectorFromFlags(flags: PullFlags): ImageSelector | undefined {
-  const given = [flags.tag, flags.branch, flags.pr, flags.run].filter((v) => v !== undefined);
-  if (given.length > 1) {
-    throw new EmulatorError(
-      "INVALID_ARGUMENT",
-      "--tag, --branch, --pr and --run pick different images",
-      "pass only one of them",
-    );
-  }
-  if (flags.pr !== undefined) return { kind: "pr", number: positiveInt(flags.pr, "--pr") };
-  if (flags.run !== undefined) return { kind: "run", id: positiveInt(flags.run, "--run") };
-  if (flags.tag !== undefined) return { kind: "release", tag: flags.tag };
-  if (flags.branch !== undefined) return { kind: "release", tag: `${RELEASE_PREFIX}${flags.branch}-latest` };
-  return undefined;
-}
-
-function archOf(flags: PullFlags): "amd64" | "arm64" {
-  if (flags.arch) return flags.arch;
-  return hostInfo().arch === "arm64" ? "arm64" : "amd64";
-}
-
-function imageName(selector: ImageSelector, arch: string): string {
-  switch (selector.kind) {
-    case "release":
-      return `release-${(selector.tag ?? "latest").replace(/[^A-Za-z0-9._-]/g, "_")}-${arch}`;
-    case "pr":
-      return `pr-${selector.number}-${arch}`;
-    case "run":
-      return `run-${selector.id}-${arch}`;
-    default:
-      throw new EmulatorError("UNKNOWN_IMAGE", `${selector.kind} images are not downloaded`);
-  }
-}
-
-/** A previously pulled image for this selector, if one is stored. */
-export function storedImage(ctx: Context, selector: ImageSelector, flags: PullFlags = {}): Image | undefined {
-  const dir = storedImageDir(ctx.layout, imageName(selector, archOf(flags)));
-  return existsSync(join(dir, "image.json")) ? loadImage(dir) : undefined;
-}
 
 /** The manifest of a published image: a cloud image that boots from its disk and serves the full stack. */
 export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: string): ImageManifest {

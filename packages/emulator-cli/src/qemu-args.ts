@@ -1,3 +1,4 @@
+import type { Firmware } from "@stack/host-detect";
 import type { Image } from "./image.js";
 import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
@@ -11,7 +12,7 @@ export interface MachineSpec {
   qemu: string;
   arch: "amd64" | "arm64";
   accel: string;
-  firmware?: string;
+  firmware?: Firmware;
 }
 
 export type RamSpec =
@@ -33,6 +34,19 @@ export interface LaunchSpec {
 /** QEMU option values escape a comma by doubling it. */
 function opt(value: string): string {
   return value.replaceAll(",", ",,");
+}
+
+/**
+ * UEFI: split flash gets the code read-only and a per-instance copy of the variable store; a memory-mapped image
+ * goes through -bios.
+ */
+function firmwareArgs(firmware: Firmware | undefined, paths: InstancePaths): string[] {
+  if (!firmware) return [];
+  if (firmware.device !== "flash") return ["-bios", firmware.code];
+  const args = ["-drive", `if=pflash,format=${firmware.format},readonly=on,file=${opt(firmware.code)}`];
+  if (firmware.vars)
+    args.push("-drive", `if=pflash,format=${firmware.format},file=${opt(paths.firmwareVars)}`);
+  return args;
 }
 
 export function machineType(arch: "amd64" | "arm64"): string {
@@ -64,7 +78,8 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
   }
   args.push("-machine", machineProps.join(","), "-accel", machine.accel, "-cpu", CPU_MODEL);
   args.push("-m", `${m.memoryMiB}M`, "-smp", String(m.cpus));
-  if (machine.firmware) args.push("-bios", machine.firmware);
+  args.push(...firmwareArgs(machine.firmware, paths));
+
   if (image.kernelPath) {
     args.push("-kernel", image.kernelPath);
     if (image.initrdPath) args.push("-initrd", image.initrdPath);

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { appendFileSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { QmpClient } from "@stack/qmp";
 import { EmulatorError } from "./errors.js";
 import { ensureSocketDir, type InstancePaths } from "./paths.js";
@@ -16,6 +16,10 @@ export async function launchQemu(spec: LaunchSpec): Promise<ProcessIdentity> {
   const { paths } = spec;
   ensureSocketDir(paths.socketDir);
   for (const stale of [paths.qmpSocket, paths.qgaSocket, paths.pidFile]) rmSync(stale, { force: true });
+  const vars = spec.machine.firmware?.vars;
+  // UEFI variables are per instance and persist across its boots; the template is never written.
+  if (vars && !existsSync(paths.firmwareVars)) copyFileSync(vars, paths.firmwareVars);
+
   const args = buildQemuArgs(spec);
   const stderr = await new Promise<string>((resolvePromise, reject) => {
     const child = spawn(spec.machine.qemu, args, { stdio: ["ignore", "ignore", "pipe"] });

@@ -89,9 +89,13 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Builds the dev image once for a test file (the builder's content cache makes repeats quick). */
+/**
+ * The dev image for tests, in one place shared by every test file: the builder's content cache turns every build
+ * after the first into a check.
+ */
 export function buildDevImage(): string {
-  const out = join(tempHome("se-img-"), "dev");
+  const out = join(tmpdir(), "stack-emulator-test-images", "dev");
+
   const json = execFileSync(join(GUEST, "build-dev-image"), ["--out", out, "--json"], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],

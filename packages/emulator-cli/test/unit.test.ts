@@ -11,6 +11,7 @@ import { acquireLock } from "../src/lock.js";
 import { instancePaths, resolveHome } from "../src/paths.js";
 import { assertPortsFree, parsePort, resolveServicePorts, type ServiceSpec } from "../src/ports.js";
 import { identify, isSameProcess } from "../src/process-identity.js";
+import { buildQemuArgs } from "../src/qemu-args.js";
 import { generateSecrets, loadKeys, saveKeys } from "../src/secrets.js";
 import { type Fingerprint, fingerprintDifferences } from "../src/snapshot.js";
 import { freePort } from "./helpers.js";
@@ -184,5 +185,70 @@ describe("config disk", () => {
     expect(readFileSync(join(out, "stack.env"), "utf8")).toContain(
       "STACK_BACKEND_URL=http://127.0.0.1:31001\n",
     );
+  });
+});
+
+describe("QEMU command line", () => {
+  const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h,1" }), "default");
+  const image = {
+    dir: "/img",
+    diskPath: "/img/disk.qcow2",
+    kernelPath: "/img/vmlinuz",
+    initrdPath: "/img/initrd.img",
+    manifest: {
+      schema: 1 as const,
+      name: "x",
+      arch: "amd64" as const,
+      digest: "sha256:00",
+      boot: { kernel: "vmlinuz", initrd: "initrd.img", append: "console=ttyS0" },
+      disk: "disk.qcow2",
+      memoryMiB: 256,
+      cpus: 2,
+      configIso: { volumeId: "STACKCFG" },
+      services: [],
+      guest: { rotateSecrets: "/r" },
+      secrets: [],
+    },
+  };
+  const base = {
+    image,
+    paths,
+    disk: paths.disk,
+    services: [{ name: "backend", guestPort: 8102, defaultHostPort: 1, hostPort: 31001 }],
+  };
+
+  it("pins the device layout, forwards ports on loopback only and escapes commas in paths", () => {
+    const args = buildQemuArgs({
+      ...base,
+      machine: { qemu: "qemu", arch: "amd64", accel: "tcg" },
+      ram: { kind: "file", path: "/snap/ram", share: false },
+      incoming: true,
+    });
+    const line = args.join(" ");
+    expect(line).toContain("-machine q35,memory-backend=ram0");
+    expect(line).toContain("memory-backend-file,id=ram0,size=256M,mem-path=/snap/ram,share=off");
+    expect(line).toContain("hostfwd=tcp:127.0.0.1:31001-:8102");
+    expect(line).toContain("file=/tmp/h,,1/instances/default/disk.qcow2");
+    expect(line).toContain("vmgenid");
+    expect(line).toMatch(/-S -incoming defer$/);
+    expect(args).toContain("-kernel");
+  });
+
+  it("gives split UEFI flash a per-instance variable store", () => {
+    const args = buildQemuArgs({
+      ...base,
+      machine: {
+        qemu: "qemu",
+        arch: "arm64",
+        accel: "tcg",
+        firmware: { code: "/fw/code.fd", vars: "/fw/vars.fd", format: "raw", device: "flash", features: [] },
+      },
+      ram: { kind: "anonymous" },
+      incoming: false,
+    }).join(" ");
+    expect(args).toContain("if=pflash,format=raw,readonly=on,file=/fw/code.fd");
+    expect(args).toContain(`if=pflash,format=raw,file=${paths.firmwareVars.replaceAll(",", ",,")}`);
+    expect(args).not.toContain("-incoming");
+    expect(args).toContain("-machine virt ");
   });
 });
