@@ -35,6 +35,8 @@ const server = createServer((req, res) => {
   };
   pump();
 });
+// Idle connections outlive the pauses between rounds, so no client trips over a connection closed under it.
+server.keepAliveTimeout = 600000;
 server.listen(0, "127.0.0.1", () => console.log(server.address().port + " " + digest));
 `;
 
