@@ -95,7 +95,7 @@ Examples:
 Environment:
   STACK_EMULATOR_HOME     state directory (default ~/.stack/emulator)
   STACK_EMULATOR_IMAGE    image selector, as --image
-  STACK_EMULATOR_DASHBOARD_PORT, _BACKEND_PORT, _MINIO_PORT, _INBUCKET_PORT, _OAUTH_PORT   host ports
+  STACK_EMULATOR_DASHBOARD_PORT, _BACKEND_PORT, _MINIO_PORT, _INBUCKET_PORT   host ports
   EMULATOR_ACCEL          force an accelerator (kvm, hvf, whpx, tcg)
   EMULATOR_NO_SNAPSHOT=1  always cold boot; EMULATOR_NO_ROTATION=1 keep the public placeholder keys (unsafe)
   GH_TOKEN / GITHUB_TOKEN GitHub token for pull requests and workflow runs; GITHUB_API_URL for GitHub Enterprise`,

@@ -25,52 +25,41 @@ import { commitStaging, createStaging, removeAbandonedStaging } from "./staging.
 
 export const DEFAULT_REPO = "stack-auth/stack-auth";
 
-/** The manifest of a published image: a cloud image that boots from its disk and serves the full stack. */
+/** The file name a published image's disk has, in releases and CI artifacts alike. */
+export const diskFileName = (arch: string) => `stack-emulator-${arch}.qcow2`;
+
+/**
+ * The manifest of a published image, as guest/build-image writes it (a test keeps the two equal): a cloud image
+ * that boots from its disk and serves the full stack. `name` is where this CLI stores it, so that every pulled
+ * image has its own snapshot.
+ */
 export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: string): ImageManifest {
+  const service = (svc: string, guestPort: number, defaultHostPort: number, health: string) => ({
+    name: svc,
+    guestPort,
+    defaultHostPort,
+    portEnv: `STACK_EMULATOR_${svc.toUpperCase()}_PORT`,
+    health,
+  });
   return {
     schema: 1,
     name,
     arch,
     digest,
     boot: { firmware: arch === "arm64" ? "uefi" : "bios" },
-    disk: "disk.qcow2",
+    disk: diskFileName(arch),
     memoryMiB: 4096,
     cpus: 4,
     configIso: { volumeId: "STACKCFG" },
     services: [
-      {
-        name: "dashboard",
-        guestPort: 8101,
-        defaultHostPort: 26700,
-        portEnv: "STACK_EMULATOR_DASHBOARD_PORT",
-        health: "/handler/sign-in",
-      },
-      {
-        name: "backend",
-        guestPort: 8102,
-        defaultHostPort: 26701,
-        portEnv: "STACK_EMULATOR_BACKEND_PORT",
-        health: "/health?db=1",
-      },
-      {
-        name: "minio",
-        guestPort: 9000,
-        defaultHostPort: 26702,
-        portEnv: "STACK_EMULATOR_MINIO_PORT",
-        health: "/minio/health/live",
-      },
-      {
-        name: "inbucket",
-        guestPort: 9001,
-        defaultHostPort: 26703,
-        portEnv: "STACK_EMULATOR_INBUCKET_PORT",
-        health: "/",
-      },
-      { name: "oauth", guestPort: 8114, defaultHostPort: 26704, portEnv: "STACK_EMULATOR_OAUTH_PORT" },
+      service("dashboard", 8101, 26700, "/handler/sign-in"),
+      service("backend", 8102, 26701, "/health?db=1"),
+      service("minio", 8103, 26702, "/minio/health/live"),
+      service("inbucket", 8104, 26703, "/"),
     ],
     guest: {
       rotateSecrets: "/usr/local/bin/trigger-fast-rotate",
-      applyConfig: "/usr/local/bin/render-stack-env",
+      applyConfig: "/usr/local/bin/apply-runtime-config",
       waitReady: "/usr/local/bin/wait-for-stack-ready",
     },
     secrets: [
@@ -181,7 +170,7 @@ export async function pullImage(ctx: Context, selector: ImageSelector, flags: Pu
     ctx.report.warn(`${name}: the publisher gave no checksum, so the download was not verified`);
   removeAbandonedStaging(ctx.layout.images);
   const staging = createStaging(ctx.layout.images);
-  renameSync(dest, join(staging, "disk.qcow2"));
+  renameSync(dest, join(staging, diskFileName(arch)));
   writeFileAtomic(
     join(staging, "image.json"),
     `${JSON.stringify(releaseManifest(name, arch, `sha256:${fetched.sha256}`), null, 2)}\n`,

@@ -1,9 +1,11 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeGitHub, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
-import { removeTempHomes, runCli, tempHome } from "./helpers.js";
+import { releaseManifest } from "../src/pull.js";
+import { GUEST, removeTempHomes, runCli, tempHome } from "./helpers.js";
 
 const REPO = "stack-auth/stack-auth";
 const TOKEN = "ghp_test_token_for_the_fake";
@@ -49,6 +51,19 @@ function imageDirs(home: string): string[] {
     .map((e) => e.name);
 }
 
+describe("the published image's manifest", () => {
+  it("is the one guest/build-image writes, but for the name this CLI stores it under and the digest", () => {
+    for (const arch of ["amd64", "arm64"] as const) {
+      const out = execFileSync(join(GUEST, "build-image"), ["--dry-run", "--arch", arch], {
+        encoding: "utf8",
+      });
+      const published = JSON.parse(out.slice(out.indexOf("\n\n") + 2));
+      const ours = releaseManifest("release-x", arch, "sha256:ab");
+      expect({ ...ours, name: published.name, digest: published.digest }).toEqual(published);
+    }
+  });
+});
+
 describe("pull from a stand-in of the GitHub API and object storage", () => {
   it("downloads a release image, verifies it against the published digest and stores it with a manifest", async () => {
     const home = tempHome();
@@ -59,7 +74,7 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.json.captured).toBe(false);
     const dir = join(home, "images", "release-emulator-main-latest-amd64");
-    expect(readFileSync(join(dir, "disk.qcow2")).equals(disk)).toBe(true);
+    expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
     const manifest = JSON.parse(readFileSync(join(dir, "image.json"), "utf8"));
     expect(manifest.digest).toBe(`sha256:${sha256(disk)}`);
     expect(manifest.services.map((s: { name: string }) => s.name)).toContain("backend");
@@ -74,7 +89,7 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     const result = await runCli(["pull", "--pr", "42", "--skip-snapshot", "--json"], envFor(home));
     expect(result.code, result.stderr).toBe(0);
     const dir = join(home, "images", "pr-42-amd64");
-    expect(readFileSync(join(dir, "disk.qcow2")).equals(disk)).toBe(true);
+    expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
     expect(imageDirs(home)).toEqual(["pr-42-amd64"]);
     // Runs were looked up by the pull request's head commit, not by branch name.
     expect(
