@@ -18,6 +18,7 @@ import {
 import { getFollowing, headerValue } from "./http.js";
 import { type Progress, ProgressTracker } from "./progress.js";
 import { failureFor, RetryableError, type RetryOptions, retrying } from "./retry.js";
+import { ZSTD_HEADER_MAX, zstdContentSize } from "./zstd.js";
 
 export interface DownloadOptions extends RetryOptions {
   url: string;
@@ -146,6 +147,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     if (opts.expectedBytes !== undefined) await ensureFreeSpace(dir, opts.expectedBytes - resumedFrom);
     let spaceChecked = opts.expectedBytes !== undefined;
     let metaSaved = reusable;
+    let unpackedSpaceChecked = false;
 
     await retrying(`Downloading ${label}`, opts, async () => {
       // Without a validator or a digest, resuming could splice two versions of the file together undetected.
@@ -216,6 +218,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
         for await (const chunk of res.body) {
           await sink.write(chunk as Buffer);
           progress.set(sink.bytes);
+          if (outPath && !unpackedSpaceChecked && sink.head.length >= ZSTD_HEADER_MAX) {
+            // The decompressed size is known only once the frame header has arrived.
+            unpackedSpaceChecked = true;
+            const unpacked = zstdContentSize(sink.head);
+            const stillCompressed = total === undefined ? 0 : total - sink.bytes;
+            if (unpacked !== undefined)
+              await ensureFreeSpace(dir, unpacked - sink.unpackedBytes + stillCompressed);
+          }
         }
         if (total !== undefined && sink.bytes !== total) {
           throw new RetryableError(`the connection closed at byte ${sink.bytes} of ${total}`);
@@ -313,6 +323,8 @@ function drained(stream: Writable): Promise<void> {
  */
 class Sink {
   bytes = 0;
+  /** The first bytes as published, for the zstd frame header. */
+  head: Buffer = Buffer.alloc(0);
   decompressError: Error | undefined;
   private hash: Hash = createHash("sha256");
   private part: WriteStream | undefined;
@@ -328,6 +340,7 @@ class Sink {
   async open(offset: number): Promise<void> {
     this.hash = createHash("sha256");
     this.bytes = 0;
+    this.head = Buffer.alloc(0);
     this.failure = undefined;
     this.decompressError = undefined;
     if (this.outPath) this.startDecompressor(this.outPath);
@@ -359,7 +372,15 @@ class Sink {
     return this.feed(chunk, true);
   }
 
+  /** Decompressed bytes handed to the file system so far. */
+  get unpackedBytes(): number {
+    return this.zstd?.out.bytesWritten ?? 0;
+  }
+
   private async feed(chunk: Buffer, toPart: boolean): Promise<void> {
+    if (this.head.length < ZSTD_HEADER_MAX) {
+      this.head = Buffer.concat([this.head, chunk.subarray(0, ZSTD_HEADER_MAX - this.head.length)]);
+    }
     this.hash.update(chunk);
     this.bytes += chunk.length;
     const partFull = toPart && !this.part!.write(chunk);

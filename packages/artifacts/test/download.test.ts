@@ -259,6 +259,22 @@ describe("download", () => {
     expect(await leftovers()).toEqual([]);
   });
 
+  it("checks free space for the decompressed size the zstd frame header declares", async () => {
+    // A frame header declaring 2^60 bytes of content; what follows never gets decompressed.
+    const header = Buffer.alloc(14);
+    header.writeUInt32LE(0xfd2fb528, 0);
+    header[4] = 0xc0; // 8-byte content size, with a window descriptor, no dictionary
+    header[5] = 0x50;
+    header.writeBigUInt64LE(2n ** 60n, 6);
+    const forged = Buffer.concat([header, randomBytes(MiB)]);
+    const url = await publish(forged, "huge.qcow2.zst");
+    const err = await download(options(url, { decompress: "zstd", expectedSha256: sha256(forged) })).catch(
+      (e: unknown) => e,
+    );
+    expect((err as ArtifactsError).code).toBe("NO_SPACE");
+    expect(storageGets()).toHaveLength(1);
+  });
+
   it("reports corrupt zstd data after the digest check passes", async () => {
     const notZstd = randomBytes(MiB);
     const url = await publish(notZstd, "image.qcow2.zst");
