@@ -27,6 +27,7 @@ export {
   formatBytes,
   formatDuration,
   type Progress,
+  type ProgressRenderer,
   type RendererOptions,
 } from "./progress.js";
 export type { RetryOptions } from "./retry.js";

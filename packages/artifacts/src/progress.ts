@@ -87,6 +87,9 @@ export interface RendererOptions {
   now?: () => number;
 }
 
+/** A Progress listener; `end()` finishes a bar left open by a transfer that failed, before an error is printed. */
+export type ProgressRenderer = ((p: Progress) => void) & { end(): void };
+
 /**
  * A Progress listener for a CLI: a bar redrawn in place on a terminal, an occasional plain line otherwise
  * (logs and CI output must not fill up with carriage returns).
@@ -94,13 +97,14 @@ export interface RendererOptions {
 export function createProgressRenderer(
   stream: NodeJS.WritableStream & { isTTY?: boolean; columns?: number },
   opts: RendererOptions = {},
-): (p: Progress) => void {
+): ProgressRenderer {
   const now = opts.now ?? Date.now;
   const tty = stream.isTTY === true;
   const interval = tty ? (opts.ttyIntervalMs ?? 100) : (opts.plainIntervalMs ?? 5000);
   let last = Number.NEGATIVE_INFINITY;
-  let lastWidth = 0;
-  return (p) => {
+  /** Width of the bar currently drawn on the terminal line; 0 when no bar is open. */
+  let openWidth = 0;
+  const render = (p: Progress) => {
     const t = now();
     if (!p.done && t - last < interval) return;
     last = t;
@@ -117,9 +121,15 @@ export function createProgressRenderer(
     let line = `${p.label} ${bar}${stats}`;
     if (line.length > columns - 1) line = line.slice(0, columns - 1);
     // Pad over the previous, possibly longer, line instead of relying on terminal clear codes.
-    stream.write(`\r${line.padEnd(lastWidth)}${p.done ? "\n" : ""}`);
-    lastWidth = p.done ? 0 : line.length;
+    stream.write(`\r${line.padEnd(openWidth)}${p.done ? "\n" : ""}`);
+    openWidth = p.done ? 0 : line.length;
   };
+  return Object.assign(render, {
+    end: () => {
+      if (openWidth > 0) stream.write("\n");
+      openWidth = 0;
+    },
+  });
 }
 
 function describe(p: Progress): string {

@@ -46,6 +46,18 @@ describe("createProgressRenderer", () => {
     expect(out.chunks.every((c) => c.length <= 101)).toBe(true);
   });
 
+  it("ends a bar left open by a failed transfer, once", () => {
+    const out = new Capture(true);
+    const render = createProgressRenderer(out);
+    render.end();
+    expect(out.chunks).toEqual([]);
+    render(step(10 * MiB));
+    render.end();
+    render.end();
+    expect(out.chunks).toHaveLength(2);
+    expect(out.chunks[1]).toBe("\n");
+  });
+
   it("prints occasional plain lines when not a terminal", () => {
     const out = new Capture(false);
     let now = 0;
