@@ -1,18 +1,14 @@
 import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { buildDevImage, newInstance, removeTempHomes, runCli, tempHome } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { devImageFixture, runCli, tempHome } from "./helpers.js";
 
-let imageDir: string;
-let imageName: string;
 const TIMEOUT = 600_000;
-const cleanups: NodeJS.ProcessEnv[] = [];
+const dev = devImageFixture();
 
 async function instanceEnv(): Promise<NodeJS.ProcessEnv> {
-  const { env } = await newInstance(imageDir);
-  cleanups.push(env);
-  return env;
+  return (await dev.instance()).env;
 }
 
 async function startOk(env: NodeJS.ProcessEnv) {
@@ -24,18 +20,7 @@ async function startOk(env: NodeJS.ProcessEnv) {
 }
 
 const snapshotDir = (env: NodeJS.ProcessEnv) =>
-  join(env.STACK_EMULATOR_HOME as string, "snapshots", imageName);
-
-beforeAll(() => {
-  imageDir = buildDevImage();
-  imageName = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8")).name;
-}, 600_000);
-
-afterAll(removeTempHomes);
-
-afterEach(async () => {
-  while (cleanups.length) await runCli(["stop", "--no-save"], cleanups.pop() as NodeJS.ProcessEnv);
-});
+  join(env.STACK_EMULATOR_HOME as string, "snapshots", dev.imageName);
 
 describe("every fast-path failure ends healthy, with the reason reported", () => {
   it(
@@ -63,7 +48,7 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
       const env = await instanceEnv();
       expect((await runCli(["capture"], env)).code).toBe(0);
       const bigger = join(tempHome("se-img-"), "dev-bigger");
-      cpSync(imageDir, bigger, { recursive: true });
+      cpSync(dev.imageDir, bigger, { recursive: true });
       const manifest = JSON.parse(readFileSync(join(bigger, "image.json"), "utf8"));
       manifest.memoryMiB += 64;
       writeFileSync(join(bigger, "image.json"), JSON.stringify(manifest));

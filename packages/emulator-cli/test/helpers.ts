@@ -1,8 +1,9 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { afterAll, afterEach, beforeAll } from "vitest";
 
 export const CLI = resolve(import.meta.dirname, "..", "dist", "cli.js");
 export const GUEST = resolve(import.meta.dirname, "..", "..", "..", "guest");
@@ -93,7 +94,7 @@ export function freePort(): Promise<number> {
  * The dev image for tests, in one place shared by every test file: the builder's content cache turns every build
  * after the first into a check.
  */
-export function buildDevImage(): string {
+function buildDevImage(): string {
   const out = join(tmpdir(), "stack-emulator-test-images", "dev");
 
   const json = execFileSync(join(GUEST, "build-dev-image"), ["--out", out, "--json"], {
@@ -111,7 +112,7 @@ export interface Instance {
 }
 
 /** A fresh home with its own free ports, booting `imageDir` under TCG. */
-export async function newInstance(imageDir: string): Promise<Instance> {
+async function newInstance(imageDir: string): Promise<Instance> {
   const home = tempHome();
   const dashboard = await freePort();
   let backend = await freePort();
@@ -129,6 +130,41 @@ export async function newInstance(imageDir: string): Promise<Instance> {
       // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).
       EMULATOR_ACCEL: "tcg",
       CI: "1",
+    },
+  };
+}
+
+export interface DevImageFixture {
+  readonly imageDir: string;
+  readonly imageName: string;
+  /** A new instance on the dev image, stopped after the test that made it. */
+  instance(): Promise<Instance>;
+}
+
+/** Hooks for a test file that boots the dev image: build it first, stop every instance after each test, clean up. */
+export function devImageFixture(): DevImageFixture {
+  let imageDir = "";
+  let imageName = "";
+  const started: Instance[] = [];
+  beforeAll(() => {
+    imageDir = buildDevImage();
+    imageName = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8")).name;
+  }, 600_000);
+  afterEach(async () => {
+    for (const inst of started.splice(0)) await runCli(["stop", "--no-save"], inst.env);
+  }, 120_000);
+  afterAll(removeTempHomes);
+  return {
+    get imageDir() {
+      return imageDir;
+    },
+    get imageName() {
+      return imageName;
+    },
+    async instance() {
+      const inst = await newInstance(imageDir);
+      started.push(inst);
+      return inst;
     },
   };
 }

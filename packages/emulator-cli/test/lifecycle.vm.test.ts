@@ -4,20 +4,12 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseEnv } from "../src/secrets.js";
-import {
-  buildDevImage,
-  freePort,
-  type Instance,
-  newInstance,
-  PLACEHOLDERS,
-  removeTempHomes,
-  runCli,
-} from "./helpers.js";
+import { devImageFixture, freePort, type Instance, PLACEHOLDERS, runCli } from "./helpers.js";
 
 const TIMEOUT = 900_000;
-let imageDir: string;
+const dev = devImageFixture();
 let firstInstallKeys: Record<string, string> | undefined;
 
 const keysOf = (inst: Instance) =>
@@ -63,22 +55,11 @@ function qemuRunning(home: string): boolean {
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
-beforeAll(() => {
-  imageDir = buildDevImage();
-}, 600_000);
-
 describe("emulator lifecycle with the dev image", () => {
-  const instances: Instance[] = [];
-  afterAll(async () => {
-    for (const inst of instances) await runCli(["stop", "--no-save"], inst.env);
-    removeTempHomes();
-  });
-
   it(
     "first start captures, serves fresh keys; stop saves; start resumes with the same data and keys; reset forgets",
     async () => {
-      const inst = await newInstance(imageDir);
-      instances.push(inst);
+      const inst = await dev.instance();
 
       // A second start while the first still works is refused, and the first is unaffected.
       const first = runCli(["start", "--json"], inst.env);
@@ -103,7 +84,7 @@ describe("emulator lifecycle with the dev image", () => {
       const keys = keysOf(inst);
       expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).toMatch(/^[0-9a-f]{64}$/);
       expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-      const manifest = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8"));
+      const manifest = JSON.parse(readFileSync(join(dev.imageDir, "image.json"), "utf8"));
       const placeholder = readFileSync(PLACEHOLDERS, "utf8");
       expect(await apiStatus(inst, parseEnv(placeholder).STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
 
@@ -188,8 +169,7 @@ describe("emulator lifecycle with the dev image", () => {
   it(
     "gives a second install its own keys; EMULATOR_NO_ROTATION keeps the placeholders, loudly",
     async () => {
-      const inst = await newInstance(imageDir);
-      instances.push(inst);
+      const inst = await dev.instance();
       await start(inst);
       const keys = keysOf(inst);
       expect(firstInstallKeys).toBeDefined();
@@ -212,7 +192,7 @@ describe("emulator lifecycle with the dev image", () => {
   it(
     "refuses a busy port and an invalid port, changing nothing",
     async () => {
-      const inst = await newInstance(imageDir);
+      const inst = await dev.instance();
       const blocker = createServer().listen(inst.backend, "127.0.0.1");
       await new Promise((r) => blocker.once("listening", r));
       try {

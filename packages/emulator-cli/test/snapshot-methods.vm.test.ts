@@ -1,24 +1,11 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chooseAccelerator, findQemu, probeQemu } from "@stack/host-detect";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { buildDevImage, type Instance, newInstance, removeTempHomes, runCli } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { devImageFixture, type Instance, runCli } from "./helpers.js";
 
 const TIMEOUT = 600_000;
-let imageDir: string;
-let imageName: string;
-const started: Instance[] = [];
-
-beforeAll(() => {
-  imageDir = buildDevImage();
-  imageName = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8")).name;
-}, 600_000);
-
-afterAll(removeTempHomes);
-
-afterEach(async () => {
-  while (started.length) await runCli(["stop", "--no-save"], (started.pop() as Instance).env);
-});
+const dev = devImageFixture();
 
 async function health(inst: Instance): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${inst.backend}/health?db=1`);
@@ -30,14 +17,13 @@ describe("snapshot methods beyond x-ignore-shared", () => {
   it(
     "without a RAM file the snapshot is a zstd-compressed stream, resumed and quick-booted like the other",
     async () => {
-      const inst = await newInstance(imageDir);
-      started.push(inst);
+      const inst = await dev.instance();
       const env = { ...inst.env, STACK_EMULATOR_SNAPSHOT_METHOD: "stream" };
       const first = await runCli(["start", "--json"], env);
       expect(first.code, first.stderr).toBe(0);
       expect(first.json.boot).toBe("snapshot");
       expect(first.json.snapshotMethod).toBe("exec");
-      const dir = join(inst.home, "snapshots", imageName);
+      const dir = join(inst.home, "snapshots", dev.imageName);
       const manifest = JSON.parse(readFileSync(join(dir, "snapshot.json"), "utf8"));
       expect(manifest.compressed).toBe(true);
       expect(manifest.ramBytes).toBe(0);
@@ -59,7 +45,7 @@ describe("snapshot methods beyond x-ignore-shared", () => {
   it(
     "rejects an unknown snapshot method by name",
     async () => {
-      const inst = await newInstance(imageDir);
+      const inst = await dev.instance();
       const result = await runCli(["start", "--json"], {
         ...inst.env,
         STACK_EMULATOR_SNAPSHOT_METHOD: "teleport",
@@ -75,8 +61,7 @@ describe("accelerator fallback", () => {
   it(
     "a kvm boot that makes no progress falls back to tcg, says so, and is remembered for this host",
     async () => {
-      const inst = await newInstance(imageDir);
-      started.push(inst);
+      const inst = await dev.instance();
       // Let the host decide: no EMULATOR_ACCEL.
       const env: NodeJS.ProcessEnv = { ...inst.env, STACK_EMULATOR_KVM_PROGRESS_TIMEOUT: "10" };
       delete env.EMULATOR_ACCEL;
