@@ -32,14 +32,14 @@ export function ucs2Field(buf: Buffer, offset: number, length: number, text: str
 }
 
 export function ucs2be(text: string): Buffer {
-  const out = Buffer.alloc(text.length * 2);
+  const out = Buffer.allocUnsafe(text.length * 2);
   for (let i = 0; i < text.length; i++) out.writeUInt16BE(text.charCodeAt(i), i * 2);
   return out;
 }
 
 /** 9.1.5: seven-byte recording date, always written in UTC (offset 0) so no local time zone leaks in. */
 export function dirDate(date: Date): Buffer {
-  const out = Buffer.alloc(7);
+  const out = Buffer.allocUnsafe(7);
   const clamped = clampTime(date, Date.UTC(1900, 0, 1), Date.UTC(2155, 11, 31, 23, 59, 59));
   out[0] = clamped.getUTCFullYear() - 1900;
   out[1] = clamped.getUTCMonth() + 1;
@@ -89,7 +89,8 @@ export interface DirectoryRecordFields {
   flags: number;
   /** Raw identifier bytes: 0x00 for ".", 0x01 for "..", d-characters or UCS-2BE otherwise. */
   identifier: Buffer;
-  systemUse?: Buffer;
+  /** System use entries, copied in order after the identifier. */
+  systemUse?: Buffer[];
 }
 
 /** Length of a directory record before its system use area (9.1.12: pad byte after an even-length identifier). */
@@ -97,25 +98,35 @@ export function recordBaseLength(identifierLength: number): number {
   return 33 + identifierLength + (identifierLength % 2 === 0 ? 1 : 0);
 }
 
-export function directoryRecord(f: DirectoryRecordFields): Buffer {
-  const base = recordBaseLength(f.identifier.length);
-  const su = f.systemUse ?? Buffer.alloc(0);
-  let length = base + su.length;
-  if (length % 2 === 1) length++;
+export function recordLength(f: DirectoryRecordFields): number {
+  let length = recordBaseLength(f.identifier.length);
+  for (const entry of f.systemUse ?? []) length += entry.length;
+  return length + (length % 2);
+}
+
+/**
+ * Writes a record into `out` at `at`, which must hold zeros (pad bytes are not written). Writing in place
+ * rather than allocating a buffer per record keeps layouts of many files cheap.
+ */
+export function writeDirectoryRecord(out: Buffer, at: number, f: DirectoryRecordFields): number {
+  const length = recordLength(f);
   if (length > 255) throw new RangeError(`directory record of ${length} bytes exceeds 255`);
-  const out = Buffer.alloc(length);
-  out[0] = length;
-  out[1] = 0;
-  both32(out, 2, f.extent);
-  both32(out, 10, f.size);
-  f.date.copy(out, 18);
-  out[25] = f.flags;
-  out[26] = 0;
-  out[27] = 0;
-  both16(out, 28, 1);
-  out[32] = f.identifier.length;
-  f.identifier.copy(out, 33);
-  su.copy(out, base);
+  out[at] = length;
+  both32(out, at + 2, f.extent);
+  both32(out, at + 10, f.size);
+  f.date.copy(out, at + 18);
+  out[at + 25] = f.flags;
+  both16(out, at + 28, 1);
+  out[at + 32] = f.identifier.length;
+  f.identifier.copy(out, at + 33);
+  let pos = at + recordBaseLength(f.identifier.length);
+  for (const entry of f.systemUse ?? []) pos += entry.copy(out, pos);
+  return length;
+}
+
+export function directoryRecord(f: DirectoryRecordFields): Buffer {
+  const out = Buffer.alloc(recordLength(f));
+  writeDirectoryRecord(out, 0, f);
   return out;
 }
 

@@ -2,17 +2,20 @@
 // encode all sectors before the first file's data. Pure: no I/O, no clock.
 
 import {
+  type DirectoryRecordFields,
   dirDate,
   directoryRecord,
   FLAG_DIRECTORY,
   FLAG_MULTI_EXTENT,
   pathTableRecord,
   recordBaseLength,
+  recordLength,
   SECTOR,
   sectorsFor,
   terminatorDescriptor,
   ucs2be,
   volumeDescriptor,
+  writeDirectoryRecord,
 } from "./encode.js";
 import { IsoError } from "./errors.js";
 import { compareIdentifiers, type IsoLevel, NameAllocator } from "./names.js";
@@ -144,14 +147,15 @@ function sum(buffers: Buffer[]): number {
 }
 
 /** Lays records out in sectors (none crossing a boundary) and returns each record's offset and the sector count. */
-function packRecords(records: Buffer[]): { offsets: number[]; sectors: number } {
+function packRecords(records: DirectoryRecordFields[]): { offsets: number[]; sectors: number } {
   const offsets: number[] = [];
   let pos = 0;
   for (const r of records) {
+    const length = recordLength(r);
     const inSector = pos % SECTOR;
-    if (inSector + r.length > SECTOR) pos += SECTOR - inSector;
+    if (inSector + length > SECTOR) pos += SECTOR - inSector;
     offsets.push(pos);
-    pos += r.length;
+    pos += length;
   }
   return { offsets, sectors: Math.max(1, sectorsFor(pos)) };
 }
@@ -372,19 +376,51 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   const rrMovedLinks = rrMovedNode ? 2 + rrMovedNode.members.length : 0;
   const links = (n: TreeNode) => (n === rrMovedNode?.node ? rrMovedLinks : identity.links(n));
 
+  // Everything that does not depend on locations is encoded once and shared by both passes.
+  const dates = new Map<number, { record: Buffer; tf: Buffer }>();
+  const dateOf = (date: Date) => {
+    let cached = dates.get(date.getTime());
+    if (cached === undefined) {
+      cached = { record: dirDate(date), tf: tfEntry(date) };
+      dates.set(date.getTime(), cached);
+    }
+    return cached;
+  };
+  const posix = new Map<TreeNode, Buffer[]>();
   const suFor = (node: TreeNode, extra: Buffer[]): Buffer[] => {
-    const type = node.type === "dir" ? S_IFDIR : node.type === "file" ? S_IFREG : S_IFLNK;
-    return [
-      pxEntry({
+    let base = posix.get(node);
+    if (base === undefined) {
+      const type = node.type === "dir" ? S_IFDIR : node.type === "file" ? S_IFREG : S_IFLNK;
+      const px = pxEntry({
         mode: type | node.mode,
         links: links(node),
         uid: 0,
         gid: 0,
         serial: identity.serial.get(node)!,
-      }),
-      tfEntry(node.mtime),
-      ...extra,
-    ];
+      });
+      base = [px, dateOf(node.mtime).tf];
+      posix.set(node, base);
+    }
+    return extra.length === 0 ? base : [...base, ...extra];
+  };
+  const names = new Map<TreeNode, Buffer[]>();
+  const namesFor = (node: TreeNode): Buffer[] => {
+    let cached = names.get(node);
+    if (cached === undefined) {
+      cached =
+        node.type === "symlink" ? [...nmEntries(node.name), ...slEntries(node.target)] : nmEntries(node.name);
+      names.set(node, cached);
+    }
+    return cached;
+  };
+  const idBytes = new Map<Member, Buffer>();
+  const isoId = (m: Member) => {
+    let cached = idBytes.get(m);
+    if (cached === undefined) {
+      cached = Buffer.from(m.id, "latin1");
+      idBytes.set(m, cached);
+    }
+    return cached;
   };
 
   const record = (
@@ -395,23 +431,21 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     flags: number,
     su: Buffer[] | null,
     ce: ContinuationAreas,
-  ): Buffer => {
-    const fields = { extent, size, date: dirDate(date), flags, identifier };
-    if (su === null) return directoryRecord(fields);
+  ): DirectoryRecordFields => {
+    const fields = { extent, size, date: dateOf(date).record, flags, identifier };
+    if (su === null) return fields;
     const split = splitSystemUse(su, 254 - recordBaseLength(identifier.length));
-    const inline = [...split.inline];
     const areas = split.continuation;
-    if (areas.length > 0) {
-      const lengths = areas.map((a, k) => sum(a) + (k < areas.length - 1 ? CE_LENGTH : 0));
-      const places = lengths.map((l) => ce.reserve(l));
-      areas.forEach((area, k) => {
-        const next = places[k + 1];
-        const link = next === undefined ? [] : [ceEntry(next.extent, next.offset, lengths[k + 1]!)];
-        ce.write(places[k]!, Buffer.concat([...area, ...link]));
-      });
-      inline.push(ceEntry(places[0]!.extent, places[0]!.offset, lengths[0]!));
-    }
-    return directoryRecord({ ...fields, systemUse: Buffer.concat(inline) });
+    if (areas.length === 0) return { ...fields, systemUse: split.inline };
+    const lengths = areas.map((a, k) => sum(a) + (k < areas.length - 1 ? CE_LENGTH : 0));
+    const places = lengths.map((l) => ce.reserve(l));
+    areas.forEach((area, k) => {
+      const next = places[k + 1];
+      const link = next === undefined ? [] : [ceEntry(next.extent, next.offset, lengths[k + 1]!)];
+      ce.write(places[k]!, Buffer.concat([...area, ...link]));
+    });
+    const first = ceEntry(places[0]!.extent, places[0]!.offset, lengths[0]!);
+    return { ...fields, systemUse: [...split.inline, first] };
   };
 
   /** Records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
@@ -424,7 +458,7 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   ) => {
     const extent = node.size === 0 ? loc.zeroBlock : loc.fileExtent.get(node)!;
     if (node.size <= extents.max) return [record(id, extent, node.size, node.mtime, 0, su, ce)];
-    const out: Buffer[] = [];
+    const out: DirectoryRecordFields[] = [];
     for (let offset = 0; offset < node.size; offset += extents.section) {
       const size = Math.min(extents.section, node.size - offset);
       const last = offset + size >= node.size;
@@ -433,7 +467,7 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     return out;
   };
 
-  const primaryRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): Buffer[] => {
+  const primaryRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): DirectoryRecordFields[] => {
     const rr = opts.rockRidge;
     const isRoot = dir.parent === null;
     const parent = dir.parent ?? dir;
@@ -459,15 +493,13 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     );
     const out = [dot, dotdot];
     for (const m of dir.members) {
-      const id = Buffer.from(m.id, "latin1");
+      const id = isoId(m);
       const node = m.node;
-      const nm = rr ? nmEntries(node.name) : [];
+      const nm = rr ? namesFor(node) : [];
       if (node.type === "file") {
         out.push(...fileRecords(id, node, loc, rr ? suFor(node, nm) : null, ce));
       } else if (node.type === "symlink") {
-        out.push(
-          record(id, loc.zeroBlock, 0, node.mtime, 0, suFor(node, [...nm, ...slEntries(node.target)]), ce),
-        );
+        out.push(record(id, loc.zeroBlock, 0, node.mtime, 0, suFor(node, nm), ce));
       } else {
         const target = loc.isoDir.get(node)!;
         if (m.kind === "placeholder") {
@@ -485,7 +517,16 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   };
 
   const jolietByNode = new Map(joliet.map((d) => [d.node, d]));
-  const jolietRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): Buffer[] => {
+  const jolietIds = new Map<Member, Buffer>();
+  const jolietId = (m: Member) => {
+    let cached = jolietIds.get(m);
+    if (cached === undefined) {
+      cached = ucs2be(m.id);
+      jolietIds.set(m, cached);
+    }
+    return cached;
+  };
+  const jolietRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): DirectoryRecordFields[] => {
     const parent = dir.parent ?? dir;
     const out = [
       record(Buffer.from([0]), dir.extent, dir.sectors * SECTOR, dir.node.mtime, FLAG_DIRECTORY, null, ce),
@@ -500,7 +541,7 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
       ),
     ];
     for (const m of dir.members) {
-      const id = ucs2be(m.id);
+      const id = jolietId(m);
       if (m.node.type === "file") out.push(...fileRecords(id, m.node, loc, null, ce));
       else {
         const target = jolietByNode.get(m.node as DirNode)!;
@@ -570,14 +611,18 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   // Pass 3: encode everything with real locations.
   const metadata = Buffer.alloc((zeroBlock + 1) * SECTOR);
   const loc: Locations = { isoDir: primary.byNode, fileExtent, zeroBlock };
-  const writeDirs = (dirs: LaidDir[], encode: (d: LaidDir, ce: ContinuationAreas) => Buffer[]) => {
+  const writeDirs = (
+    dirs: LaidDir[],
+    encode: (d: LaidDir, ce: ContinuationAreas) => DirectoryRecordFields[],
+  ) => {
     for (const d of dirs) {
       const ce = new ContinuationAreas(d.extent + d.sectors, metadata);
       const records = encode(d, ce);
       const packed = packRecords(records);
       if (packed.sectors !== d.sectors || ce.used !== d.ceSectors)
         throw new Error(`internal: directory ${d.node.path} changed size`);
-      for (const [i, r] of records.entries()) r.copy(metadata, d.extent * SECTOR + packed.offsets[i]!);
+      for (const [i, r] of records.entries())
+        writeDirectoryRecord(metadata, d.extent * SECTOR + packed.offsets[i]!, r);
     }
   };
   writeDirs(primary.dirs, (d, ce) => primaryRecords(d, loc, ce));
