@@ -205,8 +205,8 @@ export interface Supervisor {
 }
 
 /**
- * Runs the shipped docker/supervisord.conf with both app programs replaced by fixtures/app-server.mjs: a
- * launcher whose child holds the port, started through the shipped entrypoint like the real programs.
+ * Runs the shipped docker/supervisord.conf with both app programs replaced by fixtures/app-server.mjs under a
+ * launcher shell, started through the shipped entrypoint like the real programs.
  */
 export async function startSupervisor(opts: {
   dir: string;
@@ -218,7 +218,8 @@ export async function startSupervisor(opts: {
   await mkdir(appDir, { recursive: true });
   const server = join(dockerDir, "test", "fixtures", "app-server.mjs");
   const ports = { backend: await freePort(), dashboard: await freePort() };
-  const command = `sh -c 'exec ${process.execPath} ${server}'`;
+  // The shell stays as the launcher while node holds the port: signalling only the shell would orphan node.
+  const command = `sh -c '${process.execPath} ${server} & wait'`;
   const env = {
     STACK_SUPERVISOR_RUN_DIR: runDir,
     STACK_ENTRYPOINT: join(dockerDir, "entrypoint.sh"),

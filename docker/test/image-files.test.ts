@@ -1,0 +1,297 @@
+// The files that make the real image, checked offline: cloud-init's user-data (in sync with the scripts it
+// embeds, accepted by cloud-init's own schema check), every shell script (shellcheck, bash -n), guest/build-image
+// (its pinned device layout started in a real, paused QEMU; its manifest), and the Dockerfile's consistency with
+// the files it ships. No image is built here: that needs the internet and a long boot.
+import { access, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cloudInitDir, dockerDir, mustRun, repoRoot, run } from "./harness.js";
+
+// user-data, meta-data and the scripts.
+describe("cloud-init and shell scripts", () => {
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "stack-cloud-init-"));
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  interface WriteFile {
+    path: string;
+    content: string;
+    permissions?: string;
+  }
+
+  /** Parsed by PyYAML, the parser cloud-init itself uses. */
+  async function parseYaml<T>(file: string): Promise<T> {
+    const json = await mustRun("python3", [
+      "-c",
+      "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+      file,
+    ]);
+    return JSON.parse(json) as T;
+  }
+
+  interface CloudConfig {
+    write_files: WriteFile[];
+    packages: string[];
+    runcmd: string[];
+    power_state: { mode: string };
+  }
+
+  describe("guest/cloud-init/user-data", () => {
+    const userData = join(cloudInitDir, "user-data");
+    let config: CloudConfig;
+
+    beforeAll(async () => {
+      config = await parseYaml<CloudConfig>(userData);
+    });
+
+    it("is what render-user-data makes of the template and the scripts", async () => {
+      const fresh = join(dir, "user-data");
+      await mustRun(join(cloudInitDir, "render-user-data"), [fresh]);
+      expect(await readFile(userData, "utf8")).toBe(await readFile(fresh, "utf8"));
+      expect((await run(join(cloudInitDir, "render-user-data"), ["--check"])).code).toBe(0);
+    });
+
+    it("passes cloud-init's schema validation", async () => {
+      const r = await run("cloud-init", ["schema", "--config-file", userData]);
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toMatch(/^Valid cloud-config/);
+      expect(r.code).toBe(0);
+    });
+
+    it("ships byte-for-byte the scripts the tests run, executable", async () => {
+      const shipped = new Map(config.write_files.map((f) => [f.path, f]));
+      const sources: [string, string, string][] = [
+        ["/usr/local/lib/stack-emulator/secret-input.sh", join(dockerDir, "lib", "secret-input.sh"), "0644"],
+        ["/usr/local/bin/render-stack-env", join(cloudInitDir, "scripts", "render-stack-env"), "0755"],
+        [
+          "/usr/local/bin/apply-runtime-config",
+          join(cloudInitDir, "scripts", "apply-runtime-config"),
+          "0755",
+        ],
+        ["/usr/local/bin/trigger-fast-rotate", join(cloudInitDir, "scripts", "trigger-fast-rotate"), "0755"],
+        [
+          "/usr/local/bin/wait-for-stack-ready",
+          join(cloudInitDir, "scripts", "wait-for-stack-ready"),
+          "0755",
+        ],
+        ["/etc/stack-emulator/compose.yaml", join(cloudInitDir, "compose.yaml"), "0644"],
+      ];
+      for (const [path, source, mode] of sources) {
+        expect(shipped.get(path)?.content, path).toBe(await readFile(source, "utf8"));
+        expect(shipped.get(path)?.permissions, path).toBe(mode);
+      }
+    });
+
+    it("installs and starts the guest agent, and checks readiness before the image is shut down", async () => {
+      const config = await parseYaml<{ packages: string[]; runcmd: string[]; power_state: { mode: string } }>(
+        userData,
+      );
+      expect(config.packages).toContain("qemu-guest-agent");
+      expect(config.packages).toContain("libarchive-tools");
+      const steps = config.runcmd;
+      expect(steps[0]).toBe("set -eu");
+      expect(steps).toContain("systemctl start qemu-guest-agent");
+      expect(steps.indexOf("render-stack-env")).toBeLessThan(
+        steps.indexOf("systemctl enable --now stack-emulator.service"),
+      );
+      expect(steps.indexOf("wait-for-stack-ready")).toBeLessThan(
+        steps.indexOf("echo STACK-EMULATOR-BUILD-OK"),
+      );
+      expect(steps.at(-1)).toBe("echo STACK-EMULATOR-BUILD-OK");
+      expect(config.power_state.mode).toBe("poweroff");
+    });
+
+    it("has meta-data with an instance id", async () => {
+      const meta = await parseYaml<Record<string, string>>(join(cloudInitDir, "meta-data"));
+      expect(meta["instance-id"]).toMatch(/^stack-emulator/);
+    });
+  });
+
+  describe("shell scripts", () => {
+    const scripts = [
+      "docker/rotate-secrets",
+      "docker/entrypoint.sh",
+      "docker/prepare-app",
+      "docker/lib/secret-input.sh",
+      "guest/cloud-init/render-user-data",
+      "guest/cloud-init/scripts/render-stack-env",
+      "guest/cloud-init/scripts/apply-runtime-config",
+      "guest/cloud-init/scripts/trigger-fast-rotate",
+      "guest/cloud-init/scripts/wait-for-stack-ready",
+      "guest/build-image",
+    ];
+
+    it("are shellcheck-clean", async () => {
+      const r = await run("shellcheck", ["-x", ...scripts], { cwd: repoRoot });
+      expect(r.stdout).toBe("");
+      expect(r.code).toBe(0);
+    });
+
+    it("parse with bash -n, including build-image which CI never runs", async () => {
+      for (const s of scripts) {
+        const r = await run("bash", ["-n", s], { cwd: repoRoot });
+        expect(r.stderr, s).toBe("");
+      }
+    });
+
+    it("build-image explains itself without touching the network", async () => {
+      const r = await run(join(repoRoot, "guest", "build-image"), ["--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/usage: guest\/build-image/);
+    });
+  });
+});
+
+// The pinned layout and the manifest, from `guest/build-image --dry-run`.
+describe("build-image offline", () => {
+  let dir: string;
+  let qemuArgs: string[];
+  let manifest: Record<string, unknown>;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "stack-build-image-"));
+    const out = await mustRun(join(repoRoot, "guest", "build-image"), [
+      "--dry-run",
+      "--arch",
+      "amd64",
+      "--out",
+      dir,
+    ]);
+    const split = out.indexOf("\n\n");
+    qemuArgs = out.slice(0, split).split("\n");
+    manifest = JSON.parse(out.slice(split + 2)) as Record<string, unknown>;
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  interface PciDevice {
+    slot: number;
+    class_info: { class: number };
+    id: { vendor: number; device: number };
+  }
+
+  describe("guest/build-image", () => {
+    it("writes the image.json the CLI boots from", () => {
+      expect(manifest).toMatchObject({
+        schema: 1,
+        name: "stack-emulator-amd64",
+        arch: "amd64",
+        boot: { firmware: "bios" },
+        disk: "stack-emulator-amd64.qcow2",
+        configIso: { volumeId: "STACKCFG" },
+        guest: {
+          rotateSecrets: "/usr/local/bin/trigger-fast-rotate",
+          applyConfig: "/usr/local/bin/apply-runtime-config",
+          waitReady: "/usr/local/bin/wait-for-stack-ready",
+        },
+        secrets: [
+          "STACK_PUBLISHABLE_CLIENT_KEY",
+          "STACK_SECRET_SERVER_KEY",
+          "STACK_SUPER_SECRET_ADMIN_KEY",
+          "CRON_SECRET",
+        ],
+      });
+      const services = manifest.services as { name: string; guestPort: number; defaultHostPort: number }[];
+      expect(services.map((s) => [s.name, s.guestPort, s.defaultHostPort])).toEqual([
+        ["dashboard", 8101, 26700],
+        ["backend", 8102, 26701],
+        ["minio", 8103, 26702],
+        ["inbucket", 8104, 26703],
+      ]);
+    });
+
+    it("boots QEMU with the documented, pinned device layout", async () => {
+      const work = join(dir, "work-amd64");
+      await mkdir(join(work, "iso"), { recursive: true });
+      await writeFile(join(work, "iso", "stack.env"), "STACK_A=1\n");
+      await mustRun("qemu-img", ["create", "-q", "-f", "qcow2", join(work, "disk.qcow2"), "64M"]);
+      for (const [iso, label] of [
+        ["config.iso", "STACKCFG"],
+        ["seed.iso", "cidata"],
+      ] as const) {
+        await mustRun("xorriso", [
+          "-as",
+          "mkisofs",
+          "-quiet",
+          "-V",
+          label,
+          "-o",
+          join(work, iso),
+          join(work, "iso"),
+        ]);
+      }
+      const [qemu, ...args] = qemuArgs;
+      // Paused before the first instruction: only the machine as configured is inspected, over QMP on stdio.
+      const r = await run(qemu!, [...args, "-S", "-qmp", "stdio"], {
+        input: ['{"execute":"qmp_capabilities"}', '{"execute":"query-pci"}', '{"execute":"quit"}', ""].join(
+          "\n",
+        ),
+      });
+      expect(r.stderr).toBe("");
+      const replies = r.stdout
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { return?: { devices: PciDevice[] }[] });
+      const pci = replies.find((m) => Array.isArray(m.return))?.return?.[0]?.devices ?? [];
+      const bySlot = new Map(pci.map((d) => [d.slot, d]));
+      const RED_HAT_VIRTIO = 0x1af4;
+      const expected: [number, number][] = [
+        [2, 0x0200], // network: virtio-net, the pinned MAC
+        [3, 0x0100], // storage: system disk
+        [4, 0x0100], // storage: STACKCFG
+        [5, 0x0780], // communication: virtio-serial, the guest agent's port
+        [6, 0x00ff], // virtio-rng
+        [7, 0x0100], // storage: cloud-init seed
+      ];
+      for (const [slot, cls] of expected) {
+        expect(bySlot.get(slot)?.id.vendor, `slot ${slot}`).toBe(RED_HAT_VIRTIO);
+        expect(bySlot.get(slot)?.class_info.class, `slot ${slot}`).toBe(cls);
+      }
+    });
+  });
+});
+
+// No Docker daemon here: what can go stale between the Dockerfile and the files it ships.
+describe("Dockerfile consistency", () => {
+  const dockerfile = () => readFile(join(dockerDir, "Dockerfile"), "utf8");
+
+  describe("docker/Dockerfile", () => {
+    it("sets every variable supervisord.conf expands", async () => {
+      const conf = await readFile(join(dockerDir, "supervisord.conf"), "utf8");
+      const needed = new Set([...conf.matchAll(/%\(ENV_([A-Z0-9_]+)\)s/g)].map((m) => m[1]));
+      expect(needed.size).toBeGreaterThan(5);
+      const text = await dockerfile();
+      for (const name of needed) expect(text, name).toMatch(new RegExp(`\\b${name}=`));
+    });
+
+    it("copies files that exist, to the paths the scripts and the config use", async () => {
+      const text = await dockerfile();
+      const copies = [...text.matchAll(/^COPY (?:--\S+ )*(\S+) (\S+)$/gm)].map(
+        (m) => [m[1]!, m[2]!] as const,
+      );
+      expect(copies.length).toBe(5);
+      for (const [src] of copies) await access(join(dockerDir, src));
+      const dest = new Map(copies);
+      expect(dest.get("lib/secret-input.sh")).toBe("/usr/local/lib/stack-emulator/secret-input.sh");
+      expect(dest.get("rotate-secrets")).toBe("/usr/local/bin/rotate-secrets");
+      // The defaults baked into the scripts match where the image puts things.
+      const rotate = await readFile(join(dockerDir, "rotate-secrets"), "utf8");
+      expect(rotate).toContain(`STACK_SUPERVISOR_CONFIG:-${dest.get("supervisord.conf")}`);
+      expect(rotate).toContain("STACK_EMULATOR_LIB:-/usr/local/lib/stack-emulator}");
+      expect(text).toContain(`ENTRYPOINT ["${dest.get("entrypoint.sh")}"]`);
+      // entrypoint (secrets) -> prepare-app -> supervisord with the shipped config.
+      expect(text).toContain(
+        `CMD ["${dest.get("prepare-app")}", "supervisord", "-c", "${dest.get("supervisord.conf")}"]`,
+      );
+    });
+  });
+});
