@@ -1,24 +1,26 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
-import { buildIso } from "@stack/iso9660";
 import { QgaClient } from "@stack/qga";
 import { QmpClient } from "@stack/qmp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type BuildResult,
+  bootDevImage,
+  buildDevImage,
+  configIso,
+  type DevVm,
+  type Manifest,
+  readManifest,
+} from "./dev-vm.js";
 
 /**
  * Builds the dev image into a temporary directory, boots it with QEMU directly (TCG, as the CLI does on this kind of
  * host) with a config ISO written by @stack/iso9660, and checks the guest contract from the outside: HTTP on the
  * forwarded ports, rotation and config through the real guest agent.
  */
-const run = promisify(execFile);
-const BUILDER = fileURLToPath(new URL("../build-dev-image", import.meta.url));
 const BUILD_TIMEOUT_MS = 600_000;
 const BOOT_TIMEOUT_MS = 240_000;
 const SECRET_NAMES = [
@@ -30,42 +32,6 @@ const SECRET_NAMES = [
 const PLACEHOLDER_PCK = `${"0".repeat(32)}${"f".repeat(32)}`;
 const ROTATE = "/usr/local/bin/trigger-fast-rotate";
 
-interface BuildResult {
-  path: string;
-  digest: string;
-  cached: boolean;
-}
-
-interface Manifest {
-  schema: number;
-  name: string;
-  arch: string;
-  digest: string;
-  boot: { kernel: string; initrd: string; append: string };
-  disk: string;
-  memoryMiB: number;
-  cpus: number;
-  configIso: { volumeId: string };
-  services: { name: string; guestPort: number; defaultHostPort: number; portEnv: string; health: string }[];
-  guest: { rotateSecrets: string; applyConfig: string; waitReady: string };
-  secrets: string[];
-}
-
-async function build(out: string): Promise<BuildResult> {
-  const { stdout } = await run(BUILDER, ["--out", out, "--json"], { maxBuffer: 16 * 1024 * 1024 });
-  const lines = stdout.trim().split("\n");
-  return JSON.parse(lines[lines.length - 1] ?? "") as BuildResult;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === "string") throw new Error("no TCP port");
-  return address.port;
-}
-
 function hex(seed: string): string {
   return createHash("sha256").update(seed).digest("hex");
 }
@@ -76,44 +42,22 @@ function secretsInput(values: Record<string, string>): string {
     .join("");
 }
 
-function configIso(env: Record<string, string>): Promise<Buffer> {
-  const content = Object.entries(env)
-    .map(([key, value]) => `${key}=${value}\n`)
-    .join("");
-  return buildIso([{ type: "file", path: "stack.env", content }], { volumeId: "STACKCFG" });
-}
-
 describe("the offline dev image", () => {
   let dir: string;
   let image: BuildResult;
   let manifest: Manifest;
-  let qemu: ChildProcess | undefined;
-  let exited: Promise<unknown> = Promise.resolve();
-  let qgaSocket: string;
-  let qmpSocket: string;
+  let vm: DevVm | undefined;
   let isoPath: string;
-  const ports = { dashboard: 0, backend: 0 };
   const dashboardUrl = `http://dashboard-${process.pid}.test:26700`;
-
   // The publishable client key in force; the rotation test moves it on.
   let current = PLACEHOLDER_PCK;
-  const url = (service: "dashboard" | "backend", path: string) => `http://127.0.0.1:${ports[service]}${path}`;
 
-  async function status(
-    service: "dashboard" | "backend",
-    path: string,
-    key?: string,
-    timeoutMs = 30_000,
-  ): Promise<number> {
-    const headers: Record<string, string> =
-      key === undefined ? {} : { "x-stack-publishable-client-key": key };
-    const response = await fetch(url(service, path), { headers, signal: AbortSignal.timeout(timeoutMs) });
-    await response.arrayBuffer();
-    return response.status;
-  }
+  const url = (service: "dashboard" | "backend", path: string) => vm!.url(service, path);
+  const status = (service: "dashboard" | "backend", path: string, key?: string) =>
+    vm!.status(service, path, key);
 
   async function guest<T>(fn: (client: QgaClient) => Promise<T>): Promise<T> {
-    const client = await QgaClient.connect(qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
+    const client = await QgaClient.connect(vm!.qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
     try {
       return await fn(client);
     } finally {
@@ -125,79 +69,18 @@ describe("the offline dev image", () => {
     return guest((client) => client.exec({ path: ROTATE, stdin: input }));
   }
 
-  async function waitHealthy(): Promise<void> {
-    const deadline = Date.now() + BOOT_TIMEOUT_MS;
-    for (;;) {
-      try {
-        // Short attempts: a connection made before the guest's network is up waits out slirp's SYN retransmit
-        // backoff (seconds), while a fresh one succeeds as soon as the guest listens.
-        if ((await status("backend", "/health?db=1", undefined, 2_000)) === 200) return;
-      } catch {
-        // not listening yet
-      }
-      if (qemu?.exitCode !== null) throw new Error(`QEMU exited early; see ${dir}/serial.log`);
-      if (Date.now() > deadline) throw new Error(`the backend did not become healthy; see ${dir}/serial.log`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
-
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "dev-image-test-"));
-    image = await build(join(dir, "image"));
-    manifest = JSON.parse(await readFile(join(image.path, "image.json"), "utf8")) as Manifest;
-
+    image = await buildDevImage(join(dir, "image"));
+    manifest = await readManifest(image.path);
     isoPath = join(dir, "config.iso");
     await writeFile(isoPath, await configIso({ STACK_DASHBOARD_URL: dashboardUrl, STACK_EXAMPLE: "first" }));
-    const overlay = join(dir, "overlay.qcow2");
-    await run("qemu-img", [
-      "create",
-      "-q",
-      "-f",
-      "qcow2",
-      "-F",
-      "qcow2",
-      "-b",
-      join(image.path, manifest.disk),
-      overlay,
-    ]);
-    ports.dashboard = await freePort();
-    ports.backend = await freePort();
-    qgaSocket = join(dir, "qga.sock");
-    qmpSocket = join(dir, "qmp.sock");
-    const forwards = manifest.services
-      .map((s) => `hostfwd=tcp:127.0.0.1:${ports[s.name as "dashboard" | "backend"]}-:${s.guestPort}`)
-      .join(",");
-    // The command line documented in guest/README.md.
-    qemu = spawn(
-      "qemu-system-x86_64",
-      [
-        ...["-accel", "tcg", "-cpu", "max", "-machine", "q35", "-nodefaults", "-display", "none"],
-        ...["-m", String(manifest.memoryMiB), "-smp", String(manifest.cpus)],
-        ...[
-          "-kernel",
-          join(image.path, manifest.boot.kernel),
-          "-initrd",
-          join(image.path, manifest.boot.initrd),
-        ],
-        ...["-append", manifest.boot.append],
-        ...["-drive", `file=${overlay},if=virtio,format=qcow2`],
-        ...["-drive", `file=${isoPath},if=virtio,media=cdrom,readonly=on,format=raw`],
-        ...["-netdev", `user,id=net0,${forwards}`, "-device", "virtio-net-pci,netdev=net0"],
-        ...["-device", "virtio-serial", "-chardev", `socket,id=qga0,path=${qgaSocket},server=on,wait=off`],
-        ...["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"],
-        ...["-device", "vmgenid", "-qmp", `unix:${qmpSocket},server=on,wait=off`],
-        ...["-serial", `file:${join(dir, "serial.log")}`],
-      ],
-      { stdio: ["ignore", "ignore", "inherit"] },
-    );
-    const proc = qemu;
-    exited = new Promise((resolve) => proc.once("exit", resolve));
-    await waitHealthy();
+    vm = await bootDevImage({ imageDir: image.path, dir, isoPath });
+    await vm.waitHealthy(BOOT_TIMEOUT_MS);
   }, BUILD_TIMEOUT_MS + BOOT_TIMEOUT_MS);
 
   afterAll(async () => {
-    qemu?.kill("SIGKILL");
-    await exited;
+    await vm?.kill();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -242,8 +125,8 @@ describe("the offline dev image", () => {
   });
 
   it("reuses the image on a second build with the same inputs, and rebuilds it identically", async () => {
-    expect(await build(image.path)).toEqual({ ...image, cached: true });
-    const again = await build(join(dir, "image-again"));
+    expect(await buildDevImage(image.path)).toEqual({ ...image, cached: true });
+    const again = await buildDevImage(join(dir, "image-again"));
     expect(again).toEqual({ path: join(dir, "image-again"), digest: image.digest, cached: false });
   });
 
@@ -367,12 +250,11 @@ describe("the offline dev image", () => {
   });
 
   it("powers off cleanly on an ACPI power button press", async () => {
-    const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 30_000 });
+    const qmp = await QmpClient.connect(vm!.qmpSocket, { timeoutMs: 30_000 });
     await qmp.systemPowerdown();
     await qmp.close().catch(() => undefined);
-    await exited;
-    const log = readFileSync(join(dir, "serial.log"), "utf8");
-    expect(log).not.toMatch(/Kernel panic/);
-    expect(qemu?.exitCode).toBe(0);
+    await vm!.exited;
+    expect(readFileSync(vm!.serialLog, "utf8")).not.toMatch(/Kernel panic/);
+    expect(vm!.qemu.exitCode).toBe(0);
   });
 });
