@@ -209,6 +209,31 @@ describe("build-image offline", () => {
       ]);
     });
 
+    it("boots arm64 through UEFI with a private variable store and the same devices", async () => {
+      const out = await mustRun(join(repoRoot, "guest", "build-image"), [
+        "--dry-run",
+        "--arch",
+        "arm64",
+        "--out",
+        dir,
+      ]);
+      const [args, json] = out.split("\n\n");
+      const argv = args!.split("\n");
+      expect(argv[0]).toBe("qemu-system-aarch64");
+      expect(argv[argv.indexOf("-machine") + 1]).toBe("virt");
+      expect(argv.filter((a) => a.startsWith("if=pflash"))).toEqual([
+        expect.stringMatching(/^if=pflash,format=raw,unit=0,readonly=on,file=/),
+        `if=pflash,format=raw,unit=1,file=${join(dir, "work-arm64", "efivars.fd")}`,
+      ]);
+      const devices = (a: string[]) => a.filter((x) => x.includes("addr=0x"));
+      expect(devices(argv)).toEqual(devices(qemuArgs));
+      expect(JSON.parse(json!)).toMatchObject({
+        name: "stack-emulator-arm64",
+        arch: "arm64",
+        boot: { firmware: "uefi" },
+      });
+    });
+
     it("boots QEMU with the documented, pinned device layout", async () => {
       const work = join(dir, "work-amd64");
       await mkdir(join(work, "iso"), { recursive: true });
