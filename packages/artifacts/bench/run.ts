@@ -81,6 +81,14 @@ async function timeCurl(url: string, dest: string): Promise<Sample> {
   return { wall: wall!, cpu: user! + sys! };
 }
 
+/**
+ * Flushes dirty pages before each timed run: curl does not fsync, so without this the run after curl would pay
+ * for writing curl's gigabyte to disk while it waits for its own fsync.
+ */
+async function settle(): Promise<void> {
+  await promisify(execFile)("sync");
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -96,11 +104,13 @@ async function main(): Promise<void> {
       const curlDest = join(dir, "curl.bin");
       const ourDest = join(dir, "ours.bin");
       const runCurl = async () => {
+        await settle();
         curl.push(await timeCurl(server.url, curlDest));
         if ((await stat(curlDest)).size !== BYTES) throw new Error("curl fetched the wrong size");
         await rm(curlDest);
       };
       const runOurs = async () => {
+        await settle();
         ours.push(
           await timeOurs(async () => {
             const r = await download({
