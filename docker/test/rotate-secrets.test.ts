@@ -140,15 +140,16 @@ beforeAll(async () => {
     STACK_ROTATE_STATE_DIR: join(dir, "state", "rotation"),
     STACK_DATABASE_CONNECTION_STRING: pg.url,
   };
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await sup?.stop();
   await pg?.stop();
   if (dir) await rm(dir, { recursive: true, force: true });
-}, 120_000);
+}, 180_000);
 
-describe("rotate-secrets", () => {
+// Each rotation restarts real programs: generous limits for a loaded 2-core machine.
+describe("rotate-secrets", { timeout: 150_000 }, () => {
   it("starts from the baked placeholders", async () => {
     const a = await apps();
     expect(a.backend.publishableClientKey).toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
@@ -339,7 +340,7 @@ describe("rotate-secrets", () => {
   });
 });
 
-describe("trigger-fast-rotate", () => {
+describe("trigger-fast-rotate", { timeout: 150_000 }, () => {
   let guestSecrets: string;
   let handoffLog: string;
   let triggerEnv: Record<string, string>;
