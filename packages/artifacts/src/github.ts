@@ -1,5 +1,5 @@
 import { ArtifactsError } from "./errors.js";
-import { discard, getFollowing, headerValue, nextLink, readBody } from "./http.js";
+import { type FollowedResponse, getFollowing, headerValue, nextLink, readBody } from "./http.js";
 import { failureFor, type RetryOptions, retrying } from "./retry.js";
 import { discoverToken } from "./token.js";
 
@@ -158,31 +158,7 @@ export class GitHubClient {
         `${asset.name} is ${asset.size} bytes; too large to read into memory.`,
       );
     }
-    const headers = await this.downloadHeaders();
-    const { authorization, ...plain } = headers;
-    return retrying(`Downloading ${asset.name}`, this.opts, async () => {
-      const res = await getFollowing(asset.url, {
-        headers: plain,
-        ...(authorization ? { credentials: { authorization } } : {}),
-        signal: this.opts.signal,
-        stallTimeoutMs: this.opts.stallTimeoutMs ?? 30_000,
-      });
-      if (res.statusCode !== 200) {
-        await discard(res.body);
-        throw failureFor(
-          res.statusCode,
-          res.headers,
-          {
-            what: asset.name,
-            url: res.url,
-            hasToken: authorization !== undefined,
-            crossOrigin: res.crossOrigin,
-          },
-          this.opts,
-        );
-      }
-      return readBody(res.body, maxBytes);
-    });
+    return (await this.get(new URL(asset.url), asset.name, "application/octet-stream", maxBytes)).body;
   }
 
   /** All releases, newest first, optionally only those whose tag or name starts with `prefix`. */
@@ -369,25 +345,29 @@ export class GitHubClient {
   }
 
   private async getJson<T>(url: URL, what: string): Promise<{ data: T; next: string | undefined }> {
-    // The token goes only to the API's own origin, even when a pagination link points elsewhere.
-    const apiOrigin = new URL(this.apiUrl).origin;
+    const { body, headers } = await this.get(url, what, "application/vnd.github+json", 64 << 20);
+    return { data: JSON.parse(body.toString("utf8")) as T, next: nextLink(headerValue(headers, "link")) };
+  }
+
+  /** One GET with retries, read whole; a failure carries GitHub's own `message` when it sent one. */
+  private async get(
+    url: URL,
+    what: string,
+    accept: string,
+    maxBytes: number,
+  ): Promise<{ body: Buffer; headers: FollowedResponse["headers"] }> {
+    // The token goes only to the API's own origin, even when a pagination link or asset URL points elsewhere.
     const token = await this.token();
-    const credentials = token && url.origin === apiOrigin ? { authorization: `Bearer ${token}` } : undefined;
+    const credentials =
+      token && url.origin === new URL(this.apiUrl).origin ? { authorization: `Bearer ${token}` } : undefined;
     return retrying(`Fetching ${what}`, this.opts, async () => {
       const res = await getFollowing(url.toString(), {
-        headers: {
-          accept: "application/vnd.github+json",
-          "user-agent": this.userAgent,
-          "x-github-api-version": "2022-11-28",
-        },
+        headers: { accept, "user-agent": this.userAgent, "x-github-api-version": "2022-11-28" },
         ...(credentials ? { credentials } : {}),
         signal: this.opts.signal,
         stallTimeoutMs: this.opts.stallTimeoutMs ?? 30_000,
       });
-      if (res.statusCode === 200) {
-        const data = JSON.parse((await readBody(res.body)).toString("utf8")) as T;
-        return { data, next: nextLink(headerValue(res.headers, "link")) };
-      }
+      if (res.statusCode === 200) return { body: await readBody(res.body, maxBytes), headers: res.headers };
       const text = (await readBody(res.body, 1 << 20).catch(() => Buffer.alloc(0))).toString("utf8");
       let message: string | undefined;
       try {
