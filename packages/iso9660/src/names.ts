@@ -91,9 +91,17 @@ function comparePadded(a: string, b: string): number {
   return 0;
 }
 
-/** ECMA-119 9.3 order of directory records (Joliet applies it to UCS-2 code units). */
+/**
+ * ECMA-119 9.3 order of directory records (Joliet applies it to UCS-2 code units). Identifiers that differ
+ * only in trailing spaces tie under 9.3; plain code unit order breaks the tie so the order is total.
+ */
 export function compareIdentifiers(a: string, aIsDir: boolean, b: string, bIsDir: boolean): number {
   const pa = sortParts(a, aIsDir);
   const pb = sortParts(b, bIsDir);
-  return comparePadded(pa[0], pb[0]) || comparePadded(pa[1], pb[1]) || pb[2] - pa[2];
+  return (
+    comparePadded(pa[0], pb[0]) ||
+    comparePadded(pa[1], pb[1]) ||
+    pb[2] - pa[2] ||
+    (a < b ? -1 : a > b ? 1 : 0)
+  );
 }

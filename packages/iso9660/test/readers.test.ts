@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { writeIsoFromDirectory } from "../src/index.js";
 import { bufferReader, inspectBuffer, plainView, readExtents, rockRidgeView } from "./helpers/parse.js";
-import { materialize, run, type SpecNode, snapshot, treeArb } from "./helpers/trees.js";
+import { deepTreeArb, materialize, run, type SpecNode, snapshot, treeArb } from "./helpers/trees.js";
 
 const work = mkdtempSync(join(tmpdir(), "iso9660-readers-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -142,6 +142,15 @@ describe("random trees read back by independent readers", () => {
         async (tree, options) => roundTrip(tree as SpecNode & { kind: "dir" }, options),
       ),
       { numRuns: 15, seed: Number(process.env.ISO_SEED ?? 42), endOnFailure: true },
+    );
+  }, 300_000);
+
+  it("trees deeper than eight levels come back whole through Rock Ridge relocation", async () => {
+    await fc.assert(
+      fc.asyncProperty(deepTreeArb, fc.boolean(), async (tree, joliet) =>
+        roundTrip(tree as SpecNode & { kind: "dir" }, { isoLevel: 3, joliet }),
+      ),
+      { numRuns: 6, seed: Number(process.env.ISO_SEED ?? 42), endOnFailure: true },
     );
   }, 300_000);
 });

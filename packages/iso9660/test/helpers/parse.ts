@@ -340,8 +340,11 @@ export function readTree(read: ReadAt, volume: Volume, opts: { rr: boolean }): P
         decodeId(b.identifier),
         (b.flags & 2) !== 0,
       );
-      const sameFile = order === 0 && (a.flags & 0x80) !== 0;
-      if (order > 0 || (order === 0 && !sameFile))
+      const sameFile = order === 0 && a.identifier.equals(b.identifier) && (a.flags & 0x80) !== 0;
+      // Identifiers differing only in trailing spaces tie under 9.3; they must then be in code unit order.
+      const tieOk =
+        order === 0 && !a.identifier.equals(b.identifier) && Buffer.compare(a.identifier, b.identifier) < 0;
+      if (order > 0 || (order === 0 && !sameFile && !tieOk))
         fail(
           `${path || "/"}: records "${decodeId(a.identifier)}" and "${decodeId(b.identifier)}" out of ECMA-119 order`,
         );
@@ -480,7 +483,8 @@ export function checkPathTables(read: ReadAt, tree: ParsedTree): void {
         prev.level < want.level ||
         (prev.level === want.level &&
           (prevGot.parent < got.parent ||
-            (prevGot.parent === got.parent && padCompare(prevGot.id, got.id) < 0)));
+            (prevGot.parent === got.parent &&
+              (padCompare(prevGot.id, got.id) || (prevGot.id < got.id ? -1 : 1)) < 0)));
       if (!ordered) fail(`path table records ${i} and ${i + 1} are out of order`);
     }
   }

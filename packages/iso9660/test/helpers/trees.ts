@@ -52,6 +52,12 @@ const targetArb = fc.oneof(
   fc.string({ unit: fc.constantFrom("a", "b", "/"), minLength: 300, maxLength: 600 }).map((s) => `t${s}`),
 );
 
+const leafArb: fc.Arbitrary<SpecNode> = fc.oneof(
+  fc.record({ kind: fc.constant("file" as const), data: dataArb, mode: fc.constantFrom(0o644, 0o600) }),
+  fc.record({ kind: fc.constant("symlink" as const), target: targetArb }),
+  fc.constant({ kind: "dir" as const, children: new Map<string, SpecNode>() }),
+);
+
 export const treeArb: fc.Arbitrary<SpecNode> = fc.letrec<{ node: SpecNode; dir: SpecNode }>((tie) => ({
   node: fc.oneof(
     { depthSize: "small", withCrossShrink: true },
@@ -70,6 +76,22 @@ export const treeArb: fc.Arbitrary<SpecNode> = fc.letrec<{ node: SpecNode; dir: 
     .uniqueArray(fc.tuple(nameArb, tie("node")), { maxLength: 12, selector: (t) => t[0] })
     .map((entries) => ({ kind: "dir" as const, children: new Map(entries) })),
 })).dir;
+
+/** A chain of 9 to 16 nested directories, each level with a few random siblings, to force relocations. */
+export const deepTreeArb: fc.Arbitrary<SpecNode> = fc
+  .array(fc.tuple(nameArb, fc.array(fc.tuple(nameArb, leafArb), { maxLength: 2 })), {
+    minLength: 9,
+    maxLength: 16,
+  })
+  .map((levels) => {
+    let node: SpecNode & { kind: "dir" } = { kind: "dir", children: new Map() };
+    for (const [name, siblings] of levels.reverse()) {
+      const children = new Map<string, SpecNode>(siblings.filter(([n]) => n !== name));
+      children.set(name, node);
+      node = { kind: "dir", children };
+    }
+    return node;
+  });
 
 /** Writes the tree under `root` with fixed mtimes, so round trips can compare times too. */
 export function materialize(node: SpecNode & { kind: "dir" }, root: string, mtime: Date): void {
