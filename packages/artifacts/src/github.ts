@@ -164,10 +164,15 @@ export class GitHubClient {
   /** All releases, newest first, optionally only those whose tag or name starts with `prefix`. */
   async listReleases(repo: string, opts: { prefix?: string } = {}): Promise<Release[]> {
     checkRepo(repo);
-    const [releases, latest] = await Promise.all([
+    // Both requests settle before returning: a failure of one must not leave the other running (and retrying).
+    const [listed, latestSettled] = await Promise.allSettled([
       this.getAll<ApiRelease>(`/repos/${repo}/releases`, undefined, `releases of ${repo}`),
       this.latestId(repo),
     ]);
+    if (listed.status === "rejected") throw listed.reason;
+    if (latestSettled.status === "rejected") throw latestSettled.reason;
+    const releases = listed.value;
+    const latest = latestSettled.value;
     const prefix = opts.prefix;
     return releases
       .filter((r) => !prefix || r.tag_name.startsWith(prefix) || (r.name ?? "").startsWith(prefix))

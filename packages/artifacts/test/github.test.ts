@@ -96,6 +96,13 @@ describe("releases", () => {
     expect(await codeOf(client().listReleases("not a repo"))).toBe("INVALID_ARGUMENT");
   });
 
+  it("retries a failing API call", async () => {
+    fake.fault("/releases/tags/", { kind: "status", status: 502 }, { kind: "drop", afterBytes: 10 });
+    expect((await client().releaseByTag(REPO, "emulator-v1")).tag).toBe("emulator-v1");
+    expect(messages.some((m) => m.includes("answered 502") && m.includes("retrying"))).toBe(true);
+    expect(messages.filter((m) => m.includes("retrying")).length).toBeGreaterThanOrEqual(2);
+  });
+
   it("stops at the rate-limit cap with advice to set a token", async () => {
     const reset = Math.floor(Date.now() / 1000) + 1800;
     fake.fault("/releases", {
