@@ -181,6 +181,8 @@ async function launch(
   ram: RamSpec,
   restore?: { method: SaveMethod; state: string },
 ): Promise<LiveVm> {
+  const { report } = p.ctx;
+  report.mark("launching QEMU");
   const identity = await launchQemu({
     machine: p.resolved.machine,
     image: p.image,
@@ -190,12 +192,16 @@ async function launch(
     ram,
     incoming: Boolean(restore),
   });
+  report.mark("QEMU initialised");
   let qmp: QmpClient | undefined;
   try {
     qmp = await connectQmp(p.ctx.paths);
+    report.mark("QMP negotiated");
     if (restore) {
       await restoreVmState(qmp, { method: restore.method, path: restore.state, timeoutMs: 60_000 });
+      report.mark("state restored");
       await qmp.cont();
+      report.mark("guest running");
     }
     return { identity, qmp };
   } catch (error) {
@@ -208,6 +214,8 @@ async function withAgent<T>(ctx: Context, fn: (qga: QgaClient) => Promise<T>): P
   const qga = await QgaClient.connect(ctx.paths.qgaSocket, {
     timeoutMs: seconds(ctx.env.STACK_EMULATOR_AGENT_TIMEOUT, 15_000),
   });
+  ctx.report.mark("guest agent in sync");
+
   try {
     return await fn(qga);
   } finally {
@@ -245,11 +253,13 @@ async function rotateSecrets(p: Prepared, qga: QgaClient): Promise<"rotated" | "
   const secrets = generateSecrets(p.image.manifest.secrets);
   await guestExec(qga, p.image.manifest.guest.rotateSecrets, "secret rotation", formatEnv(secrets));
   saveKeys(p.ctx.paths.keys, secrets);
+  p.ctx.report.mark("secrets rotated");
   return "rotated";
 }
 
 async function waitServices(p: Prepared, vm: LiveVm, timeoutMs: number, what: string): Promise<void> {
   const result = await waitHealthy(p.services, { timeoutMs, stillRunning: () => isSameProcess(vm.identity) });
+  p.ctx.report.mark(`${what}: services answered`);
   if (!result.healthy) {
     const failing = result.results
       .filter((r) => !r.healthy)
@@ -266,6 +276,8 @@ async function waitServices(p: Prepared, vm: LiveVm, timeoutMs: number, what: st
 /** Resumed guests need the host's time, and the runtime config re-read when it changed since the save. */
 async function refreshGuest(p: Prepared, qga: QgaClient, savedConfigHash: string): Promise<void> {
   await qga.setTime(new Date());
+  p.ctx.report.mark("guest clock set");
+
   if (savedConfigHash !== p.configHash && p.image.manifest.guest.applyConfig) {
     p.ctx.report.step("applying the changed runtime config in the guest");
     await guestExec(qga, p.image.manifest.guest.applyConfig, "applying the runtime config");

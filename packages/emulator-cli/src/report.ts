@@ -5,6 +5,8 @@ export interface Reporter {
   step(message: string): void;
   info(message: string): void;
   warn(message: string): void;
+  /** A timing mark: in the log file always, on stderr with STACK_EMULATOR_TRACE=1. */
+  mark(label: string): void;
   /** Also write future lines to this log file. */
   logTo(path: string): void;
   done(): void;
@@ -14,6 +16,8 @@ export function createReporter(options: { stream?: NodeJS.WriteStream; quiet?: b
   const stream = options.stream ?? process.stderr;
   const tty = Boolean(stream.isTTY) && !process.env.CI;
   const started = Date.now();
+  const trace = process.env.STACK_EMULATOR_TRACE === "1";
+
   let logFile: string | undefined;
   let current: string | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -57,6 +61,11 @@ export function createReporter(options: { stream?: NodeJS.WriteStream; quiet?: b
     warn(message) {
       log("warn", message);
       print("warning:", message);
+    },
+    mark(label) {
+      const line = `${label} at ${Date.now() - started} ms`;
+      log("mark", line);
+      if (trace) print("trace:", line);
     },
     logTo(path) {
       logFile = path;
