@@ -1,6 +1,8 @@
 // The guest-side scripts of the real image (guest/cloud-init/scripts), run on the host against real ISO images
 // and real HTTP servers.
 
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
@@ -18,6 +20,7 @@ import {
 } from "./harness.js";
 
 const scripts = join(cloudInitDir, "scripts");
+const canUseLoopDevices = process.getuid?.() === 0 && existsSync("/dev/loop-control");
 let dir: string;
 
 beforeAll(async () => {
@@ -54,6 +57,39 @@ const renderStackEnv = (env: Record<string, string>) => run(join(scripts, "rende
 
 describe("render-stack-env", () => {
   const config = "STACK_BACKEND_URL=http://localhost:26701\nSTACK_DASHBOARD_URL=http://localhost:26700\n";
+
+  // Needs a loop device, so root and /dev/loop-control (as on the CI machine).
+  it.runIf(canUseLoopDevices)(
+    "finds the config disk by its label among the block devices, as in the guest",
+    async () => {
+      // A label of its own, so that no other disk on this machine can answer to it.
+      const label = `T${randomBytes(6).toString("hex").toUpperCase()}`;
+      const iso = await configIso(config, label);
+      const device = (await mustRun("losetup", ["--find", "--show", "--read-only", iso])).trim();
+      try {
+        const { STACK_CONFIG_DEVICE: _, ...env } = guestEnv("by-label", iso);
+        const r = await renderStackEnv({ ...env, STACK_CONFIG_LABEL: label });
+        expect(r.stderr).toBe("");
+        expect(r.stdout).toBe("changed\n");
+        expect(device).toMatch(/^\/dev\/loop\d+$/);
+        expect(await readFile(env.STACK_EMULATOR_APP_ENV, "utf8")).toContain(
+          "STACK_BACKEND_URL=http://localhost:26701\n",
+        );
+      } finally {
+        await mustRun("losetup", ["--detach", device]);
+      }
+    },
+  );
+
+  it("says so when no disk has the label", async () => {
+    const label = `T${randomBytes(6).toString("hex").toUpperCase()}`;
+    const env = guestEnv("no-disk", await configIso(config));
+    const r = await renderStackEnv({ ...env, STACK_CONFIG_DEVICE: "", STACK_CONFIG_LABEL: label });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `render-stack-env: no disk labelled ${label} is attached; the host must attach the runtime config ISO\n`,
+    );
+  });
 
   it("bakes the public placeholders into an image built for snapshots", async () => {
     const env = guestEnv("snapshot", await configIso(`# build\n${config}STACK_EMULATOR_BUILD_SNAPSHOT=1\n`));
