@@ -68,6 +68,21 @@ describe("fetchReleaseAsset", () => {
     expect((await readFile(dest)).equals(disk)).toBe(true);
   });
 
+  it("resumes an interrupted download through the cache's staging directory", async () => {
+    const disk = randomBytes(4 * 1024 * 1024);
+    fake.addRelease(REPO, { tag: "v9", assets: [{ name: "disk.qcow2", content: disk }] });
+    const release = await client.releaseByTag(REPO, "v9");
+    const cache = new ImageCache(join(dir, "cache"));
+    fake.fault("/blob/", { kind: "drop", afterBytes: 3 * 1024 * 1024 });
+    const first = fetchReleaseAsset({ ...common(), retries: 0, release, asset: "disk.qcow2", cache });
+    expect(await codeOf(first)).toBe("NETWORK");
+    const second = await fetchReleaseAsset({ ...common(), release, asset: "disk.qcow2", cache });
+    expect((await readFile(second.path)).equals(disk)).toBe(true);
+    const last = fake.requests.filter((r) => r.server === "storage").at(-1)!;
+    expect(last.headers.range).toMatch(/^bytes=[1-9]\d*-$/);
+    expect(await readdir(join(dir, "cache", ".staging"))).toEqual([]);
+  });
+
   it("falls back to a SHA256SUMS asset, and catches a file that does not match it", async () => {
     const good = Buffer.from("good image");
     const sums = `${sha256(good)}  disk.img\n${"f".repeat(64)} *other.img\n`;
