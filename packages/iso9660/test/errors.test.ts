@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable, Writable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
+import { treeFromDirectory } from "../src/fromdir.js";
 import {
   buildIso,
   type IsoEntry,
@@ -19,6 +20,9 @@ import {
   writeIsoFromDirectory,
   writeIsoFromEntries,
 } from "../src/index.js";
+import { layout } from "../src/layout.js";
+import { resolveOptions } from "../src/options.js";
+import { bufferSink, writePlan } from "../src/write.js";
 
 const work = mkdtempSync(join(tmpdir(), "iso9660-errors-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -115,6 +119,24 @@ describe("source problems", () => {
     mkdirSync(src);
     writeFileSync(Buffer.from(`${src}/caf\xe9`, "latin1"), "x");
     expect((await codeOf(writeIsoFromDirectory(src, join(work, "latin1.iso")))).code).toBe("INVALID_NAME");
+  });
+
+  it.each([
+    ["grows", 4096, 4097],
+    ["shrinks", 4096, 100],
+    ["grows past a whole buffer", 1 << 20, (1 << 20) + 1],
+    ["disappears", 10, -1],
+  ])("notices a source file that %s between layout and write", async (_, before, after) => {
+    const src = join(work, `changing-${before}-${after}`);
+    mkdirSync(src);
+    const file = join(src, "f.bin");
+    writeFileSync(file, Buffer.alloc(before, 1));
+    const options = resolveOptions({ date: new Date(0) });
+    const plan = layout(treeFromDirectory(src, { date: options.date, clampMtime: true }), options);
+    if (after < 0) rmSync(file);
+    else writeFileSync(file, Buffer.alloc(after, 2));
+    const error = await codeOf(writePlan(plan, bufferSink(plan.totalSectors * 2048)));
+    expect(error).toMatchObject({ code: after < 0 ? "READ_FAILED" : "SIZE_MISMATCH", path: file });
   });
 
   it("reports a content stream that fails as READ_FAILED", async () => {
