@@ -81,8 +81,6 @@ function github(ctx: Context): GitHubClient {
   });
 }
 
-const releaseAsset = (arch: string) => new RegExp(`^stack-emulator-${arch}\\.qcow2(\\.zst)?$`);
-
 async function pickRelease(client: GitHubClient, repo: string, tag: string | undefined): Promise<Release> {
   if (tag) return client.releaseByTag(repo, tag);
   const releases = (await client.listReleases(repo, { prefix: RELEASE_PREFIX })).filter(
@@ -101,7 +99,20 @@ async function pickRelease(client: GitHubClient, repo: string, tag: string | und
   return newest;
 }
 
-/** Downloads (resumably, verified) the disk of the image a selector names; returns its path and digest. */
+/** The release's disk asset: compressed when the release has that (smaller download), plain otherwise. */
+function releaseAsset(release: Release, arch: string): string {
+  const plain = diskFileName(arch);
+  const names = new Set(release.assets.map((a) => a.name));
+  if (names.has(`${plain}.zst`)) return `${plain}.zst`;
+  if (names.has(plain)) return plain;
+  throw new EmulatorError(
+    "NO_IMAGE",
+    `release ${release.tag} has no ${plain} (assets: ${[...names].join(", ") || "none"})`,
+    `pick a release that publishes one for ${arch}: stack-emulator list-releases`,
+  );
+}
+
+/** Downloads (resumably, verified) the disk of the image a selector names; returns its digest. */
 async function fetchDisk(
   ctx: Context,
   client: GitHubClient,
@@ -110,34 +121,32 @@ async function fetchDisk(
   arch: string,
   dest: string,
 ): Promise<{ sha256: string; verified: boolean }> {
-  const transfer = {
-    onProgress: createProgressRenderer(process.stderr),
-    onMessage: (message: string) => ctx.report.warn(message),
-  };
-  const artifactName = new RegExp(`stack-emulator-${arch}`);
-  if (selector.kind === "release") {
-    const release = await pickRelease(client, repo, selector.tag);
-    ctx.report.info(`release ${release.tag} (${release.publishedAt ?? release.createdAt})`);
-    const fetched = await fetchReleaseAsset({
-      ...transfer,
-      client,
-      release,
-      asset: releaseAsset(arch),
-      dest,
-    });
+  const progress = createProgressRenderer(process.stderr);
+  const transfer = { onProgress: progress, onMessage: (message: string) => ctx.report.warn(message) };
+  try {
+    if (selector.kind === "release") {
+      const release = await pickRelease(client, repo, selector.tag);
+      ctx.report.info(`release ${release.tag} (${release.publishedAt ?? release.createdAt})`);
+      const asset = releaseAsset(release, arch);
+      const fetched = await fetchReleaseAsset({ ...transfer, client, release, asset, dest });
+      return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
+    }
+    const workflow = ctx.env.STACK_EMULATOR_WORKFLOW;
+    const artifactName = new RegExp(`stack-emulator-${arch}`);
+    const artifact =
+      selector.kind === "pr"
+        ? await client.pullRequestArtifact(repo, selector.number, {
+            artifactName,
+            ...(workflow ? { workflow } : {}),
+          })
+        : await client.runArtifact(repo, (selector as { id: number }).id, { artifactName });
+    ctx.report.info(`artifact ${artifact.name} of run ${artifact.runId} (${artifact.headSha.slice(0, 12)})`);
+    const fetched = await fetchArtifactFile({ ...transfer, client, artifact, dest, file: /\.qcow2$/ });
     return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
+  } finally {
+    // Whatever is printed next must not land on the progress bar's line.
+    progress.end();
   }
-  const workflow = ctx.env.STACK_EMULATOR_WORKFLOW;
-  const artifact =
-    selector.kind === "pr"
-      ? await client.pullRequestArtifact(repo, selector.number, {
-          artifactName,
-          ...(workflow ? { workflow } : {}),
-        })
-      : await client.runArtifact(repo, (selector as { id: number }).id, { artifactName });
-  ctx.report.info(`artifact ${artifact.name} of run ${artifact.runId} (${artifact.headSha.slice(0, 12)})`);
-  const fetched = await fetchArtifactFile({ ...transfer, client, artifact, dest, file: /\.qcow2$/ });
-  return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
 }
 
 /**

@@ -4,7 +4,7 @@ import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
 
 /** Bump when the device layout changes: snapshots captured with another layout cannot be resumed. */
-export const DEVICE_LAYOUT_VERSION = 1;
+export const DEVICE_LAYOUT_VERSION = 2;
 export const CPU_MODEL = "max";
 const RAM_BACKEND_ID = "ram0";
 
@@ -55,8 +55,11 @@ export function machineType(arch: "amd64" | "arm64"): string {
 
 /**
  * The QEMU command line. Every device has a fixed id and PCI address so a snapshot taken by one process
- * resumes in another; what may change between them (ports, file paths) lives outside migrated state.
+ * resumes in another; what may change between them (ports, file paths) lives outside migrated state. Addresses
+ * and MAC are the ones guest/build-image provisions the real image with (a test keeps them equal): the cloud
+ * image's network config matches the MAC.
  */
+
 export function buildQemuArgs(spec: LaunchSpec): string[] {
   const { machine, image, paths, services, ram } = spec;
   const m = image.manifest;
@@ -92,25 +95,25 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     "-drive",
     `file=${opt(spec.disk)},if=none,id=disk0,format=qcow2,discard=unmap`,
     "-device",
-    `virtio-blk-pci,drive=disk0,id=vdisk0${pci(4)}`,
+    `virtio-blk-pci,drive=disk0,id=vdisk0,bootindex=0${pci(3)}`,
     "-drive",
     `file=${opt(paths.configIso)},if=none,id=cfg0,format=raw,readonly=on`,
     "-device",
-    `virtio-blk-pci,drive=cfg0,id=vcfg0${pci(5)}`,
+    `virtio-blk-pci,drive=cfg0,id=vcfg0${pci(4)}`,
     "-netdev",
     `user,id=net0${hostfwd ? `,${hostfwd}` : ""}`,
     "-device",
-    `virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:53:54:4b${pci(6)}`,
+    `virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:12:34:56${pci(2)}`,
     "-chardev",
     `socket,id=qga0,path=${opt(paths.qgaSocket)},server=on,wait=off`,
     "-device",
-    `virtio-serial-pci,id=vser0${pci(7)}`,
+    `virtio-serial-pci,id=vser0${pci(5)}`,
     "-device",
     "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
     "-device",
     "vmgenid,id=vmgenid0,guid=auto",
     "-device",
-    `virtio-rng-pci,id=rng0${pci(8)}`,
+    `virtio-rng-pci,id=rng0${pci(6)}`,
     "-qmp",
     `unix:${opt(paths.qmpSocket)},server=on,wait=off`,
     "-chardev",

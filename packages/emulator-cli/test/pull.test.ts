@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { compress } from "zstd-napi";
 import { FakeGitHub, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
 import { releaseManifest } from "../src/pull.js";
 import { GUEST, removeTempHomes, runCli, tempHome } from "./helpers.js";
@@ -21,6 +22,16 @@ beforeAll(async () => {
   fake.addRelease(REPO, {
     tag: "emulator-broken",
     assets: [{ name: "stack-emulator-amd64.qcow2", content: disk, digest: `sha256:${"0".repeat(64)}` }],
+  });
+  fake.addRelease(REPO, {
+    tag: "emulator-compressed",
+    assets: [
+      {
+        name: "stack-emulator-amd64.qcow2",
+        content: Buffer.from("the uncompressed twin must not be chosen"),
+      },
+      { name: "stack-emulator-amd64.qcow2.zst", content: compress(disk) },
+    ],
   });
   fake.addRelease(REPO, { tag: "v1.0.0" });
   fake.addPull(REPO, 42, { sha: "abc123def4567890abc123def4567890abc12345" });
@@ -84,6 +95,20 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     expect(fake.requests.filter((r) => r.server === "storage" && r.headers.authorization)).toEqual([]);
   });
 
+  it("prefers the compressed asset and stores it decompressed, verified against the published bytes", async () => {
+    const home = tempHome();
+    const result = await runCli(
+      ["pull", "--tag", "emulator-compressed", "--skip-snapshot", "--json"],
+      envFor(home),
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const dir = join(home, "images", "release-emulator-compressed-amd64");
+    expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
+    expect(JSON.parse(readFileSync(join(dir, "image.json"), "utf8")).digest).toBe(
+      `sha256:${sha256(compress(disk))}`,
+    );
+  });
+
   it("pulls a pull request's CI build by head SHA, extracting the zip and removing it", async () => {
     const home = tempHome();
     const result = await runCli(["pull", "--pr", "42", "--skip-snapshot", "--json"], envFor(home));
@@ -114,6 +139,7 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.json.map((r: { tag: string }) => r.tag).sort()).toEqual([
       "emulator-broken",
+      "emulator-compressed",
       "emulator-main-latest",
     ]);
   });

@@ -252,3 +252,46 @@ describe("QEMU command line", () => {
     expect(args).toContain("-machine virt ");
   });
 });
+
+describe("the device layout", () => {
+  /** PCI address -> device driver (and MAC for the NIC), from a QEMU argument list. */
+  function pciLayout(args: string[]): Record<string, string> {
+    const layout: Record<string, string> = {};
+    args.forEach((arg, i) => {
+      if (args[i - 1] !== "-device") return;
+      const addr = /(?:^|,)addr=(0x[0-9a-f]+)/.exec(arg)?.[1];
+      const mac = /(?:^|,)mac=([0-9a-f:]+)/.exec(arg)?.[1];
+      if (addr) layout[addr] = `${arg.split(",")[0]}${mac ? ` ${mac}` : ""}`;
+    });
+    return layout;
+  }
+
+  it("is the one guest/build-image provisions the real image with", () => {
+    const out = execFileSync(
+      join(import.meta.dirname, "..", "..", "..", "guest", "build-image"),
+      ["--dry-run", "--arch", "amd64"],
+      {
+        encoding: "utf8",
+      },
+    );
+    const build = pciLayout(out.slice(0, out.indexOf("\n\n")).split("\n"));
+    // The cloud-init seed disk exists only while the image is built.
+    delete build["0x7"];
+    const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
+    const ours = buildQemuArgs({
+      image: {
+        dir: "/i",
+        diskPath: "/i/d",
+        manifest: { memoryMiB: 4096, cpus: 4, boot: { firmware: "bios" } },
+      } as never,
+      paths,
+      disk: paths.disk,
+      services: [],
+      machine: { qemu: "qemu", arch: "amd64", accel: "tcg" },
+      ram: { kind: "anonymous" },
+      incoming: false,
+    });
+    expect(pciLayout(ours)).toEqual(build);
+    expect(Object.keys(build).length).toBeGreaterThanOrEqual(5);
+  });
+});
