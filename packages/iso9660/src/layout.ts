@@ -82,6 +82,10 @@ interface Member {
   node: TreeNode;
   kind: MemberKind;
   id: string;
+  /** The identifier as recorded, encoded once for both passes. */
+  bytes?: Buffer;
+  /** Rock Ridge entries of the record that do not depend on locations, built once for both passes. */
+  su?: Buffer[];
 }
 
 /** A directory of one hierarchy (primary or Joliet) with its records' targets in sorted order. */
@@ -143,8 +147,12 @@ class ContinuationAreas {
 }
 
 function sum(buffers: Buffer[]): number {
-  return buffers.reduce((n, b) => n + b.length, 0);
+  let n = 0;
+  for (const b of buffers) n += b.length;
+  return n;
 }
+
+const NO_ENTRIES: Buffer[] = [];
 
 /** Lays records out in sectors (none crossing a boundary) and returns each record's offset and the sector count. */
 function packRecords(records: DirectoryRecordFields[]): { offsets: number[]; sectors: number } {
@@ -403,24 +411,11 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     }
     return extra.length === 0 ? base : [...base, ...extra];
   };
-  const names = new Map<TreeNode, Buffer[]>();
-  const namesFor = (node: TreeNode): Buffer[] => {
-    let cached = names.get(node);
-    if (cached === undefined) {
-      cached =
-        node.type === "symlink" ? [...nmEntries(node.name), ...slEntries(node.target)] : nmEntries(node.name);
-      names.set(node, cached);
-    }
-    return cached;
-  };
-  const idBytes = new Map<Member, Buffer>();
-  const isoId = (m: Member) => {
-    let cached = idBytes.get(m);
-    if (cached === undefined) {
-      cached = Buffer.from(m.id, "latin1");
-      idBytes.set(m, cached);
-    }
-    return cached;
+  const namesFor = (node: TreeNode): Buffer[] =>
+    node.type === "symlink" ? [...nmEntries(node.name), ...slEntries(node.target)] : nmEntries(node.name);
+  const memberSu = (m: Member): Buffer[] => {
+    m.su ??= suFor(m.node, m.kind === "relocated" ? [...namesFor(m.node), reEntry()] : namesFor(m.node));
+    return m.su;
   };
 
   const record = (
@@ -432,11 +427,13 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     su: Buffer[] | null,
     ce: ContinuationAreas,
   ): DirectoryRecordFields => {
-    const fields = { extent, size, date: dateOf(date).record, flags, identifier };
-    if (su === null) return fields;
-    const split = splitSystemUse(su, 254 - recordBaseLength(identifier.length));
+    const recorded = dateOf(date).record;
+    if (su === null) return { extent, size, date: recorded, flags, identifier, systemUse: NO_ENTRIES };
+    const room = 254 - recordBaseLength(identifier.length);
+    if (sum(su) <= room) return { extent, size, date: recorded, flags, identifier, systemUse: su };
+    const fields = { extent, size, date: recorded, flags, identifier };
+    const split = splitSystemUse(su, room);
     const areas = split.continuation;
-    if (areas.length === 0) return { ...fields, systemUse: split.inline };
     const lengths = areas.map((a, k) => sum(a) + (k < areas.length - 1 ? CE_LENGTH : 0));
     const places = lengths.map((l) => ce.reserve(l));
     areas.forEach((area, k) => {
@@ -448,23 +445,25 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     return { ...fields, systemUse: [...split.inline, first] };
   };
 
-  /** Records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
+  /** Appends the records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
   const fileRecords = (
+    out: DirectoryRecordFields[],
     id: Buffer,
     node: FileNode,
     loc: Locations,
     su: Buffer[] | null,
     ce: ContinuationAreas,
-  ) => {
+  ): void => {
     const extent = node.size === 0 ? loc.zeroBlock : loc.fileExtent.get(node)!;
-    if (node.size <= extents.max) return [record(id, extent, node.size, node.mtime, 0, su, ce)];
-    const out: DirectoryRecordFields[] = [];
+    if (node.size <= extents.max) {
+      out.push(record(id, extent, node.size, node.mtime, 0, su, ce));
+      return;
+    }
     for (let offset = 0; offset < node.size; offset += extents.section) {
       const size = Math.min(extents.section, node.size - offset);
       const last = offset + size >= node.size;
       out.push(record(id, extent + offset / SECTOR, size, node.mtime, last ? 0 : FLAG_MULTI_EXTENT, su, ce));
     }
-    return out;
   };
 
   const primaryRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): DirectoryRecordFields[] => {
@@ -493,22 +492,20 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     );
     const out = [dot, dotdot];
     for (const m of dir.members) {
-      const id = isoId(m);
+      m.bytes ??= Buffer.from(m.id, "latin1");
+      const id = m.bytes;
       const node = m.node;
-      const nm = rr ? namesFor(node) : [];
       if (node.type === "file") {
-        out.push(...fileRecords(id, node, loc, rr ? suFor(node, nm) : null, ce));
+        fileRecords(out, id, node, loc, rr ? memberSu(m) : null, ce);
       } else if (node.type === "symlink") {
-        out.push(record(id, loc.zeroBlock, 0, node.mtime, 0, suFor(node, nm), ce));
+        out.push(record(id, loc.zeroBlock, 0, node.mtime, 0, memberSu(m), ce));
       } else {
         const target = loc.isoDir.get(node)!;
         if (m.kind === "placeholder") {
-          out.push(
-            record(id, loc.zeroBlock, 0, node.mtime, 0, suFor(node, [...nm, clEntry(target.extent)]), ce),
-          );
+          const su = suFor(node, [...namesFor(node), clEntry(target.extent)]);
+          out.push(record(id, loc.zeroBlock, 0, node.mtime, 0, su, ce));
         } else {
-          const extra = m.kind === "relocated" ? [...nm, reEntry()] : nm;
-          const su = rr ? suFor(node, extra) : null;
+          const su = rr ? memberSu(m) : null;
           out.push(record(id, target.extent, target.sectors * SECTOR, node.mtime, FLAG_DIRECTORY, su, ce));
         }
       }
@@ -517,15 +514,6 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   };
 
   const jolietByNode = new Map(joliet.map((d) => [d.node, d]));
-  const jolietIds = new Map<Member, Buffer>();
-  const jolietId = (m: Member) => {
-    let cached = jolietIds.get(m);
-    if (cached === undefined) {
-      cached = ucs2be(m.id);
-      jolietIds.set(m, cached);
-    }
-    return cached;
-  };
   const jolietRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): DirectoryRecordFields[] => {
     const parent = dir.parent ?? dir;
     const out = [
@@ -541,8 +529,9 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
       ),
     ];
     for (const m of dir.members) {
-      const id = jolietId(m);
-      if (m.node.type === "file") out.push(...fileRecords(id, m.node, loc, null, ce));
+      m.bytes ??= ucs2be(m.id);
+      const id = m.bytes;
+      if (m.node.type === "file") fileRecords(out, id, m.node, loc, null, ce);
       else {
         const target = jolietByNode.get(m.node as DirNode)!;
         out.push(record(id, target.extent, target.sectors * SECTOR, m.node.mtime, FLAG_DIRECTORY, null, ce));
