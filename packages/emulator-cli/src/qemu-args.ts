@@ -88,6 +88,8 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     if (image.initrdPath) args.push("-initrd", image.initrdPath);
     if ("append" in m.boot && m.boot.append) args.push("-append", m.boot.append);
   }
+  // A kernel boot's loader takes boot index 0; an image that boots from its disk gives it to the disk.
+  const bootFromDisk = image.kernelPath ? "" : ",bootindex=0";
   const hostfwd = services.map((s) => `hostfwd=tcp:127.0.0.1:${s.hostPort}-:${s.guestPort}`).join(",");
   const pci =
     machine.arch === "amd64" ? (slot: number) => `,bus=pcie.0,addr=0x${slot.toString(16)}` : () => "";
@@ -95,7 +97,7 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     "-drive",
     `file=${opt(spec.disk)},if=none,id=disk0,format=qcow2,discard=unmap`,
     "-device",
-    `virtio-blk-pci,drive=disk0,id=vdisk0,bootindex=0${pci(3)}`,
+    `virtio-blk-pci,drive=disk0,id=vdisk0${bootFromDisk}${pci(3)}`,
     "-drive",
     `file=${opt(paths.configIso)},if=none,id=cfg0,format=raw,readonly=on`,
     "-device",
