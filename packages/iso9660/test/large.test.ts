@@ -35,6 +35,7 @@ function sparseSink(path: string): Sink {
   let position = 0;
   return {
     retainsChunks: false,
+    chunkSize: zeros.length,
     async write(chunk) {
       const blank = chunk.length <= zeros.length && chunk.equals(zeros.subarray(0, chunk.length));
       if (!blank) writeSync(fd, chunk, 0, chunk.length, position);
