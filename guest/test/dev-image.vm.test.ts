@@ -4,7 +4,7 @@ import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
-import { QmpClient } from "@stack/qmp";
+import { memoryBackendArgs, QmpClient, restoreVmState, saveVmState } from "@stack/qmp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type BuildResult,
@@ -42,9 +42,19 @@ function secretsInput(values: Record<string, string>): string {
     .join("");
 }
 
+// One build for the whole file, shared by both scenarios.
+let buildDir: string;
+let image: BuildResult;
+beforeAll(async () => {
+  buildDir = await mkdtemp(join(tmpdir(), "dev-image-build-"));
+  image = await buildDevImage(join(buildDir, "image"));
+}, BUILD_TIMEOUT_MS);
+afterAll(async () => {
+  if (buildDir) await rm(buildDir, { recursive: true, force: true });
+});
+
 describe("the offline dev image", () => {
   let dir: string;
-  let image: BuildResult;
   let manifest: Manifest;
   let vm: DevVm | undefined;
   let isoPath: string;
@@ -71,13 +81,12 @@ describe("the offline dev image", () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "dev-image-test-"));
-    image = await buildDevImage(join(dir, "image"));
     manifest = await readManifest(image.path);
     isoPath = join(dir, "config.iso");
     await writeFile(isoPath, await configIso({ STACK_DASHBOARD_URL: dashboardUrl, STACK_EXAMPLE: "first" }));
     vm = await bootDevImage({ imageDir: image.path, dir, isoPath });
     await vm.waitHealthy(BOOT_TIMEOUT_MS);
-  }, BUILD_TIMEOUT_MS + BOOT_TIMEOUT_MS);
+  }, BOOT_TIMEOUT_MS);
 
   afterAll(async () => {
     await vm?.kill();
@@ -126,8 +135,8 @@ describe("the offline dev image", () => {
 
   it("reuses the image on a second build with the same inputs, and rebuilds it identically", async () => {
     expect(await buildDevImage(image.path)).toEqual({ ...image, cached: true });
-    const again = await buildDevImage(join(dir, "image-again"));
-    expect(again).toEqual({ path: join(dir, "image-again"), digest: image.digest, cached: false });
+    const again = await buildDevImage(join(buildDir, "image-again"));
+    expect(again).toEqual({ path: join(buildDir, "image-again"), digest: image.digest, cached: false });
   });
 
   it("answers on both health endpoints", async () => {
@@ -257,4 +266,100 @@ describe("the offline dev image", () => {
     expect(readFileSync(vm!.serialLog, "utf8")).not.toMatch(/Kernel panic/);
     expect(vm!.qemu.exitCode).toBe(0);
   });
+});
+
+describe("the offline dev image across a RAM snapshot", () => {
+  let dir: string;
+  let vm: DevVm | undefined;
+  const dashboardUrl = (n: number) => `http://dashboard-${n}.test:26700`;
+
+  async function guest<T>(fn: (client: QgaClient) => Promise<T>): Promise<T> {
+    const client = await QgaClient.connect(vm!.qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
+    try {
+      return await fn(client);
+    } finally {
+      await client.close();
+    }
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "dev-image-resume-"));
+  });
+
+  afterAll(async () => {
+    await vm?.kill();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it(
+    "resumes in a new QEMU with a new config ISO: the data survives, the new config and secrets apply",
+    async () => {
+      const imageDir = image.path;
+      const manifest = await readManifest(imageDir);
+      const ram = (share: boolean) =>
+        memoryBackendArgs({ id: "ram0", path: join(dir, "ram"), sizeMiB: manifest.memoryMiB, share });
+      const firstIso = join(dir, "first.iso");
+      await writeFile(firstIso, await configIso({ STACK_DASHBOARD_URL: dashboardUrl(1) }));
+      const captureDir = await mkdtemp(join(dir, "capture-"));
+      vm = await bootDevImage({ imageDir, dir: captureDir, isoPath: firstIso, extraArgs: ram(true) });
+      await vm.waitHealthy(BOOT_TIMEOUT_MS);
+      const stored = await fetch(vm.url("backend", "/api/v1/kv/before-snapshot"), {
+        method: "POST",
+        headers: { "x-stack-publishable-client-key": PLACEHOLDER_PCK },
+        body: "kept",
+      });
+      expect(stored.status).toBe(200);
+
+      const state = join(dir, "state");
+      const capture = await QmpClient.connect(vm.qmpSocket, { timeoutMs: 30_000 });
+      await saveVmState(capture, { method: "x-ignore-shared", path: state });
+      await capture.quit();
+      await vm.exited;
+
+      // A different file behind the config drive, as after `stack-emulator start` with new settings.
+      const secondIso = join(dir, "second.iso");
+      await writeFile(secondIso, await configIso({ STACK_DASHBOARD_URL: dashboardUrl(2) }));
+      const resumeDir = await mkdtemp(join(dir, "resume-"));
+      vm = await bootDevImage({
+        imageDir,
+        dir: resumeDir,
+        isoPath: secondIso,
+        overlay: join(captureDir, "overlay.qcow2"),
+        extraArgs: [...ram(false), "-incoming", "defer", "-S"],
+      });
+      const resume = await QmpClient.connect(vm.qmpSocket, { timeoutMs: 30_000 });
+      await restoreVmState(resume, { method: "x-ignore-shared", path: state });
+      await resume.cont();
+      await resume.close();
+      await vm.waitHealthy(BOOT_TIMEOUT_MS);
+
+      const before = (await (await fetch(vm.url("backend", "/api/v1/config"))).json()) as Record<
+        string,
+        string
+      >;
+      expect(before.STACK_DASHBOARD_URL).toBe(dashboardUrl(1));
+      const applied = await guest(async (client) => {
+        await client.setTime();
+        return client.exec({ path: manifest.guest.applyConfig });
+      });
+      expect(applied.exitCode).toBe(0);
+      expect(applied.stdout.toString()).toBe("changed\n");
+      const after = (await (await fetch(vm.url("backend", "/api/v1/config"))).json()) as Record<
+        string,
+        string
+      >;
+      expect(after.STACK_DASHBOARD_URL).toBe(dashboardUrl(2));
+
+      const values = Object.fromEntries(SECRET_NAMES.map((name) => [name, hex(`${name}-after-resume`)]));
+      const rotated = await guest((client) => client.exec({ path: ROTATE, stdin: secretsInput(values) }));
+      expect(rotated.exitCode).toBe(0);
+      const key = values.STACK_PUBLISHABLE_CLIENT_KEY!;
+      expect(await vm.status("backend", "/api/v1/projects/current", PLACEHOLDER_PCK)).toBe(401);
+      const kept = await fetch(vm.url("backend", "/api/v1/kv/before-snapshot"), {
+        headers: { "x-stack-publishable-client-key": key },
+      });
+      expect(await kept.text()).toBe("kept");
+    },
+    2 * BOOT_TIMEOUT_MS + 120_000,
+  );
 });

@@ -76,25 +76,29 @@ export interface DevVm {
   kill(): Promise<void>;
 }
 
+export interface BootOptions {
+  imageDir: string;
+  /** Holds the sockets and the serial log (and the overlay, unless one is given). */
+  dir: string;
+  isoPath: string;
+  /** An existing overlay to boot from (a resume must use the disk its RAM state belongs to). */
+  overlay?: string;
+  /** Appended to the command line: a memory backend, `-incoming defer -S`, ... */
+  extraArgs?: string[];
+}
+
 /**
  * Starts QEMU (TCG) on the image with an overlay on its disk and the given config ISO file, in `dir`, with free
  * host ports. Resolves once QEMU is spawned; use waitHealthy for the guest.
  */
-export async function bootDevImage(opts: { imageDir: string; dir: string; isoPath: string }): Promise<DevVm> {
+export async function bootDevImage(opts: BootOptions): Promise<DevVm> {
   const { imageDir, dir, isoPath } = opts;
   const manifest = await readManifest(imageDir);
-  const overlay = join(dir, "overlay.qcow2");
-  await run("qemu-img", [
-    "create",
-    "-q",
-    "-f",
-    "qcow2",
-    "-F",
-    "qcow2",
-    "-b",
-    join(imageDir, manifest.disk),
-    overlay,
-  ]);
+  const overlay = opts.overlay ?? join(dir, "overlay.qcow2");
+  if (!opts.overlay) {
+    const base = join(imageDir, manifest.disk);
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay]);
+  }
   const ports: Record<Service, number> = { dashboard: await freePort(), backend: await freePort() };
   const qgaSocket = join(dir, "qga.sock");
   const qmpSocket = join(dir, "qmp.sock");
@@ -116,6 +120,7 @@ export async function bootDevImage(opts: { imageDir: string; dir: string; isoPat
       ...["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"],
       ...["-device", "vmgenid", "-qmp", `unix:${qmpSocket},server=on,wait=off`],
       ...["-serial", `file:${serialLog}`],
+      ...(opts.extraArgs ?? []),
     ],
     { stdio: ["ignore", "ignore", "inherit"] },
   );
