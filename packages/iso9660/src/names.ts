@@ -27,7 +27,8 @@ function toDCharacters(text: string): string {
 /** Limits of the File Name / File Name Extension parts at each interchange level (ECMA-119 7.5, 10.1-10.3). */
 function isoLimits(level: IsoLevel, isDir: boolean): { base: number; ext: number; total: number } {
   if (level === 1) return isDir ? { base: 8, ext: 0, total: 8 } : { base: 8, ext: 3, total: 11 };
-  return isDir ? { base: 31, ext: 0, total: 31 } : { base: 30, ext: 29, total: 30 };
+  // Extensions stop at 20 so at least ten characters remain for the name and its collision counter.
+  return isDir ? { base: 31, ext: 0, total: 31 } : { base: 30, ext: 20, total: 30 };
 }
 
 /**

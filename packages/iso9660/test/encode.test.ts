@@ -67,6 +67,10 @@ describe("ISO 9660 names", () => {
     const long = a.iso(`${"x".repeat(40)}.markdown`, false, 2);
     expect(long).toBe(`${"X".repeat(22)}.MARKDOWN;1`);
     expect(long.length - 2).toBeLessThanOrEqual(31);
+    const c = new NameAllocator();
+    const ids = Array.from({ length: 120 }, () => c.iso(`x.${"e".repeat(40)}`, false, 3));
+    expect(new Set(ids).size).toBe(120);
+    for (const id of ids) expect(id.length - 2).toBeLessThanOrEqual(31);
   });
 
   it("resolves collisions deterministically and never reuses an identifier", () => {
