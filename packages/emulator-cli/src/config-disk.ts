@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { buildIso } from "@stack/iso9660";
+import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import { serviceUrl } from "./health.js";
 import type { ForwardedService } from "./ports.js";
@@ -19,6 +20,12 @@ export function configHash(config: Record<string, string>): string {
     .digest("hex");
 }
 
+/**
+ * Every config disk has this size: a resumed guest keeps the disk capacity it saw when the snapshot was taken, so
+ * a bigger replacement would be cut off. Readers stop at the volume's recorded size; the rest is zeros.
+ */
+export const CONFIG_DISK_BYTES = 1024 * 1024;
+
 /** Writes the config ISO with the project's own writer: no host ISO tool is involved. */
 export async function writeConfigDisk(
   path: string,
@@ -32,5 +39,13 @@ export async function writeConfigDisk(
     volumeId,
     date: new Date(0),
   });
-  writeFileAtomic(path, iso);
+  if (iso.length > CONFIG_DISK_BYTES) {
+    throw new EmulatorError(
+      "CONFIG_TOO_LARGE",
+      `the runtime config needs ${iso.length} bytes, more than the config disk's ${CONFIG_DISK_BYTES}`,
+    );
+  }
+  const disk = Buffer.alloc(CONFIG_DISK_BYTES);
+  iso.copy(disk);
+  writeFileAtomic(path, disk);
 }

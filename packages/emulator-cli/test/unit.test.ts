@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { writeConfigDisk } from "../src/config-disk.js";
+import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/config-disk.js";
 import type { EmulatorError } from "../src/errors.js";
 import { parseImageSelector } from "../src/image-store.js";
 import { acquireLock } from "../src/lock.js";
@@ -179,6 +179,8 @@ describe("config disk", () => {
     const iso = join(dir, "config.iso");
     await writeConfigDisk(iso, "STACKCFG", { STACK_BACKEND_URL: "http://127.0.0.1:31001" });
     expect(execFileSync("isoinfo", ["-d", "-i", iso], { encoding: "utf8" })).toMatch(/Volume id: STACKCFG/);
+    expect(statSync(iso).size).toBe(CONFIG_DISK_BYTES);
+
     const out = join(dir, "x");
     mkdirSync(out);
     execFileSync("bsdtar", ["-xf", iso, "-C", out]);
