@@ -263,9 +263,16 @@ function primaryTree(
   const rootDir = make(root, null, null, 0);
   let rrMoved: LaidDir | null = null;
   if (relocate) {
-    const usedNames = new Set([...root.children.keys()]);
-    let name = "rr_moved";
-    for (let n = 1; usedNames.has(name); n++) name = `rr_moved${n}`;
+    // libarchive takes the first root directory named rr_moved or .rr_moved for the relocation directory,
+    // so a source directory of either name would capture the relocated ones.
+    const name = "rr_moved";
+    const taken = [name, ".rr_moved"].find((n) => root.children.has(n));
+    if (taken !== undefined)
+      throw new IsoError(
+        "TOO_DEEP",
+        `Directory "${deepest.path}" is ${deepest.depth} levels deep and must be relocated, but the source has its own "${taken}" at the root, which readers would mistake for the relocation directory. Rename it or flatten the tree.`,
+        { path: taken },
+      );
     rrMoved = make(newDir(name, name, opts.date), rootDir, null, 0);
     rrMoved.node.implicit = false;
   }

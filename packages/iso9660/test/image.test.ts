@@ -151,6 +151,15 @@ describe("deep trees", () => {
     expect((await run("isovfy", [path])).stdout).toContain("No errors found");
   });
 
+  it("refuses a deep tree whose root already has a directory named rr_moved", async () => {
+    const entries: IsoEntry[] = [...deep, { type: "file", path: "rr_moved/mine.txt", content: "mine\n" }];
+    await expect(buildIso(entries)).rejects.toMatchObject({ code: "TOO_DEEP", path: "rr_moved" });
+    // Shallow trees never need the name.
+    await expect(
+      buildIso([{ type: "file", path: "rr_moved/mine.txt", content: "x" }]),
+    ).resolves.toBeInstanceOf(Buffer);
+  });
+
   it("refuses a deep tree without Rock Ridge, naming the directory", async () => {
     await expect(buildIso(deep, { rockRidge: false })).rejects.toMatchObject({
       name: "IsoError",
