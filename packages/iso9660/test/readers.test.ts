@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -151,6 +152,48 @@ describe("random trees read back by independent readers", () => {
         roundTrip(tree as SpecNode & { kind: "dir" }, { isoLevel: 3, joliet }),
       ),
       { numRuns: 6, seed: Number(process.env.ISO_SEED ?? 42), endOnFailure: true },
+    );
+  }, 300_000);
+
+  it("without Rock Ridge, every file's content comes back under its Joliet or ISO 9660 name", async () => {
+    const digests = (files: Map<string, { type: string; data?: Buffer }>) =>
+      [...files.values()]
+        .filter((f) => f.type === "file")
+        .map((f) => createHash("sha256").update(f.data!).digest("hex"))
+        .sort();
+    await fc.assert(
+      fc.asyncProperty(
+        treeArb,
+        fc.record({ isoLevel: fc.constantFrom(1 as const, 2 as const, 3 as const), joliet: fc.boolean() }),
+        async (tree, options) => {
+          const dir = join(work, `plain${counter++}`);
+          const src = join(dir, "src");
+          materialize(tree as SpecNode & { kind: "dir" }, src, MTIME);
+          const iso = join(dir, "out.iso");
+          await writeIsoFromDirectory(src, iso, { ...options, rockRidge: false, date: MTIME });
+          const parsed = inspectBuffer(readFileSync(iso));
+          expect(parsed.rr).toBe(false);
+          expect(parsed.svd !== null).toBe(options.joliet);
+          const out = join(dir, "x");
+          await run("mkdir", ["-p", out]);
+          await run("bsdtar", ["-xf", iso, "-C", out], { env });
+          // Names change (mangled, no symlinks), contents must not.
+          expect(digests(snapshot(out, false))).toEqual(digests(snapshot(src, false)));
+          const view = options.joliet ? plainView(parsed.joliet!) : plainView(parsed.iso);
+          const extracted = snapshot(out, false);
+          for (const [path, entry] of view) {
+            // libarchive composes Joliet (UTF-16) names (though not every singleton NFC maps) and drops the
+            // "." of an ISO 9660 name without extension.
+            const got = options.joliet
+              ? (extracted.get(path) ?? extracted.get(path.normalize("NFC")))
+              : extracted.get(path.replace(/\.$/, ""));
+            expect(got?.type, path).toBe(entry.type);
+          }
+          expect((await run("isovfy", [iso], { env })).stdout).toContain("No errors found");
+          rmSync(dir, { recursive: true, force: true });
+        },
+      ),
+      { numRuns: 8, seed: Number(process.env.ISO_SEED ?? 42), endOnFailure: true },
     );
   }, 300_000);
 });
