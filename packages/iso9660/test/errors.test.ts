@@ -65,6 +65,20 @@ describe("invalid input is refused with a typed error naming the path", () => {
     expect((await codeOf(buildIso([], { date: new Date(Number.NaN) }))).code).toBe("INVALID_OPTION");
   });
 
+  it("takes SOURCE_DATE_EPOCH when no date is given and refuses one that is not whole seconds", () => {
+    expect(resolveOptions({}, { SOURCE_DATE_EPOCH: "1700000000" })).toMatchObject({
+      date: new Date(1_700_000_000_000),
+      fixedDate: true,
+    });
+    expect(resolveOptions({ date: new Date(5000) }, { SOURCE_DATE_EPOCH: "1700000000" }).date.getTime()).toBe(
+      5000,
+    );
+    expect(resolveOptions({}, {}).fixedDate).toBe(false);
+    expect(() => resolveOptions({}, { SOURCE_DATE_EPOCH: "yesterday" })).toThrow(
+      expect.objectContaining({ code: "INVALID_OPTION" }),
+    );
+  });
+
   it("refuses a stream without a size and a size that does not match a buffer", async () => {
     const stream = { type: "file", path: "s", content: () => Readable.from([]) } as IsoEntry;
     expect(await codeOf(buildIso([stream]))).toMatchObject({ code: "SIZE_REQUIRED", path: "s" });
