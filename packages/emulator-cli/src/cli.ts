@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-import { createReadStream, existsSync, readFileSync, rmSync, statSync, watch } from "node:fs";
+import { createReadStream, existsSync, readFileSync, statSync, watch } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { doctor } from "@stack/host-detect";
 import { Command, Option } from "commander";
-import { type Context, capture, createContext, start, stop } from "./engine.js";
+import { type Context, capture, createContext, reset, start, stop } from "./engine.js";
 import { describeError, EmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { type Image, loadImage } from "./image.js";
@@ -176,7 +176,8 @@ program
   .option("--no-save", "power down instead of saving the state (the next start boots from the disk)")
   .action(async (flags: { save: boolean }, command: Command) => {
     const { ctx, json } = context(command);
-    const result = await stop(ctx, { save: flags.save });
+    const result = await stop(ctx, { mode: flags.save ? "save" : "powerdown" });
+
     output(json, result, () =>
       result.wasRunning
         ? result.saved
@@ -218,13 +219,8 @@ program
   .option("--images", "also delete downloaded and built images and their snapshots")
   .action(async (flags: { images?: boolean }, command: Command) => {
     const { ctx, json } = context(command);
-    await stop(ctx, { save: false });
-    rmSync(ctx.paths.dir, { recursive: true, force: true });
-    if (flags.images) {
-      rmSync(ctx.layout.images, { recursive: true, force: true });
-      rmSync(ctx.layout.snapshots, { recursive: true, force: true });
-    }
-    output(json, { reset: true, images: Boolean(flags.images) }, () =>
+    const result = await reset(ctx, { images: Boolean(flags.images) });
+    output(json, { reset: true, wasRunning: result.wasRunning, images: Boolean(flags.images) }, () =>
       flags.images
         ? "instance, images and snapshots removed"
         : "instance removed; the next start begins from the snapshot",

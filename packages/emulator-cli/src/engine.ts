@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { QgaClient } from "@stack/qga";
@@ -688,12 +688,39 @@ export interface StopResult {
   warning?: string;
 }
 
-export async function stop(ctx: Context, options: { save: boolean }): Promise<StopResult> {
+/** `save`: keep the running state for the next start; `powerdown`: shut the guest down; `discard`: just end it. */
+export type StopMode = "save" | "powerdown" | "discard";
+
+export async function stop(ctx: Context, options: { mode: StopMode }): Promise<StopResult> {
   if (!existsSync(ctx.paths.dir)) return { wasRunning: false, saved: false };
-  return locked(ctx, "stop", () => stopLocked(ctx, options));
+  return locked(ctx, "stop", () => stopLocked(ctx, options.mode));
 }
 
-async function stopLocked(ctx: Context, options: { save: boolean }): Promise<StopResult> {
+/** Ends the instance without ceremony and deletes it (disk, saved state, keys); with `images`, images too. */
+export async function reset(ctx: Context, options: { images: boolean }): Promise<StopResult> {
+  const { paths, layout } = ctx;
+  let result: StopResult = { wasRunning: false, saved: false };
+  if (existsSync(paths.dir)) {
+    result = await locked(ctx, "reset", async () => {
+      const stopped = await stopLocked(ctx, "discard");
+      // Everything but the lock goes while the lock is held; the lock itself goes when it is released.
+      for (const entry of readdirSync(paths.dir)) {
+        if (join(paths.dir, entry) !== paths.lock)
+          rmSync(join(paths.dir, entry), { recursive: true, force: true });
+      }
+      return stopped;
+    });
+    rmSync(paths.dir, { recursive: true, force: true });
+  }
+  rmSync(paths.socketDir, { recursive: true, force: true });
+  if (options.images) {
+    rmSync(layout.images, { recursive: true, force: true });
+    rmSync(layout.snapshots, { recursive: true, force: true });
+  }
+  return result;
+}
+
+async function stopLocked(ctx: Context, mode: StopMode): Promise<StopResult> {
   const { paths, report, env } = ctx;
   const state = readState(paths);
   if (!state || !isSameProcess(state.qemu)) {
@@ -709,7 +736,7 @@ async function stopLocked(ctx: Context, options: { save: boolean }): Promise<Sto
   }
   let saved = false;
   let warning: string | undefined;
-  if (qmp && options.save) {
+  if (qmp && mode === "save") {
     try {
       report.step("saving the running state");
       await saveSuspend(ctx, qmp, state);
@@ -720,8 +747,9 @@ async function stopLocked(ctx: Context, options: { save: boolean }): Promise<Sto
       await qmp.cont().catch(() => undefined);
     }
   }
-  if (qmp && !saved) {
+  if (qmp && !saved && mode !== "discard") {
     report.step("powering down the guest");
+
     await qmp.systemPowerdown().catch(() => undefined);
     await waitForExit(state.qemu, seconds(env.STACK_EMULATOR_POWERDOWN_TIMEOUT, 10_000));
   }
