@@ -76,7 +76,9 @@ const program = new Command("stack-emulator")
   .description(
     "The stack backend on your machine, in a QEMU VM resumed from a snapshot in well under a second.",
   )
+  .version(JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version)
   .option("--json", "machine-readable output on stdout")
+
   .addOption(
     new Option("--instance <name>", "instance to act on").default("default").env("STACK_EMULATOR_INSTANCE"),
   )
