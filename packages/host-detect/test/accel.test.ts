@@ -40,6 +40,17 @@ async function chooseAsUnprivileged(
   return JSON.parse(stdout);
 }
 
+/** The accelerator choice on an amd64 Linux host with the file system under `root`, made by the `nobody` user. */
+async function chooseOnLinuxAsNobody(root: string): Promise<AcceleratorChoice> {
+  return (await chooseAsUnprivileged({
+    abilities,
+    root,
+    os: "linux",
+    hostArch: "amd64",
+    env: {},
+  })) as AcceleratorChoice;
+}
+
 function choose(
   opts: Omit<ChooseAcceleratorOptions, "abilities"> & {
     abilities?: QemuAbilities | { accelerators: string[] };
@@ -82,13 +93,7 @@ describe("chooseAccelerator with the real QEMU's abilities", () => {
   it("rejects /dev/kvm mode 0600 owned by root for an unprivileged user, with the usermod fix", async () => {
     const root = await tempRoot();
     await put(root, "dev/kvm", "", 0o600);
-    const choice = (await chooseAsUnprivileged({
-      abilities,
-      root,
-      os: "linux",
-      hostArch: "amd64",
-      env: {},
-    })) as AcceleratorChoice;
+    const choice = await chooseOnLinuxAsNobody(root);
     expect(choice.accel).toBe("tcg");
     expect(choice.kvmDevice).toMatchObject({ exists: true, readWrite: false });
     // Its group has no access, so joining the group would not help.
@@ -101,13 +106,7 @@ describe("chooseAccelerator with the real QEMU's abilities", () => {
     await put(root, "etc/group", "root:x:0:\nkvm:x:4242:\n");
     const device = await put(root, "dev/kvm", "", 0o660);
     await chown(device, 0, 4242);
-    const choice = (await chooseAsUnprivileged({
-      abilities,
-      root,
-      os: "linux",
-      hostArch: "amd64",
-      env: {},
-    })) as AcceleratorChoice;
+    const choice = await chooseOnLinuxAsNobody(root);
     expect(choice.accel).toBe("tcg");
     expect(choice.kvmDevice).toMatchObject({
       group: "kvm",
@@ -118,13 +117,7 @@ describe("chooseAccelerator with the real QEMU's abilities", () => {
   it("accepts /dev/kvm mode 0666 for an unprivileged user", async () => {
     const root = await tempRoot();
     await put(root, "dev/kvm", "", 0o666);
-    const choice = (await chooseAsUnprivileged({
-      abilities,
-      root,
-      os: "linux",
-      hostArch: "amd64",
-      env: {},
-    })) as AcceleratorChoice;
+    const choice = await chooseOnLinuxAsNobody(root);
     expect(choice.accel).toBe("kvm");
   });
 
@@ -136,13 +129,7 @@ describe("chooseAccelerator with the real QEMU's abilities", () => {
       await put(root, "etc/group", "root:x:0:\nkvm:x:4242:nobody\n");
       const device = await put(root, "dev/kvm", "", 0o660);
       await chown(device, 0, 4242);
-      const choice = (await chooseAsUnprivileged({
-        abilities,
-        root,
-        os: "linux",
-        hostArch: "amd64",
-        env: {},
-      })) as AcceleratorChoice;
+      const choice = await chooseOnLinuxAsNobody(root);
       expect(choice.accel).toBe("tcg");
       expect(choice.kvmDevice?.group).toBe("kvm");
       expect(choice.kvmDevice?.problem).toMatch(/nobody joined kvm after this session started/);

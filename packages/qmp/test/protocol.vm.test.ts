@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { QmpClient, QmpError, type QmpEvent } from "../src/index.js";
-import { type QemuProcess, removeDir, shortTempDir, startQemu } from "./qemu.js";
+import { QmpClient, type QmpError, type QmpEvent } from "../src/index.js";
+import { type QemuProcess, rejection, removeDir, shortTempDir, startQemu } from "./qemu.js";
 
 // `-machine none`: a real QMP server without booting anything, cheap enough for a loaded 2-core machine.
 const MACHINE = ["-machine", "none", "-accel", "tcg"];
@@ -20,16 +20,6 @@ async function qemuWithClient(
   const q = await QmpClient.connect(qemu.qmpPath, { timeoutMs: 30_000, ...opts });
   cleanups.push(() => q.close());
   return { qemu, q, dir };
-}
-
-async function rejection(p: Promise<unknown>): Promise<QmpError> {
-  try {
-    await p;
-  } catch (error) {
-    expect(error).toBeInstanceOf(QmpError);
-    return error as QmpError;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("QmpClient against QEMU 7.2", () => {

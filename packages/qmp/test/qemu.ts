@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
+import { expect } from "vitest";
+import { QmpError } from "../src/index.js";
 
 export const QEMU = process.env.QEMU_SYSTEM ?? "qemu-system-x86_64";
 
@@ -46,4 +48,15 @@ export function startQemu(dir: string, args: string[], name = "qmp"): QemuProces
 
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/** The QmpError a promise rejects with; fails the test when it resolves or rejects with anything else. */
+export async function rejection(p: Promise<unknown>): Promise<QmpError> {
+  try {
+    await p;
+  } catch (error) {
+    expect(error).toBeInstanceOf(QmpError);
+    return error as QmpError;
+  }
+  throw new Error("expected a rejection");
 }

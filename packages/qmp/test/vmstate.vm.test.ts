@@ -6,12 +6,11 @@ import {
   chooseSaveMethod,
   memoryBackendArgs,
   QmpClient,
-  QmpError,
   restoreVmState,
   type SaveMethod,
   saveVmState,
 } from "../src/index.js";
-import { type QemuProcess, removeDir, shortTempDir, startQemu } from "./qemu.js";
+import { type QemuProcess, rejection, removeDir, shortTempDir, startQemu } from "./qemu.js";
 
 const BLOB_ADDR = 0x2000000;
 const BLOB_BYTES = 1024 * 1024;
@@ -73,16 +72,6 @@ function firstDifference(a: Buffer, b: Buffer): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return n;
-}
-
-async function rejection(p: Promise<unknown>): Promise<QmpError> {
-  try {
-    await p;
-  } catch (error) {
-    expect(error).toBeInstanceOf(QmpError);
-    return error as QmpError;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("VM state save/restore on QEMU 7.2", () => {
