@@ -120,6 +120,13 @@ imageFlags(
     .option(
       "--skip-snapshot",
       "cold boot without using or capturing a snapshot (same as EMULATOR_NO_SNAPSHOT=1)",
+    )
+    // `pnpm --filter emulator-cli start -- --help` lands here: point at the rest of the CLI too.
+    .addHelpText(
+      "after",
+      `
+Other commands: stop, status, reset, logs, doctor, pull, capture, list-releases.
+Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --help\`) for all of them.`,
     ),
 ).action(async (flags: PullFlags & { image?: string; skipSnapshot?: boolean }, command: Command) => {
   const { ctx, json } = context(command);

@@ -34,6 +34,7 @@ describe("the stack-emulator command", () => {
     });
     expect(out).toContain("Usage: stack-emulator start");
     expect(out).toContain("--image <selector>");
+    expect(out).toContain("Other commands: stop, status, reset");
   });
 
   it("reports a stopped instance and a no-op stop without creating state", async () => {
