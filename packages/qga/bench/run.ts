@@ -10,7 +10,7 @@ import { randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodeJson, LineDecoder, QgaClient } from "../src/index.js";
 import { startAgent } from "../test/agent.js";
-import { bootDevImage, devImageAvailable } from "../test/dev-vm.js";
+import { bootDevImage, buildDevImage } from "../test/dev-vm.js";
 
 interface Case {
   name: string;
@@ -191,13 +191,9 @@ async function main(): Promise<void> {
     await agent.stop();
   }
 
-  if (!devImageAvailable) {
-    console.log(
-      "\n(no guest/out/dev-image: skipped the virtio-serial cases; `bash scripts/setup` builds it)",
-    );
-    return;
-  }
+  buildDevImage();
   const vm = await bootDevImage();
+
   try {
     await (await QgaClient.connect(vm.socketPath, { timeoutMs: 300_000 })).close();
     const cases = casesFor("dev VM", vm.socketPath, 0.3);

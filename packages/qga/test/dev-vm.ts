@@ -1,13 +1,19 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-/** The offline dev image built by guest/build-dev-image during setup; it runs qemu-ga on org.qemu.guest_agent.0. */
-const imageDir = fileURLToPath(new URL("../../../guest/out/dev-image/", import.meta.url));
+const builder = fileURLToPath(new URL("../../../guest/build-dev-image", import.meta.url));
+/** Shared with the other VM test suites: the builder's content cache makes every build after the first a check. */
+const imageDir = `${join(tmpdir(), "stack-emulator-test-images", "dev")}/`;
 const manifestPath = `${imageDir}image.json`;
 
-export const devImageAvailable = existsSync(manifestPath);
+/** Builds (or finds up to date) the offline dev image; it runs qemu-ga on org.qemu.guest_agent.0. */
+export function buildDevImage(): void {
+  execFileSync(builder, ["--out", imageDir], { stdio: ["ignore", "ignore", "inherit"] });
+}
 
 interface Manifest {
   boot: { kernel?: string; initrd?: string; append?: string };

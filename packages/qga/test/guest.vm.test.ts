@@ -1,7 +1,7 @@
 import { createConnection } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QgaClient } from "../src/index.js";
-import { bootDevImage, type DevVm, devImageAvailable } from "./dev-vm.js";
+import { bootDevImage, buildDevImage, type DevVm } from "./dev-vm.js";
 
 /**
  * The same client over a real virtio-serial port to the dev image's qemu-ga. Unlike `-m unix-listen`, the channel
@@ -20,7 +20,7 @@ async function raw(socketPath: string, bytes: string): Promise<void> {
   });
 }
 
-describe.skipIf(!devImageAvailable)("QgaClient over virtio-serial to the dev image", () => {
+describe("QgaClient over virtio-serial to the dev image", () => {
   let vm: DevVm | undefined;
   let socketPath: string;
 
@@ -40,6 +40,7 @@ describe.skipIf(!devImageAvailable)("QgaClient over virtio-serial to the dev ima
   }
 
   beforeAll(async () => {
+    buildDevImage();
     vm = await bootDevImage();
     socketPath = vm.socketPath;
     // The first connect waits for QEMU's socket and then for the booting guest's agent to answer the resync.
