@@ -1,5 +1,6 @@
 // rotate-secrets against a real PostgreSQL, a real supervisord running the shipped config (programs whose
 // children hold TCP ports), and a tree of built files; trigger-fast-rotate handing off to it.
+import { readFileSync } from "node:fs";
 import { access, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -62,13 +63,19 @@ async function appsWithKey(pck: string) {
   }, `both programs to answer with the new key`);
 }
 
+/**
+ * Whether a process still runs. A zombie (exited, not yet reaped) does not: where pid 1 is slow to reap orphans,
+ * as in some containers and CI sandboxes, an exited child stays a zombie, and `kill(pid, 0)` still succeeds.
+ */
 function isAlive(pid: number): boolean {
+  let stat: string;
   try {
-    process.kill(pid, 0);
-    return true;
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   } catch {
     return false;
   }
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state !== "Z" && state !== "X";
 }
 
 async function snapshot() {
