@@ -106,18 +106,14 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
     proc.kill();
   };
   versionRun.catch(fail);
-  const timer = setTimeout(
-    () =>
-      fail(
-        new HostDetectError(
-          "PROBE_TIMEOUT",
-          `${binary} did not answer QMP queries within ${timeoutMs} ms and was killed: check that it runs ` +
-            `(\`${binary} -machine none -display none\`), or raise the probe timeout on a very slow machine.`,
-          { path: binary },
-        ),
-      ),
-    left(),
-  );
+  const timedOut = () =>
+    new HostDetectError(
+      "PROBE_TIMEOUT",
+      `${binary} did not answer QMP queries within ${timeoutMs} ms and was killed: check that it runs ` +
+        `(\`${binary} -machine none -display none\`), or raise the probe timeout on a very slow machine.`,
+      { path: binary },
+    );
+  const timer = setTimeout(() => fail(timedOut()), left());
   proc.exited.then(
     ({ code, signal, stderr }) =>
       fail(
@@ -160,7 +156,10 @@ async function probeUncached(binary: string, timeoutMs: number): Promise<QemuAbi
   } catch (error) {
     // A binary that is not QEMU also fails the QMP run; its -version verdict is the clearer error.
     await versionRun;
+    // The QMP client's own deadline is the probe's: whichever timer fires first, a timeout is a timeout.
+    if (failure === undefined && Date.now() >= deadline) fail(timedOut());
     if (failure !== undefined) throw failure;
+
     throw new HostDetectError(
       "PROBE_FAILED",
       `Probing ${binary} over QMP failed: ${(error as Error).message}. Check that it is a QEMU system emulator >= 4.0.`,
