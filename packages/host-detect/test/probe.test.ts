@@ -30,20 +30,25 @@ describe("probeQemu against the real QEMU 7.2", () => {
   });
 });
 
+/** A wrapper around the real QEMU that counts its runs: the count shows whether a probe happened. */
+async function countingQemu(): Promise<{ root: string; wrapper: string; runs: () => Promise<number> }> {
+  const root = await tempRoot();
+  const counter = path.join(root, "runs");
+  await writeFile(counter, "");
+  const wrapper = await put(
+    root,
+    "bin/qemu",
+    script(`echo run >> ${counter}\nexec ${REAL_QEMU} "$@"`),
+    0o755,
+  );
+  const runs = async () => (await readFile(counter, "utf8")).split("\n").filter(Boolean).length;
+  return { root, wrapper, runs };
+}
+
 describe("probe cache", () => {
   it("probes again when the binary's mtime changes, and reuses the disk cache across processes", async () => {
-    const root = await tempRoot();
-    const counter = path.join(root, "runs");
-    await writeFile(counter, "");
-    // A wrapper around the real QEMU that counts its runs: the count shows whether a probe happened.
-    const wrapper = await put(
-      root,
-      "bin/qemu",
-      script(`echo run >> ${counter}\nexec ${REAL_QEMU} "$@"`),
-      0o755,
-    );
+    const { root, wrapper, runs } = await countingQemu();
     const cacheDir = path.join(root, "cache");
-    const runs = async () => (await readFile(counter, "utf8")).split("\n").filter(Boolean).length;
 
     const first = await probeQemu(wrapper, { cacheDir });
     const afterFirst = await runs();
@@ -61,19 +66,11 @@ describe("probe cache", () => {
   });
 
   it("runs one probe for concurrent callers", async () => {
-    const root = await tempRoot();
-    const counter = path.join(root, "runs");
-    await writeFile(counter, "");
-    const wrapper = await put(
-      root,
-      "bin/qemu",
-      script(`echo run >> ${counter}\nexec ${REAL_QEMU} "$@"`),
-      0o755,
-    );
+    const { wrapper, runs } = await countingQemu();
     const [a, b] = await Promise.all([probeQemu(wrapper), probeQemu(wrapper)]);
     expect(b).toBe(a);
     // One -version run plus one QMP run.
-    expect((await readFile(counter, "utf8")).split("\n").filter(Boolean)).toHaveLength(2);
+    expect(await runs()).toBe(2);
   });
 
   it("ignores a disk cache entry written for another mtime", async () => {
