@@ -53,6 +53,16 @@ afterAll(async () => {
   if (buildDir) await rm(buildDir, { recursive: true, force: true });
 });
 
+/** Runs `fn` with a guest agent client connected to `vm`, closed afterwards. */
+async function withAgent<T>(vm: DevVm, fn: (client: QgaClient) => Promise<T>): Promise<T> {
+  const client = await QgaClient.connect(vm.qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
 describe("the offline dev image", () => {
   let dir: string;
   let manifest: Manifest;
@@ -66,14 +76,7 @@ describe("the offline dev image", () => {
   const status = (service: "dashboard" | "backend", path: string, key?: string) =>
     vm!.status(service, path, key);
 
-  async function guest<T>(fn: (client: QgaClient) => Promise<T>): Promise<T> {
-    const client = await QgaClient.connect(vm!.qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
-    try {
-      return await fn(client);
-    } finally {
-      await client.close();
-    }
-  }
+  const guest = <T>(fn: (client: QgaClient) => Promise<T>) => withAgent(vm!, fn);
 
   async function rotate(input: string) {
     return guest((client) => client.exec({ path: ROTATE, stdin: input }));
@@ -273,14 +276,7 @@ describe("the offline dev image across a RAM snapshot", () => {
   let vm: DevVm | undefined;
   const dashboardUrl = (n: number) => `http://dashboard-${n}.test:26700`;
 
-  async function guest<T>(fn: (client: QgaClient) => Promise<T>): Promise<T> {
-    const client = await QgaClient.connect(vm!.qgaSocket, { timeoutMs: 60_000, execTimeoutMs: 120_000 });
-    try {
-      return await fn(client);
-    } finally {
-      await client.close();
-    }
-  }
+  const guest = <T>(fn: (client: QgaClient) => Promise<T>) => withAgent(vm!, fn);
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "dev-image-resume-"));
