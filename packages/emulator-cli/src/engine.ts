@@ -15,7 +15,7 @@ import { type BootKind, clearState, type InstanceState, readState, writeState } 
 import { acquireLock } from "./lock.js";
 import { type HomeLayout, type InstancePaths, instancePaths } from "./paths.js";
 import { assertPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
-import { identify, isSameProcess, type ProcessIdentity } from "./process-identity.js";
+import { commandLine, identify, isSameProcess, type ProcessIdentity } from "./process-identity.js";
 import type { RamSpec } from "./qemu-args.js";
 import type { Reporter } from "./report.js";
 import { formatEnv, generateSecrets, saveKeys } from "./secrets.js";
@@ -478,10 +478,8 @@ async function recoverOrphan(paths: InstancePaths): Promise<void> {
     return;
   }
   const identity = identify(pid);
-  if (identity && process.platform === "linux") {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    if (cmdline.includes(paths.pidFile)) await terminate(identity);
-  }
+  // The pid file may be stale and its pid reused: only a process started with our pid file is ours to kill.
+  if (identity && commandLine(pid).includes(paths.pidFile)) await terminate(identity);
   removeRuntimeFiles(paths);
 }
 

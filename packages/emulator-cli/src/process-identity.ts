@@ -39,3 +39,15 @@ export function isSameProcess(recorded: ProcessIdentity | undefined): boolean {
   if (!recorded) return false;
   return processStartTime(recorded.pid) === recorded.startTime;
 }
+
+/** The command line of a running process, arguments joined by spaces; empty when it is gone or unreadable. */
+export function commandLine(pid: number): string {
+  if (!Number.isInteger(pid) || pid <= 0) return "";
+  try {
+    if (process.platform === "linux")
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+    return execFileSync("ps", ["-o", "command=", "-p", String(pid)], { encoding: "utf8" }).trim();
+  } catch {
+    return "";
+  }
+}

@@ -2,7 +2,7 @@ import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "no
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
-import { devImageFixture, runCli, tempHome } from "./helpers.js";
+import { devImageFixture, runCli, runningQemuPid, tempHome } from "./helpers.js";
 
 const TIMEOUT = 600_000;
 const dev = devImageFixture();
@@ -90,10 +90,14 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
       const staging = () =>
         existsSync(join(home, "snapshots")) &&
         readdirSync(join(home, "snapshots")).some((n) => n.startsWith(".staging-"));
-      for (let i = 0; i < 600 && !(staging() && existsSync(pidFile)); i++)
-        await new Promise((r) => setTimeout(r, 50));
+      let pid: number | undefined;
+      for (let i = 0; i < 600 && pid === undefined; i++) {
+        if (staging()) pid = runningQemuPid(pidFile);
+        if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
+      }
       expect(staging()).toBe(true);
-      process.kill(Number(readFileSync(pidFile, "utf8")), "SIGKILL");
+      expect(pid).toBeGreaterThan(1);
+      process.kill(pid as number, "SIGKILL");
       const result = await pending;
       expect(result.code, result.stderr).toBe(0);
       expect(result.json.fallbackReason).toMatch(/capture or resume failed/);
@@ -108,7 +112,9 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
     async () => {
       const env = await instanceEnv();
       const first = await startOk(env);
-      process.kill(first.json.qemu.pid, "SIGKILL");
+      const pid = runningQemuPid(join(env.STACK_EMULATOR_HOME as string, "instances", "default", "qemu.pid"));
+      expect(pid).toBe(first.json.qemu.pid);
+      process.kill(pid as number, "SIGKILL");
       await new Promise((r) => setTimeout(r, 500));
       const status = await runCli(["status", "--json"], env);
       expect(status.json.state).toBe("broken");

@@ -17,6 +17,25 @@ export interface CliResult {
   json: any;
 }
 
+/**
+ * The QEMU of an instance, once its pid file names a live QEMU. QEMU creates the pid file before it writes the pid:
+ * an empty read parses to 0, and `process.kill(0)` would signal this whole process group (the test run itself).
+ */
+export function runningQemuPid(pidFile: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(pidFile, "utf8"), 10);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 1) return undefined;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(pidFile) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs the built CLI. `hideQemu` runs it in a private mount namespace where the distro's QEMU is not there. */
 export function runCli(
   args: string[],
