@@ -1,8 +1,17 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { QgaClient } from "@stack/qga";
+import { type ExecResult, QgaClient } from "@stack/qga";
 import { type QmpClient, restoreVmState, type SaveMethod, saveVmState } from "@stack/qmp";
 import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
 import { EmulatorError } from "./errors.js";
@@ -32,7 +41,14 @@ import {
   writeSnapshotManifest,
 } from "./snapshot.js";
 import { commitStaging, createStaging, removeAbandonedStaging } from "./staging.js";
-import { connectQmp, launchQemu, removeRuntimeFiles, terminate, waitForExit } from "./vm.js";
+import {
+  connectQmp,
+  INHERITED_STATE_FD,
+  launchQemu,
+  removeRuntimeFiles,
+  terminate,
+  waitForExit,
+} from "./vm.js";
 
 const run = promisify(execFile);
 
@@ -63,6 +79,8 @@ const seconds = (value: string | undefined, fallback: number) => {
 interface LiveVm {
   identity: ProcessIdentity;
   qmp: QmpClient;
+  /** A guest agent connection opened before a restored guest ran. */
+  agent?: Promise<QgaClient>;
 }
 
 interface Prepared {
@@ -170,8 +188,13 @@ function setAsideForeignDisk(p: Prepared): string | undefined {
   return `the instance disk belongs to another image (${digest ?? "unknown"}); kept as ${aside}, starting fresh`;
 }
 
+async function abandonVm(vm: LiveVm): Promise<void> {
+  await terminate(vm.identity, vm.qmp).catch(() => undefined);
+  await vm.agent?.then((qga) => qga.close()).catch(() => undefined);
+}
+
 async function abandon(vm: LiveVm | undefined, paths: InstancePaths): Promise<void> {
-  if (vm) await terminate(vm.identity, vm.qmp).catch(() => undefined);
+  if (vm) await abandonVm(vm);
   removeRuntimeFiles(paths);
 }
 
@@ -183,37 +206,74 @@ async function launch(
 ): Promise<LiveVm> {
   const { report } = p.ctx;
   report.mark("launching QEMU");
-  const identity = await launchQemu({
-    machine: p.resolved.machine,
-    image: p.image,
-    paths: p.ctx.paths,
-    disk,
-    services: p.services,
-    ram,
-    incoming: Boolean(restore),
-  });
+  // Methods that stream the state can read it from a descriptor QEMU inherits; the others open it by path.
+  const viaFd = restore && restore.method !== "file" && restore.method !== "mapped-ram";
+  const identity = await launchQemu(
+    {
+      machine: p.resolved.machine,
+      image: p.image,
+      paths: p.ctx.paths,
+      disk,
+      services: p.services,
+      ram,
+      incoming: Boolean(restore),
+    },
+    viaFd ? restore.state : undefined,
+  );
   report.mark("QEMU initialised");
-  let qmp: QmpClient | undefined;
+  let vm: LiveVm | undefined;
   try {
-    qmp = await connectQmp(p.ctx.paths);
+    vm = { identity, qmp: await connectQmp(p.ctx.paths) };
     report.mark("QMP negotiated");
     if (restore) {
-      await restoreVmState(qmp, { method: restore.method, path: restore.state, timeoutMs: 60_000 });
+      // Connected before the guest runs: a guest saved with the agent's channel open (see holdingAgent) finds it
+      // still open and answers at once. A channel that opens after the resume is only noticed on the agent's
+      // next poll, which qemu-ga makes every 100 ms while no host is connected.
+      vm.agent = connectAgent(p.ctx);
+      await restoreVmState(vm.qmp, {
+        method: restore.method,
+        path: restore.state,
+        ...(viaFd ? { fd: INHERITED_STATE_FD } : {}),
+        timeoutMs: 60_000,
+      });
       report.mark("state restored");
-      await qmp.cont();
+      await vm.qmp.cont();
       report.mark("guest running");
     }
-    return { identity, qmp };
+    return vm;
   } catch (error) {
-    await terminate(identity, qmp).catch(() => undefined);
+    if (vm) await abandonVm(vm);
+    else await terminate(identity).catch(() => undefined);
     throw error;
   }
 }
 
-async function withAgent<T>(ctx: Context, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
-  const qga = await QgaClient.connect(ctx.paths.qgaSocket, {
-    timeoutMs: seconds(ctx.env.STACK_EMULATOR_AGENT_TIMEOUT, 15_000),
-  });
+function connectAgent(ctx: Context, timeoutMs = seconds(ctx.env.STACK_EMULATOR_AGENT_TIMEOUT, 15_000)) {
+  const agent = QgaClient.connect(ctx.paths.qgaSocket, { timeoutMs });
+  // Awaited later or never (a failed start); an early failure is retried by whoever needs the agent.
+  agent.catch(() => undefined);
+  return agent;
+}
+
+/**
+ * Runs `save` with the guest agent's channel open, so that the saved guest waits on an open channel (see launch).
+ * An agent that does not answer soon does not hold the save up; the resume then pays the agent's poll delay.
+ */
+async function holdingAgent<T>(ctx: Context, vm: LiveVm, save: () => Promise<T>): Promise<T> {
+  const pending = vm.agent ?? connectAgent(ctx, 2000);
+  vm.agent = undefined;
+  const qga = await pending.catch(() => undefined);
+  try {
+    return await save();
+  } finally {
+    await qga?.close().catch(() => undefined);
+  }
+}
+
+async function withAgent<T>(ctx: Context, vm: LiveVm, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
+  const pending = vm.agent?.catch(() => connectAgent(ctx)) ?? connectAgent(ctx);
+  vm.agent = undefined;
+  const qga = await pending;
   ctx.report.mark("guest agent in sync");
 
   try {
@@ -223,11 +283,16 @@ async function withAgent<T>(ctx: Context, fn: (qga: QgaClient) => Promise<T>): P
   }
 }
 
-async function guestExec(qga: QgaClient, path: string, what: string, stdin?: string): Promise<void> {
-  const result = await qga.exec(
-    { path, captureOutput: true, ...(stdin ? { stdin } : {}) },
-    { timeoutMs: 30_000 },
+const GUEST_COMMAND_TIMEOUT_MS = 30_000;
+
+async function guestExec(qga: QgaClient, path: string, what: string): Promise<void> {
+  checkGuestExit(
+    await qga.exec({ path, captureOutput: true }, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }),
+    what,
   );
+}
+
+function checkGuestExit(result: ExecResult, what: string): void {
   if (result.exitCode !== 0) {
     const detail =
       result.stderr.toString().trim() || result.stdout.toString().trim() || `signal ${result.signal}`;
@@ -242,16 +307,28 @@ async function guestExec(qga: QgaClient, path: string, what: string, stdin?: str
  * Fresh keys for this install: generated here, handed to the guest on stdin through the agent, and saved on the
  * host only once the guest has accepted them.
  */
-async function rotateSecrets(p: Prepared, qga: QgaClient): Promise<"rotated" | "skipped"> {
+async function rotateSecrets(
+  p: Prepared,
+  qga: QgaClient,
+  whileStarting?: () => Promise<void>,
+): Promise<"rotated" | "skipped"> {
   if (p.noRotation) {
     p.ctx.report.warn(
       "EMULATOR_NO_ROTATION=1: the emulator keeps the PUBLIC placeholder keys baked into the image. Anyone can use them. Never expose these ports.",
     );
+    await whileStarting?.();
     return "skipped";
   }
   p.ctx.report.step("rotating secrets through the guest agent");
   const secrets = generateSecrets(p.image.manifest.secrets);
-  await guestExec(qga, p.image.manifest.guest.rotateSecrets, "secret rotation", formatEnv(secrets));
+  const pid = await qga.spawn(
+    { path: p.image.manifest.guest.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
+    { timeoutMs: GUEST_COMMAND_TIMEOUT_MS },
+  );
+  // The guest starts the rotation program meanwhile. The agent hands it the secrets only once it is free again,
+  // so whatever runs here (the clock) is done before the program can act on them.
+  await whileStarting?.();
+  checkGuestExit(await qga.waitForExit(pid, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }), "secret rotation");
   saveKeys(p.ctx.paths.keys, secrets);
   p.ctx.report.mark("secrets rotated");
   return "rotated";
@@ -273,15 +350,41 @@ async function waitServices(p: Prepared, vm: LiveVm, timeoutMs: number, what: st
   }
 }
 
-/** Resumed guests need the host's time, and the runtime config re-read when it changed since the save. */
-async function refreshGuest(p: Prepared, qga: QgaClient, savedConfigHash: string): Promise<void> {
+async function setGuestClock(p: Prepared, qga: QgaClient): Promise<void> {
   await qga.setTime(new Date());
   p.ctx.report.mark("guest clock set");
+}
 
-  if (savedConfigHash !== p.configHash && p.image.manifest.guest.applyConfig) {
-    p.ctx.report.step("applying the changed runtime config in the guest");
-    await guestExec(qga, p.image.manifest.guest.applyConfig, "applying the runtime config");
+/**
+ * A restored guest's clock, runtime config and (for a snapshot) secrets, then its health. When nothing in that
+ * restarts the app (no rotation, same config) the health check runs alongside the agent's work, not after it.
+ */
+async function settleResumedGuest(
+  p: Prepared,
+  vm: LiveVm,
+  savedConfigHash: string,
+  options: { rotate: boolean; what: string },
+): Promise<"rotated" | "skipped" | undefined> {
+  const { applyConfig } = p.image.manifest.guest;
+  const configChanged = savedConfigHash !== p.configHash && Boolean(applyConfig);
+  const agentWork = withAgent(p.ctx, vm, async (qga) => {
+    // The clock goes first: the guest must not restart its app (rotation, config) with the time of the save.
+    if (options.rotate && !configChanged) return rotateSecrets(p, qga, () => setGuestClock(p, qga));
+    await setGuestClock(p, qga);
+    if (configChanged && applyConfig) {
+      p.ctx.report.step("applying the changed runtime config in the guest");
+      await guestExec(qga, applyConfig, "applying the runtime config");
+    }
+    return options.rotate ? rotateSecrets(p, qga) : undefined;
+  });
+  const restartsApp = (options.rotate && !p.noRotation) || configChanged;
+  if (restartsApp) {
+    const rotation = await agentWork;
+    await waitServices(p, vm, 30_000, options.what);
+    return rotation;
   }
+  const [rotation] = await Promise.all([agentWork, waitServices(p, vm, 30_000, options.what)]);
+  return rotation;
 }
 
 interface Outcome {
@@ -299,6 +402,8 @@ async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm
   report.step(`cold booting (${p.resolved.machine.accel})`);
   const serialBefore = fileSize(paths.serialLog);
   const vm = await launch(p, disk, ram);
+  // The agent comes up with the services: its channel is open by the time they answer.
+  vm.agent = connectAgent(p.ctx, timeoutMs);
   try {
     if (p.resolved.machine.accel === "kvm") {
       const progressMs = seconds(env.STACK_EMULATOR_KVM_PROGRESS_TIMEOUT, 20_000);
@@ -363,8 +468,10 @@ async function captureSnapshot(p: Prepared): Promise<void> {
     report.step("capturing the snapshot");
     const started = Date.now();
     try {
-      await vm.qmp.stop();
-      await saveVmState(vm.qmp, { method, path: files.state, timeoutMs: 120_000 });
+      await holdingAgent(p.ctx, vm, async () => {
+        await vm.qmp.stop();
+        await saveVmState(vm.qmp, { method, path: files.state, timeoutMs: 120_000 });
+      });
     } catch (error) {
       await abandon(vm, paths);
       throw error;
@@ -387,6 +494,11 @@ async function captureSnapshot(p: Prepared): Promise<void> {
     });
     commitStaging(staging, p.snapshot.dir);
     report.info(`snapshot captured in ${ms(started)} ms (${method})`);
+    // Made once the disk is at its final path, which the overlay names as its backing file. Optional: without
+    // it a resume runs qemu-img.
+    await createOverlay(p.resolved.qemuImg, p.snapshot.disk, p.snapshot.overlayTemplate).catch(
+      () => undefined,
+    );
   } catch (error) {
     rmSync(staging, { recursive: true, force: true });
     throw error;
@@ -398,7 +510,8 @@ async function resumeSnapshot(p: Prepared): Promise<Outcome> {
   const { manifest } = readSnapshot(p.snapshot);
   if (!manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
   report.step("resuming the snapshot");
-  await createOverlay(p.resolved.qemuImg, p.snapshot.disk, paths.disk);
+  if (existsSync(p.snapshot.overlayTemplate)) copyFileSync(p.snapshot.overlayTemplate, paths.disk);
+  else await createOverlay(p.resolved.qemuImg, p.snapshot.disk, paths.disk);
   recordInstanceDisk(p);
   const ram: RamSpec = manifest.compressed
     ? { kind: "anonymous" }
@@ -413,12 +526,17 @@ async function resumeSnapshot(p: Prepared): Promise<Outcome> {
       state: unpacked ?? p.snapshot.state,
     });
     if (unpacked) rmSync(unpacked, { force: true });
-    const rotation = await withAgent(p.ctx, async (qga) => {
-      await refreshGuest(p, qga, manifest.configHash);
-      return rotateSecrets(p, qga);
+    const rotation = await settleResumedGuest(p, vm, manifest.configHash, {
+      rotate: true,
+      what: "snapshot resume",
     });
-    await waitServices(p, vm, 30_000, "snapshot resume");
-    return { vm, boot: "snapshot", ram, rotation, method: manifest.fingerprint.method as SaveMethod };
+    return {
+      vm,
+      boot: "snapshot",
+      ram,
+      rotation: rotation ?? "skipped",
+      method: manifest.fingerprint.method as SaveMethod,
+    };
   } catch (error) {
     await abandon(vm, paths);
     if (unpacked) rmSync(unpacked, { force: true });
@@ -435,8 +553,7 @@ async function resumeSuspended(p: Prepared, record: SuspendRecord): Promise<Outc
     vm = await launch(p, paths.disk, record.ram, { method: record.method, state: suspendStateFile(paths) });
     // The disk now moves on from the saved state: that state must never be resumed again.
     rmSync(paths.suspend, { recursive: true, force: true });
-    await withAgent(p.ctx, (qga) => refreshGuest(p, qga, record.configHash));
-    await waitServices(p, vm, 30_000, "quick-boot resume");
+    await settleResumedGuest(p, vm, record.configHash, { rotate: false, what: "quick-boot resume" });
     return { vm, boot: "quick-boot", ram: record.ram, rotation: "rotated", method: record.method };
   } catch (error) {
     await abandon(vm, paths);
@@ -448,7 +565,7 @@ async function coldBootAndRotate(p: Prepared, disk: string): Promise<Outcome> {
   const ram: RamSpec = { kind: "anonymous" };
   const vm = await coldBoot(p, disk, ram);
   try {
-    const rotation = await withAgent(p.ctx, (qga) => rotateSecrets(p, qga));
+    const rotation = await withAgent(p.ctx, vm, (qga) => rotateSecrets(p, qga));
     await waitServices(p, vm, 60_000, "after rotation");
     return { vm, boot: "cold", ram, rotation };
   } catch (error) {
@@ -762,8 +879,10 @@ async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceState): 
   const { paths } = ctx;
   const staging = createStaging(paths.dir);
   try {
-    await qmp.stop();
-    await saveVmState(qmp, { method: SUSPEND_METHOD, path: join(staging, "state"), timeoutMs: 120_000 });
+    await holdingAgent(ctx, { identity: state.qemu, qmp }, async () => {
+      await qmp.stop();
+      await saveVmState(qmp, { method: SUSPEND_METHOD, path: join(staging, "state"), timeoutMs: 120_000 });
+    });
     const record: SuspendRecord = {
       fingerprint: state.suspendFingerprint,
       method: SUSPEND_METHOD,

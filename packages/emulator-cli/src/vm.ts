@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { appendFileSync, copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { QmpClient } from "@stack/qmp";
 import { EmulatorError } from "./errors.js";
 import { ensureSocketDir, type InstancePaths } from "./paths.js";
@@ -8,11 +8,15 @@ import { buildQemuArgs, type LaunchSpec } from "./qemu-args.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The descriptor a state file handed to QEMU at launch has in QEMU (see launchQemu's `stateFile`). */
+export const INHERITED_STATE_FD = 3;
+
 /**
  * Starts QEMU daemonized: the launcher exits once the machine is initialised (sockets listening), so its exit
- * status and stderr tell whether the start worked, and the pid file names the VM process.
+ * status and stderr tell whether the start worked, and the pid file names the VM process. A `stateFile` is
+ * opened here and inherited by QEMU as INHERITED_STATE_FD, for a restore that needs no shell.
  */
-export async function launchQemu(spec: LaunchSpec): Promise<ProcessIdentity> {
+export async function launchQemu(spec: LaunchSpec, stateFile?: string): Promise<ProcessIdentity> {
   const { paths } = spec;
   ensureSocketDir(paths.socketDir);
   for (const stale of [paths.qmpSocket, paths.qgaSocket, paths.pidFile]) rmSync(stale, { force: true });
@@ -21,10 +25,13 @@ export async function launchQemu(spec: LaunchSpec): Promise<ProcessIdentity> {
   if (vars && !existsSync(paths.firmwareVars)) copyFileSync(vars, paths.firmwareVars);
 
   const args = buildQemuArgs(spec);
+  const stateFd = stateFile === undefined ? undefined : openSync(stateFile, "r");
   const stderr = await new Promise<string>((resolvePromise, reject) => {
-    const child = spawn(spec.machine.qemu, args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(spec.machine.qemu, args, {
+      stdio: ["ignore", "ignore", "pipe", ...(stateFd === undefined ? [] : [stateFd])],
+    });
     let output = "";
-    child.stderr.on("data", (chunk: Buffer) => {
+    child.stderr?.on("data", (chunk: Buffer) => {
       output = (output + chunk.toString()).slice(-8192);
     });
     child.on("error", (error) =>
@@ -47,6 +54,8 @@ export async function launchQemu(spec: LaunchSpec): Promise<ProcessIdentity> {
           ),
         );
     });
+  }).finally(() => {
+    if (stateFd !== undefined) closeSync(stateFd);
   });
   if (stderr.trim()) appendQemuLog(paths, stderr);
   const pid = Number.parseInt(readFileSync(paths.pidFile, "utf8").trim(), 10);

@@ -53,7 +53,8 @@ interface ExecStatus {
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const FIRST_POLL_MS = 1;
-const MAX_POLL_MS = 50;
+/** A status poll costs the agent well under a millisecond; a longer cap would add its own length to short commands. */
+const MAX_POLL_MS = 20;
 
 /** A client for the QEMU guest agent (qemu-ga) over a unix socket, such as QEMU's virtio-serial chardev. */
 export class QgaClient {
@@ -125,6 +126,16 @@ export class QgaClient {
    */
   async exec(req: ExecRequest, opts: CommandOptions = {}): Promise<ExecResult> {
     const deadline = Date.now() + (opts.timeoutMs ?? this.#execTimeoutMs);
+    const pid = await this.spawn(req, { timeoutMs: deadline - Date.now() });
+    return this.#waitForExit(pid, req.path, deadline);
+  }
+
+  /**
+   * Starts a process in the guest and resolves with its guest pid as soon as it runs, so other commands can go
+   * to the agent meanwhile; `waitForExit` collects the result. The agent feeds `stdin` to the process from its
+   * main loop, between the commands it serves.
+   */
+  async spawn(req: ExecRequest, opts: CommandOptions = {}): Promise<number> {
     const started = await this.#session.execute(
       "guest-exec",
       {
@@ -135,7 +146,7 @@ export class QgaClient {
         // qemu-ga 7.2 accepts only the boolean form; the string modes came with 8.0.
         "capture-output": req.captureOutput ?? true,
       },
-      deadline,
+      this.#deadline(opts),
     );
     const pid = (started as { pid?: unknown } | undefined)?.pid;
     if (typeof pid !== "number") {
@@ -143,10 +154,22 @@ export class QgaClient {
         command: "guest-exec",
       });
     }
+    return pid;
+  }
+
+  /**
+   * Waits for a process started by `spawn` to exit and returns its result. The agent reports an exit only once:
+   * wait for each pid once. A deadline only stops the waiting.
+   */
+  waitForExit(pid: number, opts: CommandOptions = {}): Promise<ExecResult> {
+    return this.#waitForExit(pid, "the process", Date.now() + (opts.timeoutMs ?? this.#execTimeoutMs));
+  }
+
+  async #waitForExit(pid: number, what: string, deadline: number): Promise<ExecResult> {
     const stillRunning = (cause?: unknown) =>
       new QgaError(
         "TIMEOUT",
-        `${req.path} (guest pid ${pid}) did not exit in time and may still be running in the guest: ` +
+        `${what} (guest pid ${pid}) did not exit in time and may still be running in the guest: ` +
           "pass a larger timeoutMs",
         { command: "guest-exec", cause },
       );

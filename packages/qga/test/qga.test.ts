@@ -153,6 +153,22 @@ describe("QgaClient against a real qemu-ga", () => {
     );
   });
 
+  it("spawns a process, serves other commands while it runs, then collects its result once", async () => {
+    const pid = await client.spawn({
+      path: "/bin/sh",
+      args: ["-c", 'read -r line; echo "got $line"'],
+      stdin: "x\n",
+    });
+    expect(pid).toBeGreaterThan(0);
+    await expect(client.ping()).resolves.toBeUndefined();
+    const result = await client.waitForExit(pid);
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout.toString()).toBe("got x\n");
+    // The agent forgot the process when it reported its exit.
+    const again = await rejection(client.waitForExit(pid));
+    expect(again.code).toBe("COMMAND_FAILED");
+  });
+
   it("fails a command the agent rejects with COMMAND_FAILED and the agent's error", async () => {
     const error = await rejection(client.exec({ path: "/nonexistent/program" }));
     expect(error.code).toBe("COMMAND_FAILED");

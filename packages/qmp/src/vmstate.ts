@@ -39,6 +39,12 @@ export interface SaveResult {
 export interface RestoreOptions {
   method: SaveMethod;
   path: string;
+  /**
+   * `path`, already open for reading in QEMU as this file descriptor (handed over when QEMU was started, e.g. as
+   * a spawn stdio entry). QEMU then reads it directly instead of starting a shell and `cat`: tens of
+   * milliseconds less per restore. Not for `file` and `mapped-ram`, which read the file by path.
+   */
+  fd?: number;
   /** Deadline for loading the state. Default 10 minutes. */
   timeoutMs?: number;
 }
@@ -87,6 +93,20 @@ export function migrationUri(method: SaveMethod, file: string, direction: "in" |
     return `file:${file}`;
   }
   return direction === "out" ? `exec:cat > ${shellQuote(file)}` : `exec:cat ${shellQuote(file)}`;
+}
+
+function incomingUri(opts: RestoreOptions, source: string): string {
+  if (opts.fd === undefined) return migrationUri(opts.method, source, "in");
+  if (opts.method === "file" || opts.method === "mapped-ram") {
+    throw new QmpError(
+      "UNSUPPORTED",
+      `the ${opts.method} method reads the state by path; restore it without fd`,
+    );
+  }
+  if (!Number.isInteger(opts.fd) || opts.fd < 3) {
+    throw new QmpError("UNSUPPORTED", `fd must be a descriptor number above 2, got ${opts.fd}`);
+  }
+  return `fd:${opts.fd}`;
 }
 
 interface Abilities {
@@ -300,7 +320,7 @@ export async function restoreVmState(q: QmpClient, opts: RestoreOptions): Promis
   await setCapabilitiesFor(q, opts.method, a);
   const events = q.events("MIGRATION");
   try {
-    await q.migrateIncoming(migrationUri(opts.method, source, "in"));
+    await q.migrateIncoming(incomingUri(opts, source));
     const info = await awaitMigration(q, deadline, events, () => undefined);
     if (info.status !== "completed") {
       throw migrationFailure(

@@ -21,13 +21,16 @@ export interface QemuProcess {
   kill(): Promise<void>;
 }
 
-/** Starts QEMU with a QMP socket at `<dir>/<name>.sock`; the caller adds machine arguments. */
-export function startQemu(dir: string, args: string[], name = "qmp"): QemuProcess {
+/**
+ * Starts QEMU with a QMP socket at `<dir>/<name>.sock`; the caller adds machine arguments. `inheritFds` become
+ * the child's descriptors 3, 4, ...
+ */
+export function startQemu(dir: string, args: string[], name = "qmp", inheritFds: number[] = []): QemuProcess {
   const qmpPath = path.join(dir, `${name}.sock`);
   const child = spawn(
     QEMU,
     ["-nodefaults", "-display", "none", "-qmp", `unix:${qmpPath},server=on,wait=off`, ...args],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    { stdio: ["ignore", "ignore", "pipe", ...inheritFds] },
   );
   let stderr = "";
   child.stderr?.setEncoding("utf8").on("data", (s: string) => {

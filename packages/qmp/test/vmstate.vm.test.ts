@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { closeSync, openSync } from "node:fs";
+import { copyFile, mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -52,8 +53,12 @@ function guestArgs(ramFile?: { share: boolean }, loadBlob = true): string[] {
   ];
 }
 
-async function boot(name: string, args: string[]): Promise<{ qemu: QemuProcess; q: QmpClient }> {
-  const qemu = startQemu(dir, args, name);
+async function boot(
+  name: string,
+  args: string[],
+  inheritFds: number[] = [],
+): Promise<{ qemu: QemuProcess; q: QmpClient }> {
+  const qemu = startQemu(dir, args, name, inheritFds);
   cleanups.push(() => qemu.kill());
   const q = await QmpClient.connect(qemu.qmpPath, { timeoutMs: 60_000 });
   cleanups.push(() => q.close());
@@ -161,6 +166,27 @@ describe("VM state save/restore on QEMU 7.2", () => {
     await restored.q.quit();
     await restored.qemu.exited;
     expect(firstDifference(await readFile(ramFile), await readFile(path.join(dir, "ram.before")))).toBe(-1);
+  });
+
+  it("restores from a descriptor QEMU inherited, with no shell and no path lookup", async () => {
+    const statePath = path.join(dir, "state");
+    const { qemu, q } = await boot("a", guestArgs({ share: true }));
+    await saveVmState(q, { method: "x-ignore-shared", path: statePath });
+    await q.quit();
+    await qemu.exited;
+    const fd = openSync(statePath, "r");
+    // Gone by name: only the inherited descriptor can still reach the state.
+    await rename(statePath, path.join(dir, "elsewhere"));
+    await writeFile(statePath, "not a migration stream");
+    const restored = await boot(
+      "b",
+      [...guestArgs({ share: false }, false), "-S", "-incoming", "defer"],
+      [fd],
+    );
+    closeSync(fd);
+    await restoreVmState(restored.q, { method: "x-ignore-shared", path: statePath, fd: 3 });
+    expect((await restored.q.queryStatus()).status).toBe("paused");
+    expect(firstDifference(await guestBlob(restored.q, "after.bin"), blob)).toBe(-1);
   });
 
   it("reports why a save failed and leaves no partial file", async () => {
