@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 const root = resolve(import.meta.dirname, "..", "..", "..");
-const cli = join(root, "packages", "emulator-cli", "dist", "cli.js");
+const cli = join(root, "packages", "emulator-cli", "dist", "stack-emulator.js");
 const runs = Number(process.env.BENCH_RUNS ?? 5);
 const home = mkdtempSync(join(tmpdir(), "se-bench-"));
 const imageOut = join(home, "img");

@@ -32,6 +32,7 @@ function context(command: Command): { ctx: Context; json: boolean } {
   const opts = command.optsWithGlobals<GlobalOptions>();
   const json = Boolean(opts.json);
   const report = createReporter({ quiet: json && !process.stderr.isTTY });
+  report.mark("command line parsed");
   return {
     ctx: createContext(resolveHome(), validateInstanceName(opts.instance), process.env, report),
     json,
@@ -145,6 +146,7 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
     selector = { kind: "dev" };
     image = await resolveImage(ctx, selector);
   }
+  ctx.report.mark("image found");
   const result = await start(ctx, {
     selector,
     image,

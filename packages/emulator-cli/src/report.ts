@@ -63,7 +63,8 @@ export function createReporter(options: { stream?: NodeJS.WriteStream; quiet?: b
       print("warning:", message);
     },
     mark(label) {
-      const line = `${label} at ${Date.now() - started} ms`;
+      // Since the process started, so that Node's own start-up and module loading show up too.
+      const line = `${label} at ${Math.round(performance.now())} ms`;
       log("mark", line);
       if (trace) print("trace:", line);
     },

@@ -1,7 +1,6 @@
 import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { CompressStream, DecompressStream } from "zstd-napi";
 import { writeFileAtomic } from "./fs-atomic.js";
 import type { Image } from "./image.js";
 import type { HomeLayout } from "./paths.js";
@@ -118,8 +117,14 @@ export function writeSnapshotManifest(files: SnapshotFiles, manifest: SnapshotMa
   writeFileAtomic(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
+/** Loaded on first use: a native addon that only the compressed-stream fallback needs, kept off every start. */
+function zstd(): Promise<typeof import("zstd-napi")> {
+  return import("zstd-napi");
+}
+
 /** Compresses a migration stream with zstd (level 3: about as fast as the disk, a fraction of the size). */
 export async function compressState(raw: string, compressed: string): Promise<void> {
+  const { CompressStream } = await zstd();
   await pipeline(
     createReadStream(raw),
     new CompressStream({ compressionLevel: 3 }),
@@ -128,5 +133,6 @@ export async function compressState(raw: string, compressed: string): Promise<vo
 }
 
 export async function decompressState(compressed: string, raw: string): Promise<void> {
+  const { DecompressStream } = await zstd();
   await pipeline(createReadStream(compressed), new DecompressStream(), createWriteStream(raw));
 }

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll } from "vitest";
 
-export const CLI = resolve(import.meta.dirname, "..", "dist", "cli.js");
+export const CLI = resolve(import.meta.dirname, "..", "dist", "stack-emulator.js");
 export const GUEST = resolve(import.meta.dirname, "..", "..", "..", "guest");
 export const PLACEHOLDERS = join(GUEST, "dev", "rootfs", "etc", "stack", "placeholder-secrets.env");
 

@@ -16,3 +16,13 @@ SECRET_NAMES="STACK_PUBLISHABLE_CLIENT_KEY STACK_SECRET_SERVER_KEY STACK_SUPER_S
 log() {
   echo "stack: $*" >&2
 }
+
+# Waits a fraction of a second without starting a process (busybox `sleep` is one, tens of milliseconds under TCG):
+# `read -t` on a FIFO opened read-write, which nobody writes to and which never reaches end-of-file.
+pause() { # seconds
+  fifo=$STACK_RUN/pause.fifo
+  [ -p "$fifo" ] || mkfifo -m 0600 "$fifo"
+  # shellcheck disable=SC3045 # busybox ash's read has -t, fractions included
+  read -r -t "$1" _ <>"$fifo"
+  return 0
+}
