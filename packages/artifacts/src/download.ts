@@ -163,6 +163,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
         credentials,
         signal: opts.signal,
         stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
+        bulk: true,
       });
       let consumed = false;
       try {
