@@ -63,13 +63,17 @@ const cold = measure("cold boot to healthy, fresh keys", Math.min(runs, 3), () =
   cliJson(["stop", "--no-save"], { STACK_EMULATOR_POWERDOWN_TIMEOUT: "0.1" });
   return ms;
 });
-reset();
-cliJson(["capture"]);
 const snapshotDir = join(
   home,
   "snapshots",
   JSON.parse(readFileSync(join(env.STACK_EMULATOR_IMAGE as string, "image.json"), "utf8")).name,
 );
+// Each capture is a cold boot; the figure is the capture itself (stop, save, quit, commit) as the CLI records it.
+const capture = measure("capture once healthy (stop, save, quit, commit)", Math.min(runs, 3), () => {
+  reset();
+  cliJson(["capture"]);
+  return JSON.parse(readFileSync(join(snapshotDir, "snapshot.json"), "utf8")).captureMs;
+});
 const snapshot = JSON.parse(readFileSync(join(snapshotDir, "snapshot.json"), "utf8"));
 
 const resumeRotate = measure("resume to healthy, fresh keys", runs, () => {
@@ -101,11 +105,11 @@ const rows = [
   [resumeNoRotation.label, resumeNoRotation.ms, resumeNoRotation.ms / cold.ms],
   [quickBoot.label, quickBoot.ms, quickBoot.ms / cold.ms],
   ["stop, saving the running state", median(stopMs), median(stopMs) / cold.ms],
-  ["capture once healthy (stop, save, quit, commit)", snapshot.captureMs, snapshot.captureMs / cold.ms],
+  [capture.label, capture.ms, capture.ms / cold.ms],
 ] as const;
 
 console.log(
-  `\nemulator lifecycle, dev image, accel ${env.EMULATOR_ACCEL}, median of ${runs} (cold: ${Math.min(runs, 3)}), whole CLI command\n`,
+  `\nemulator lifecycle, dev image, accel ${env.EMULATOR_ACCEL}, median of ${runs} (cold boot and capture: ${Math.min(runs, 3)}), whole CLI command (capture: as recorded by the CLI)\n`,
 );
 console.log("| what | time | vs cold boot |");
 console.log("| --- | ---: | ---: |");

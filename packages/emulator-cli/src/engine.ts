@@ -469,14 +469,17 @@ async function captureSnapshot(p: Prepared): Promise<void> {
     const started = Date.now();
     try {
       await holdingAgent(p.ctx, vm, async () => {
+        report.mark("guest agent channel open");
         await vm.qmp.stop();
         await saveVmState(vm.qmp, { method, path: files.state, timeoutMs: 120_000 });
+        report.mark("device state saved");
       });
     } catch (error) {
       await abandon(vm, paths);
       throw error;
     }
     await terminate(vm.identity, vm.qmp);
+    report.mark("QEMU ended");
     removeRuntimeFiles(paths);
     if (compressed) {
       report.step("compressing the snapshot");
