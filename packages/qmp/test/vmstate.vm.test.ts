@@ -71,6 +71,16 @@ async function guestBlob(q: QmpClient, name: string): Promise<Buffer> {
   return readFile(file);
 }
 
+/** Boots a guest with RAM in a shared file, saves its device state with x-ignore-shared, ends it; the state path. */
+async function savedOverRamFile(): Promise<string> {
+  const statePath = path.join(dir, "state");
+  const { qemu, q } = await boot("a", guestArgs({ share: true }));
+  await saveVmState(q, { method: "x-ignore-shared", path: statePath });
+  await q.quit();
+  await qemu.exited;
+  return statePath;
+}
+
 /** First offset where the buffers differ, or -1: a comparison vitest can report without diffing megabytes. */
 function firstDifference(a: Buffer, b: Buffer): number {
   if (a.equals(b)) return -1;
@@ -169,11 +179,7 @@ describe("VM state save/restore on QEMU 7.2", () => {
   });
 
   it("restores from a descriptor QEMU inherited, with no shell and no path lookup", async () => {
-    const statePath = path.join(dir, "state");
-    const { qemu, q } = await boot("a", guestArgs({ share: true }));
-    await saveVmState(q, { method: "x-ignore-shared", path: statePath });
-    await q.quit();
-    await qemu.exited;
+    const statePath = await savedOverRamFile();
     const fd = openSync(statePath, "r");
     // Gone by name: only the inherited descriptor can still reach the state.
     await rename(statePath, path.join(dir, "elsewhere"));
@@ -201,11 +207,7 @@ describe("VM state save/restore on QEMU 7.2", () => {
   });
 
   it("fails a restore clearly when the capabilities differ from the save", async () => {
-    const statePath = path.join(dir, "state");
-    const { qemu, q } = await boot("a", guestArgs({ share: true }));
-    await saveVmState(q, { method: "x-ignore-shared", path: statePath });
-    await q.quit();
-    await qemu.exited;
+    const statePath = await savedOverRamFile();
     const restored = await boot("b", [...guestArgs({ share: false }, false), "-S", "-incoming", "defer"]);
     const method: SaveMethod = "exec";
     const error = await rejection(restoreVmState(restored.q, { method, path: statePath }));
