@@ -42,7 +42,9 @@ export interface RestoreOptions {
   /**
    * `path`, already open for reading in QEMU as this file descriptor (handed over when QEMU was started, e.g. as
    * a spawn stdio entry). QEMU then reads it directly instead of starting a shell and `cat`: tens of
-   * milliseconds less per restore. Not for `file` and `mapped-ram`, which read the file by path.
+   * milliseconds less per restore. Not for `file` and `mapped-ram`, which read the file by path. (Saving has no
+   * such option: QEMU 7.2's outgoing `fd:` takes only descriptors handed over the monitor with `getfd`, which
+   * needs SCM_RIGHTS, and Node's sockets cannot send descriptors.)
    */
   fd?: number;
   /** Deadline for loading the state. Default 10 minutes. */
