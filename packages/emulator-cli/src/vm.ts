@@ -80,9 +80,12 @@ export async function connectQmp(paths: InstancePaths, timeoutMs = 10_000): Prom
 
 export async function waitForExit(identity: ProcessIdentity, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
+  // QEMU usually exits within milliseconds of `quit`: short polls first, so a capture does not wait on the timer.
+  let delay = 1;
   while (isSameProcess(identity)) {
     if (Date.now() >= deadline) return false;
-    await sleep(20);
+    await sleep(delay);
+    delay = Math.min(delay * 2, 20);
   }
   return true;
 }
