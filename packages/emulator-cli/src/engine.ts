@@ -250,7 +250,7 @@ async function launch(
 
 function connectAgent(ctx: Context, timeoutMs = seconds(ctx.env.STACK_EMULATOR_AGENT_TIMEOUT, 15_000)) {
   const agent = QgaClient.connect(ctx.paths.qgaSocket, { timeoutMs });
-  // Awaited later or never (a failed start); an early failure is retried by whoever needs the agent.
+  // Awaited later, or never when the start fails first: its rejection must not count as unhandled.
   agent.catch(() => undefined);
   return agent;
 }
@@ -271,7 +271,8 @@ async function holdingAgent<T>(ctx: Context, vm: LiveVm, save: () => Promise<T>)
 }
 
 async function withAgent<T>(ctx: Context, vm: LiveVm, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
-  const pending = vm.agent?.catch(() => connectAgent(ctx)) ?? connectAgent(ctx);
+  // An early connection that failed is not retried: it already waited the whole agent timeout, or QEMU is gone.
+  const pending = vm.agent ?? connectAgent(ctx);
   vm.agent = undefined;
   const qga = await pending;
   ctx.report.mark("guest agent in sync");
