@@ -326,8 +326,9 @@ async function rotateSecrets(
     { path: p.image.manifest.guest.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
     { timeoutMs: GUEST_COMMAND_TIMEOUT_MS },
   );
-  // The guest starts the rotation program meanwhile. The agent hands it the secrets only once it is free again,
-  // so whatever runs here (the clock) is done before the program can act on them.
+  // The guest starts the rotation program meanwhile, so the agent's hwclock run (set-time) no longer delays it.
+  // Not a guarantee of order: the clock is set a few milliseconds into the program's start, while a restart of the
+  // app comes after validating and storing the secrets, far later.
   await whileStarting?.();
   checkGuestExit(await qga.waitForExit(pid, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }), "secret rotation");
   saveKeys(p.ctx.paths.keys, secrets);
@@ -369,7 +370,7 @@ async function settleResumedGuest(
   const { applyConfig } = p.image.manifest.guest;
   const configChanged = savedConfigHash !== p.configHash && Boolean(applyConfig);
   const agentWork = withAgent(p.ctx, vm, async (qga) => {
-    // The clock goes first: the guest must not restart its app (rotation, config) with the time of the save.
+    // The clock is set before anything restarts the app (rotation, config): not with the time of the save.
     if (options.rotate && !configChanged) return rotateSecrets(p, qga, () => setGuestClock(p, qga));
     await setGuestClock(p, qga);
     if (configChanged && applyConfig) {
