@@ -5,12 +5,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 export interface Agent {
   dir: string;
   socketPath: string;
-  /** Resolves once the agent listens on its socket; rejects with its stderr if it exits first. */
+  /** Resolves once the agent listens on its socket; rejects with its stderr if it exits first or takes too long. */
   ready: Promise<void>;
   /** SIGSTOP: the agent keeps its socket but answers nothing until resumed. */
   pause(): void;
   resume(): void;
-  /** Ends the agent (SIGTERM by default; SIGKILL ends it even while paused, before it can answer anything). */
+  /**
+   * Ends the agent (SIGTERM by default; SIGKILL ends it even while paused, before it can answer anything). An agent
+   * still there after STOP_GRACE_MS gets SIGKILL: no test may wait forever on a stuck process.
+   */
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -19,6 +22,10 @@ export interface Agent {
  * paths are limited to 108 bytes). As root, CAP_SYS_TIME is dropped from its bounding set so that no
  * guest-set-time a test sends can ever change the host's clock.
  */
+/** Both bounds are far above what a healthy agent needs, even on a loaded 2-core machine. */
+const READY_DEADLINE_MS = 10_000;
+const STOP_GRACE_MS = 3_000;
+
 export async function spawnAgent(opts: { blockRpcs?: string[] } = {}): Promise<Agent> {
   const dir = await mkdtemp("/tmp/qga-");
   const socketPath = `${dir}/s`;
@@ -45,7 +52,11 @@ export async function spawnAgent(opts: { blockRpcs?: string[] } = {}): Promise<A
       running = false;
     });
     let delay = 2;
+    const deadline = Date.now() + READY_DEADLINE_MS;
     while (running) {
+      if (Date.now() > deadline) {
+        throw new Error(`qemu-ga did not listen on ${socketPath} within ${READY_DEADLINE_MS} ms: ${stderr}`);
+      }
       if (
         await stat(socketPath).then(
           (s) => s.isSocket(),
@@ -70,19 +81,25 @@ export async function spawnAgent(opts: { blockRpcs?: string[] } = {}): Promise<A
         child.kill(signal);
         child.kill("SIGCONT");
       }
+      const escalate = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
       await exited;
+      clearTimeout(escalate);
       await rm(dir, { recursive: true, force: true });
     },
   };
 }
 
+/** A started agent; one that does not come up in time is replaced once. (A CI run saw a test here wait out its
+ * 60 s timeout; spawning and stopping the agent were the only waits without a bound.) */
 export async function startAgent(opts: { blockRpcs?: string[] } = {}): Promise<Agent> {
-  const agent = await spawnAgent(opts);
-  try {
-    await agent.ready;
-  } catch (error) {
-    await agent.stop();
-    throw error;
+  for (let attempt = 1; ; attempt++) {
+    const agent = await spawnAgent(opts);
+    try {
+      await agent.ready;
+      return agent;
+    } catch (error) {
+      await agent.stop("SIGKILL");
+      if (attempt >= 2 || !String(error).includes("did not listen")) throw error;
+    }
   }
-  return agent;
 }
