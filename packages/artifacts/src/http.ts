@@ -53,7 +53,8 @@ export async function getFollowing(url: string, opts: FollowOptions): Promise<Fo
   for (let hop = 0; ; hop++) {
     const sameOrigin = new URL(current).origin === origin;
     const headers = sameOrigin && opts.credentials ? { ...opts.headers, ...opts.credentials } : opts.headers;
-    const res = await (opts.bulk ? getBulk(current, headers, opts) : get(current, headers, opts));
+    const target = httpUrl(current);
+    const res = await (opts.bulk ? getBulk(target, headers, opts) : get(target, headers, opts));
     const location = res.headers.location;
     if (!REDIRECTS.has(res.statusCode) || typeof location !== "string") {
       return { ...res, url: current, crossOrigin: !sameOrigin };
@@ -72,13 +73,15 @@ export async function getFollowing(url: string, opts: FollowOptions): Promise<Fo
 
 type Answer = { statusCode: number; headers: IncomingHttpHeaders; body: Body };
 
-function getBulk(url: string, headers: Record<string, string>, opts: FollowOptions): Promise<Answer> {
+function httpUrl(url: string): URL {
   const u = new URL(url);
   if (u.protocol !== "https:" && u.protocol !== "http:") {
-    return Promise.reject(
-      new ArtifactsError("INVALID_ARGUMENT", `Unsupported URL scheme in ${redactUrl(url)}.`),
-    );
+    throw new ArtifactsError("INVALID_ARGUMENT", `Unsupported URL scheme in ${redactUrl(url)}.`);
   }
+  return u;
+}
+
+function getBulk(u: URL, headers: Record<string, string>, opts: FollowOptions): Promise<Answer> {
   return http1Get(u, headers, {
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.stallTimeoutMs ? { stallTimeoutMs: opts.stallTimeoutMs } : {}),
@@ -86,14 +89,8 @@ function getBulk(url: string, headers: Record<string, string>, opts: FollowOptio
   });
 }
 
-function get(url: string, headers: Record<string, string>, opts: FollowOptions): Promise<Answer> {
-  const u = new URL(url);
-  const send = u.protocol === "https:" ? httpsRequest : u.protocol === "http:" ? httpRequest : undefined;
-  if (!send) {
-    return Promise.reject(
-      new ArtifactsError("INVALID_ARGUMENT", `Unsupported URL scheme in ${redactUrl(url)}.`),
-    );
-  }
+function get(u: URL, headers: Record<string, string>, opts: FollowOptions): Promise<Answer> {
+  const send = u.protocol === "https:" ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     let response: IncomingMessage | undefined;
     const req = send(

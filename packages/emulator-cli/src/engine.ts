@@ -12,7 +12,7 @@ import {
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { type ExecResult, QgaClient } from "@stack/qga";
-import { type QmpClient, restoreVmState, type SaveMethod, saveVmState } from "@stack/qmp";
+import { type QmpClient, readsStateByPath, restoreVmState, type SaveMethod, saveVmState } from "@stack/qmp";
 import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
@@ -207,7 +207,7 @@ async function launch(
   const { report } = p.ctx;
   report.mark("launching QEMU");
   // Methods that stream the state can read it from a descriptor QEMU inherits; the others open it by path.
-  const viaFd = restore && restore.method !== "file" && restore.method !== "mapped-ram";
+  const viaFd = restore && !readsStateByPath(restore.method);
   const identity = await launchQemu(
     {
       machine: p.resolved.machine,
@@ -255,14 +255,19 @@ function connectAgent(ctx: Context, timeoutMs = seconds(ctx.env.STACK_EMULATOR_A
   return agent;
 }
 
+/** The connection opened early for this VM (handed over once, so nothing else closes it), else a new one. */
+function takeAgent(ctx: Context, vm: LiveVm, timeoutMs?: number): Promise<QgaClient> {
+  const pending = vm.agent ?? connectAgent(ctx, timeoutMs);
+  vm.agent = undefined;
+  return pending;
+}
+
 /**
  * Runs `save` with the guest agent's channel open, so that the saved guest waits on an open channel (see launch).
  * An agent that does not answer soon does not hold the save up; the resume then pays the agent's poll delay.
  */
 async function holdingAgent<T>(ctx: Context, vm: LiveVm, save: () => Promise<T>): Promise<T> {
-  const pending = vm.agent ?? connectAgent(ctx, 2000);
-  vm.agent = undefined;
-  const qga = await pending.catch(() => undefined);
+  const qga = await takeAgent(ctx, vm, 2000).catch(() => undefined);
   try {
     return await save();
   } finally {
@@ -272,9 +277,7 @@ async function holdingAgent<T>(ctx: Context, vm: LiveVm, save: () => Promise<T>)
 
 async function withAgent<T>(ctx: Context, vm: LiveVm, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
   // An early connection that failed is not retried: it already waited the whole agent timeout, or QEMU is gone.
-  const pending = vm.agent ?? connectAgent(ctx);
-  vm.agent = undefined;
-  const qga = await pending;
+  const qga = await takeAgent(ctx, vm);
   ctx.report.mark("guest agent in sync");
 
   try {

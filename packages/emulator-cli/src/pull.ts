@@ -12,7 +12,7 @@ import {
 import type { Context } from "./engine.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
-import { type Image, type ImageManifest, loadImage } from "./image.js";
+import { type Image, type ImageManifest, loadImage, SECRET_NAMES } from "./image.js";
 import {
   archOf,
   type ImageSelector,
@@ -62,12 +62,7 @@ export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: s
       applyConfig: "/usr/local/bin/apply-runtime-config",
       waitReady: "/usr/local/bin/wait-for-stack-ready",
     },
-    secrets: [
-      "STACK_PUBLISHABLE_CLIENT_KEY",
-      "STACK_SECRET_SERVER_KEY",
-      "STACK_SUPER_SECRET_ADMIN_KEY",
-      "CRON_SECRET",
-    ],
+    secrets: [...SECRET_NAMES],
   };
 }
 

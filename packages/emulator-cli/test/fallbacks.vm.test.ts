@@ -21,6 +21,8 @@ async function startOk(env: NodeJS.ProcessEnv) {
 
 const snapshotDir = (env: NodeJS.ProcessEnv) =>
   join(env.STACK_EMULATOR_HOME as string, "snapshots", dev.imageName);
+const pidFileOf = (env: NodeJS.ProcessEnv) =>
+  join(env.STACK_EMULATOR_HOME as string, "instances", "default", "qemu.pid");
 
 describe("every fast-path failure ends healthy, with the reason reported", () => {
   it(
@@ -86,7 +88,7 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
       const env = await instanceEnv();
       const home = env.STACK_EMULATOR_HOME as string;
       const pending = runCli(["start", "--json"], env);
-      const pidFile = join(home, "instances", "default", "qemu.pid");
+      const pidFile = pidFileOf(env);
       const staging = () =>
         existsSync(join(home, "snapshots")) &&
         readdirSync(join(home, "snapshots")).some((n) => n.startsWith(".staging-"));
@@ -112,7 +114,7 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
     async () => {
       const env = await instanceEnv();
       const first = await startOk(env);
-      const pid = runningQemuPid(join(env.STACK_EMULATOR_HOME as string, "instances", "default", "qemu.pid"));
+      const pid = runningQemuPid(pidFileOf(env));
       expect(pid).toBe(first.json.qemu.pid);
       process.kill(pid as number, "SIGKILL");
       await new Promise((r) => setTimeout(r, 500));

@@ -25,6 +25,7 @@ export {
   chooseSaveMethod,
   migrationUri,
   type RestoreOptions,
+  readsStateByPath,
   restoreVmState,
   type SaveMethod,
   type SaveOptions,

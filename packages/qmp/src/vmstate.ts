@@ -97,9 +97,14 @@ export function migrationUri(method: SaveMethod, file: string, direction: "in" |
   return direction === "out" ? `exec:cat > ${shellQuote(file)}` : `exec:cat ${shellQuote(file)}`;
 }
 
+/** Methods whose state QEMU opens by path (`file:`), so it cannot come through an inherited descriptor. */
+export function readsStateByPath(method: SaveMethod): boolean {
+  return method === "file" || method === "mapped-ram";
+}
+
 function incomingUri(opts: RestoreOptions, source: string): string {
   if (opts.fd === undefined) return migrationUri(opts.method, source, "in");
-  if (opts.method === "file" || opts.method === "mapped-ram") {
+  if (readsStateByPath(opts.method)) {
     throw new QmpError(
       "UNSUPPORTED",
       `the ${opts.method} method reads the state by path; restore it without fd`,
