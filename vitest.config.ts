@@ -17,7 +17,12 @@ export default defineConfig({
         resolve: { alias },
         test: {
           name: "unit",
-          include: ["packages/*/test/**/*.test.ts", "guest/test/**/*.test.ts", "docker/test/**/*.test.ts"],
+          include: [
+            "packages/*/test/**/*.test.ts",
+            "guest/test/**/*.test.ts",
+            "docker/test/**/*.test.ts",
+            "scripts/test/**/*.test.ts",
+          ],
           exclude: ["**/*.vm.test.ts", "**/node_modules/**"],
           testTimeout: 60_000,
           hookTimeout: 60_000,

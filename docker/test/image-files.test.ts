@@ -217,6 +217,7 @@ describe("build-image offline", () => {
         ["backend", 8102, 26701],
         ["minio", 8103, 26702],
         ["inbucket", 8104, 26703],
+        ["mock-oauth", 8114, 26704],
       ]);
     });
 

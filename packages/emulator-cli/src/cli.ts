@@ -2,11 +2,11 @@
 import { createReadStream, existsSync, readFileSync, statSync, watch } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline/promises";
-import { doctor } from "@stack/host-detect";
 import { Command, Option } from "commander";
 import { type Context, capture, createContext, reset, start, stop } from "./engine.js";
 import { describeError, EmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
+import { hostDoctor } from "./host.js";
 import { type Image, loadImage } from "./image.js";
 import {
   describeSelector,
@@ -21,6 +21,7 @@ import {
 } from "./image-store.js";
 import { resolveHome, validateInstanceName } from "./paths.js";
 import { createReporter } from "./report.js";
+import { keysFileInUse } from "./secrets.js";
 import { status } from "./status.js";
 
 interface GlobalOptions {
@@ -98,7 +99,9 @@ Examples:
 Environment:
   STACK_EMULATOR_HOME     state directory (default ~/.stack/emulator)
   STACK_EMULATOR_IMAGE    image selector, as --image
-  STACK_EMULATOR_DASHBOARD_PORT, _BACKEND_PORT, _MINIO_PORT, _INBUCKET_PORT   host ports
+  STACK_EMULATOR_DASHBOARD_PORT, _BACKEND_PORT, _MINIO_PORT, _INBUCKET_PORT, _MOCK_OAUTH_PORT
+                          host ports (defaults 26700-26704); the original's EMULATOR_DASHBOARD_PORT etc.
+                          work too, and the STACK_ names win when both are set
   EMULATOR_ACCEL          force an accelerator (kvm, hvf, whpx, tcg)
   EMULATOR_NO_SNAPSHOT=1  always cold boot; EMULATOR_NO_ROTATION=1 keep the public placeholder keys (unsafe)
   GH_TOKEN / GITHUB_TOKEN GitHub token for pull requests and workflow runs; GITHUB_API_URL for GitHub Enterprise`,
@@ -155,15 +158,14 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
   });
   writeCurrentSelector(ctx.layout, selector);
   const { state } = result;
-  output(json, { alreadyRunning: result.alreadyRunning, ...state, keysFile: ctx.paths.keys }, () => {
+  const keysFile = keysFileInUse(ctx.paths.keys, state.rotation);
+  output(json, { alreadyRunning: result.alreadyRunning, ...state, ...(keysFile ? { keysFile } : {}) }, () => {
     const lines = [
       result.alreadyRunning
         ? `already running (pid ${state.qemu.pid})`
         : `ready in ${(state.readyMs / 1000).toFixed(2)} s (${state.boot === "cold" ? "cold boot" : `${state.boot} resume`}, ${state.accel})`,
       ...state.services.map((s) => `  ${s.name.padEnd(10)} ${serviceUrl(s, "")}`),
-      state.rotation === "rotated"
-        ? `  keys       ${ctx.paths.keys}`
-        : "  keys       PUBLIC placeholders (rotation skipped)",
+      keysFile ? `  keys       ${keysFile}` : "  keys       PUBLIC placeholders (rotation skipped)",
     ];
     return lines.join("\n");
   });
@@ -213,6 +215,10 @@ program
           `  boot       ${report.boot}${report.snapshotMethod ? ` (${report.snapshotMethod})` : ""}`,
         );
       if (report.fallbackReason) lines.push(`  fallback   ${report.fallbackReason}`);
+      if (report.rotation)
+        lines.push(
+          `  keys       ${report.keysFile ?? "PUBLIC placeholders (rotation skipped): never expose these ports"}`,
+        );
       for (const s of report.services) {
         lines.push(
           `  ${s.name.padEnd(10)} ${s.healthy ? "healthy" : "UNHEALTHY"}  ${s.url} ${s.status ?? s.error ?? ""}`,
@@ -240,12 +246,13 @@ program
 
 program
   .command("logs")
-  .description("print the guest's serial console and this CLI's log")
+  .description("print this CLI's log, QEMU's own messages and the guest's serial console")
   .option("-f, --follow", "keep printing new output")
   .option("--serial", "only the serial console")
   .action(async (flags: { follow?: boolean; serial?: boolean }, command: Command) => {
     const { ctx } = context(command);
-    const files = flags.serial ? [ctx.paths.serialLog] : [ctx.paths.cliLog, ctx.paths.serialLog];
+    const { cliLog, qemuLog, serialLog } = ctx.paths;
+    const files = flags.serial ? [serialLog] : [cliLog, qemuLog, serialLog];
     for (const file of files) if (existsSync(file)) process.stdout.write(readFileSync(file));
     if (flags.follow) await follow(ctx.paths.serialLog);
   });
@@ -269,8 +276,8 @@ program
   .command("doctor")
   .description("check the host: QEMU, accelerator, firmware; each problem with its fix")
   .action(async (_flags: unknown, command: Command) => {
-    const { json } = context(command);
-    const report = await doctor();
+    const { ctx, json } = context(command);
+    const report = await hostDoctor(ctx.layout, ctx.env);
     output(json, report, () =>
       report.checks
         .map(

@@ -17,10 +17,17 @@ import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import { waitHealthy } from "./health.js";
-import { type ResolvedMachine, rememberKvmNoProgress, resolveMachine } from "./host.js";
+import { type ResolvedMachine, rememberAcceleratorFailure, resolveMachine } from "./host.js";
 import type { Image } from "./image.js";
 import { describeSelector, type ImageSelector } from "./image-store.js";
-import { type BootKind, clearState, type InstanceState, readState, writeState } from "./instance-state.js";
+import {
+  type BootKind,
+  clearState,
+  type InstanceState,
+  type Rotation,
+  readState,
+  writeState,
+} from "./instance-state.js";
 import { acquireLock } from "./lock.js";
 import { type HomeLayout, type InstancePaths, instancePaths } from "./paths.js";
 import { assertPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
@@ -115,6 +122,8 @@ interface SuspendRecord {
   method: SaveMethod;
   ram: RamSpec;
   configHash: string;
+  /** Whether the guest in the saved state holds this install's keys or still the public placeholders. */
+  rotation: Rotation;
   savedAt: string;
 }
 
@@ -315,12 +324,14 @@ async function rotateSecrets(
   p: Prepared,
   qga: QgaClient,
   whileStarting?: () => Promise<void>,
-): Promise<"rotated" | "skipped"> {
+): Promise<Rotation> {
   if (p.noRotation) {
     p.ctx.report.warn(
       "EMULATOR_NO_ROTATION=1: the emulator keeps the PUBLIC placeholder keys baked into the image. Anyone can use them. Never expose these ports.",
     );
     await whileStarting?.();
+    // Keys from an earlier start no longer describe this guest: it serves the placeholders.
+    rmSync(p.ctx.paths.keys, { force: true });
     return "skipped";
   }
   p.ctx.report.step("rotating secrets through the guest agent");
@@ -369,7 +380,7 @@ async function settleResumedGuest(
   vm: LiveVm,
   savedConfigHash: string,
   options: { rotate: boolean; what: string },
-): Promise<"rotated" | "skipped" | undefined> {
+): Promise<Rotation | undefined> {
   const { applyConfig } = p.image.manifest.guest;
   const configChanged = savedConfigHash !== p.configHash && Boolean(applyConfig);
   const agentWork = withAgent(p.ctx, vm, async (qga) => {
@@ -396,32 +407,44 @@ interface Outcome {
   vm: LiveVm;
   boot: BootKind;
   ram: RamSpec;
-  rotation: "rotated" | "skipped";
+  rotation: Rotation;
   /** How the state it resumed was saved. */
   method?: SaveMethod;
 }
 
 async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm> {
-  const { report, env, layout, paths } = p.ctx;
+  const { report, env, paths } = p.ctx;
   const timeoutMs = seconds(env.STACK_EMULATOR_BOOT_TIMEOUT, 300_000);
-  report.step(`cold booting (${p.resolved.machine.accel})`);
+  const { accel } = p.resolved.machine;
+  const hardware = accel !== "tcg";
+  report.step(`cold booting (${accel})`);
   const serialBefore = fileSize(paths.serialLog);
-  const vm = await launch(p, disk, ram);
+  let vm: LiveVm;
+  try {
+    vm = await launch(p, disk, ram);
+  } catch (error) {
+    if (hardware && error instanceof EmulatorError && error.code === "QEMU_EXITED") {
+      return bootWithTcgInstead(p, disk, ram, `QEMU failed to start under ${accel} (${error.message})`);
+    }
+    throw error;
+  }
   // The agent comes up with the services: its channel is open by the time they answer.
   vm.agent = connectAgent(p.ctx, timeoutMs);
   try {
-    if (p.resolved.machine.accel === "kvm") {
+    if (hardware) {
+      // The last line of defence: a hardware accelerator that passed its proof can still stall a real kernel.
       const progressMs = seconds(env.STACK_EMULATOR_KVM_PROGRESS_TIMEOUT, 20_000);
-      if (!(await waitForSerialOutput(paths.serialLog, serialBefore, progressMs, vm.identity))) {
+      const progress = await waitForSerialOutput(paths.serialLog, serialBefore, progressMs, vm.identity);
+      if (progress !== "printed") {
         await abandon(vm, paths);
-        rememberKvmNoProgress(layout, p.resolved.machine.qemu);
-        report.warn(
-          `a kvm boot printed nothing in ${progressMs / 1000} s: this host's /dev/kvm cannot boot the guest; using tcg from now on`,
+        return bootWithTcgInstead(
+          p,
+          disk,
+          ram,
+          progress === "exited"
+            ? `QEMU under ${accel} exited before the guest printed anything`
+            : `a ${accel} boot printed nothing in ${progressMs / 1000} s`,
         );
-        p.resolved.machine.accel = "tcg";
-        // The next boot must not start from what the stuck one left in the RAM file.
-        if (ram.kind === "file") rmSync(ram.path, { force: true });
-        return coldBoot(p, disk, ram);
       }
     }
     report.step("waiting for the services");
@@ -431,6 +454,27 @@ async function coldBoot(p: Prepared, disk: string, ram: RamSpec): Promise<LiveVm
     await abandon(vm, paths);
     throw error;
   }
+}
+
+/**
+ * A hardware accelerator failed a real boot: tcg from now on, said and remembered for this host. Not when the user
+ * asked for that accelerator by name: then the failure is theirs to see.
+ */
+async function bootWithTcgInstead(p: Prepared, disk: string, ram: RamSpec, why: string): Promise<LiveVm> {
+  const { accel } = p.resolved.machine;
+  if (p.resolved.accelOverridden) {
+    throw new EmulatorError(
+      "ACCEL_UNUSABLE",
+      `EMULATOR_ACCEL=${accel}: ${why}`,
+      "unset EMULATOR_ACCEL to let the emulator choose an accelerator that works (tcg at worst)",
+    );
+  }
+  rememberAcceleratorFailure(p.ctx.layout, p.resolved, why);
+  p.ctx.report.warn(`${why}: this host's ${accel} cannot boot the guest; using tcg from now on`);
+  p.resolved.machine.accel = "tcg";
+  // The next boot must not start from what the failed one left in the RAM file.
+  if (ram.kind === "file") rmSync(ram.path, { force: true });
+  return coldBoot(p, disk, ram);
 }
 
 function fileSize(path: string): number {
@@ -447,13 +491,14 @@ async function waitForSerialOutput(
   before: number,
   timeoutMs: number,
   identity: ProcessIdentity,
-): Promise<boolean> {
+): Promise<"printed" | "silent" | "exited"> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && isSameProcess(identity)) {
-    if (fileSize(log) > before) return true;
+  while (Date.now() < deadline) {
+    if (fileSize(log) > before) return "printed";
+    if (!isSameProcess(identity)) return "exited";
     await new Promise((r) => setTimeout(r, 100));
   }
-  return false;
+  return "silent";
 }
 
 /** Cold boot from the image with RAM in a shared file, then capture: stop, save device state, quit, commit. */
@@ -556,13 +601,24 @@ async function resumeSnapshot(p: Prepared): Promise<Outcome> {
 async function resumeSuspended(p: Prepared, record: SuspendRecord): Promise<Outcome> {
   const { report, paths } = p.ctx;
   report.step("resuming where the last stop left off");
+  // A state saved with the placeholders (or one whose keys file is gone, or from before states said) is rotated now.
+  const holdsOwnKeys = record.rotation === "rotated" && existsSync(paths.keys);
   let vm: LiveVm | undefined;
   try {
     vm = await launch(p, paths.disk, record.ram, { method: record.method, state: suspendStateFile(paths) });
     // The disk now moves on from the saved state: that state must never be resumed again.
     rmSync(paths.suspend, { recursive: true, force: true });
-    await settleResumedGuest(p, vm, record.configHash, { rotate: false, what: "quick-boot resume" });
-    return { vm, boot: "quick-boot", ram: record.ram, rotation: "rotated", method: record.method };
+    const rotation = await settleResumedGuest(p, vm, record.configHash, {
+      rotate: !holdsOwnKeys,
+      what: "quick-boot resume",
+    });
+    return {
+      vm,
+      boot: "quick-boot",
+      ram: record.ram,
+      rotation: rotation ?? "rotated",
+      method: record.method,
+    };
   } catch (error) {
     await abandon(vm, paths);
     throw error;
@@ -618,7 +674,7 @@ async function prepare(ctx: Context, options: StartOptions): Promise<Prepared> {
   const services = resolveServicePorts(image.manifest.services, env);
   await assertPortsFree(services);
   const resolved = await resolveMachine(image, layout, env);
-  if (resolved.accelNote) report.info(resolved.accelNote);
+  if (resolved.accelNote) report[resolved.accelNote.level](resolved.accelNote.message);
   const config = runtimeConfig(services, ctx.name);
   await writeConfigDisk(paths.configIso, image.manifest.configIso.volumeId, config);
   const method = options.noSnapshot ? undefined : snapshotMethod(resolved, env);
@@ -743,6 +799,11 @@ async function bootSomehow(p: Prepared): Promise<{ outcome: Outcome; fallbackRea
   });
   const foreign = setAsideForeignDisk(p);
   if (foreign) fellBack(foreign);
+  // A failure no other path can avoid ends the start instead of being tried again another way.
+  const fellBackFrom = (error: unknown, why: (message: string) => string) => {
+    if (error instanceof EmulatorError && error.code === "ACCEL_UNUSABLE") throw error;
+    fellBack(why((error as Error).message));
+  };
 
   if (existsSync(paths.disk)) {
     const record = readSuspend(paths);
@@ -757,8 +818,9 @@ async function bootSomehow(p: Prepared): Promise<{ outcome: Outcome; fallbackRea
         try {
           return result(await resumeSuspended(p, record));
         } catch (error) {
-          fellBack(
-            `resuming the saved state failed (${(error as Error).message}); booting from the instance disk`,
+          fellBackFrom(
+            error,
+            (m) => `resuming the saved state failed (${m}); booting from the instance disk`,
           );
         }
       } else {
@@ -787,17 +849,15 @@ async function bootSomehow(p: Prepared): Promise<{ outcome: Outcome; fallbackRea
       try {
         return result(await resumeSnapshot(p));
       } catch (error) {
-        fellBack(`resuming the snapshot failed (${(error as Error).message}); recapturing`);
+        fellBackFrom(error, (m) => `resuming the snapshot failed (${m}); recapturing`);
       }
     }
     try {
       await captureSnapshot(p);
       return result(await resumeSnapshot(p));
     } catch (error) {
-      fellBack(
-        `snapshot capture or resume failed (${(error as Error).message}); cold booting without a snapshot`,
-      );
       rmSync(paths.disk, { force: true });
+      fellBackFrom(error, (m) => `snapshot capture or resume failed (${m}); cold booting without a snapshot`);
     }
   }
   await createOverlay(p.resolved.qemuImg, p.image.diskPath, paths.disk);
@@ -896,6 +956,7 @@ async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceState): 
       method: SUSPEND_METHOD,
       ram: state.ramFile ? { kind: "file", path: state.ramFile, share: false } : { kind: "anonymous" },
       configHash: state.configHash,
+      rotation: state.rotation,
       savedAt: new Date().toISOString(),
     };
     writeFileAtomic(join(staging, "suspend.json"), `${JSON.stringify(record, null, 2)}\n`);

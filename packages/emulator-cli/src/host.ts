@@ -2,7 +2,12 @@ import { readFileSync } from "node:fs";
 import { release } from "node:os";
 import { join } from "node:path";
 import {
-  chooseAccelerator,
+  ACCEL_ENV,
+  type Accelerator,
+  type AcceleratorProof,
+  chooseProvenAccelerator,
+  type DoctorReport,
+  doctor,
   findFirmware,
   findQemu,
   hostInfo,
@@ -13,11 +18,22 @@ import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import type { Image } from "./image.js";
 import type { HomeLayout } from "./paths.js";
-import type { MachineSpec } from "./qemu-args.js";
+import { CPU_MODEL, type MachineSpec, machineType } from "./qemu-args.js";
 
-/** What this CLI learned about the host by trying, kept across runs. */
+/**
+ * What this CLI learned about the host's accelerators by trying, kept across runs: a proof's answer, or a boot that
+ * failed under a hardware accelerator. Valid for one kernel and one QEMU binary and version; anything else proves
+ * again.
+ */
+interface RememberedProof extends AcceleratorProof {
+  kernel: string;
+  qemu: string;
+  qemuVersion: string;
+  at: string;
+}
+
 interface HostFacts {
-  kvmNoProgress?: { kernel: string; qemu: string; at: string };
+  accelerators?: RememberedProof[];
 }
 
 function readHostFacts(layout: HomeLayout): HostFacts {
@@ -28,18 +44,57 @@ function readHostFacts(layout: HomeLayout): HostFacts {
   }
 }
 
-export function rememberKvmNoProgress(layout: HomeLayout, qemu: string): void {
+interface HostKey {
+  qemu: string;
+  qemuVersion: string;
+}
+
+const sameHost = (p: RememberedProof, key: HostKey) =>
+  p.kernel === release() && p.qemu === key.qemu && p.qemuVersion === key.qemuVersion;
+
+/** The answers remembered for this kernel and QEMU. */
+function knownProofs(layout: HomeLayout, key: HostKey): AcceleratorProof[] {
+  return (readHostFacts(layout).accelerators ?? []).filter((p) => sameHost(p, key));
+}
+
+/** Keeps each answer, replacing an older one for the same accelerator, guest architecture, kernel and QEMU. */
+function rememberProofs(layout: HomeLayout, key: HostKey, proofs: AcceleratorProof[]): void {
+  if (proofs.length === 0) return;
   const facts = readHostFacts(layout);
-  facts.kvmNoProgress = { kernel: release(), qemu, at: new Date().toISOString() };
+  const fresh = proofs.map((p) => ({ ...p, kernel: release(), ...key, at: new Date().toISOString() }));
+  const kept = (facts.accelerators ?? []).filter(
+    (old) => !fresh.some((p) => p.accel === old.accel && p.arch === old.arch && sameHost(old, key)),
+  );
+  facts.accelerators = [...kept, ...fresh];
   writeFileAtomic(layout.hostFacts, `${JSON.stringify(facts, null, 2)}\n`);
+}
+
+/** A boot under a hardware accelerator failed where tcg would not have: remembered like a failed proof. */
+export function rememberAcceleratorFailure(
+  layout: HomeLayout,
+  resolved: ResolvedMachine,
+  reason: string,
+): void {
+  const { machine, abilities } = resolved;
+  rememberProofs(layout, { qemu: machine.qemu, qemuVersion: abilities.version.text }, [
+    { accel: machine.accel as Accelerator, arch: machine.arch, works: false, reason, ms: 0 },
+  ]);
+}
+
+/** STACK_EMULATOR_ACCEL_PROOF_TIMEOUT (seconds): how long a proof guest may take before its accelerator is ruled out. */
+function proofTimeoutMs(env: NodeJS.ProcessEnv): number | undefined {
+  const seconds = Number(env.STACK_EMULATOR_ACCEL_PROOF_TIMEOUT);
+  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : undefined;
 }
 
 export interface ResolvedMachine {
   machine: MachineSpec;
   qemuImg: string;
   abilities: QemuAbilities;
+  /** EMULATOR_ACCEL chose the accelerator: a failure under it is an error, never a silent fallback. */
+  accelOverridden: boolean;
   /** Why the accelerator is what it is, when that is worth telling. */
-  accelNote?: string;
+  accelNote?: { level: "info" | "warn"; message: string };
 }
 
 export async function resolveMachine(
@@ -59,27 +114,32 @@ export async function resolveMachine(
   const qemu = await findQemu(arch, { env });
   // Probing runs QEMU twice; the on-disk cache (keyed by binary path and mtime) keeps that off every start.
   const abilities = await probeQemu(qemu.system, { cacheDir: join(layout.home, "cache") });
-  const facts = readHostFacts(layout);
-  const kvmRuledOut = facts.kvmNoProgress?.kernel === release();
-  const choice = chooseAccelerator({
+  const key = { qemu: qemu.system, qemuVersion: abilities.version.text };
+  const choice = await chooseProvenAccelerator({
+    qemu: qemu.system,
     abilities,
     env,
     guestArch: arch,
-    ...(kvmRuledOut
-      ? {
-          exclude: [
-            { accel: "kvm", reason: `a kvm boot made no progress on this host (${facts.kvmNoProgress?.at})` },
-          ],
-        }
-      : {}),
+    known: knownProofs(layout, key),
+    machine: machineType(arch),
+    cpu: CPU_MODEL,
+    timeoutMs: proofTimeoutMs(env),
   });
+  rememberProofs(layout, key, choice.proofs);
   const { accel } = choice;
-  let accelNote: string | undefined;
-  if (kvmRuledOut && accel === "tcg" && !choice.overridden) {
-    accelNote =
-      "using tcg: a kvm boot made no progress on this host before (set EMULATOR_ACCEL=kvm to retry)";
+  let accelNote: ResolvedMachine["accelNote"];
+  const failedNow = choice.proofs.find((p) => !p.works);
+  if (failedNow && !choice.overridden) {
+    // Said once, when found out; later starts use tcg without repeating it (doctor and host.json keep the reason).
+    accelNote = {
+      level: "warn",
+      message: `${failedNow.accel} cannot run guests on this host (${failedNow.reason}); using ${accel}, remembered in ${layout.hostFacts} (${ACCEL_ENV}=${failedNow.accel} proves it again)`,
+    };
   } else if (!host.nativeGuestArchs.includes(arch)) {
-    accelNote = `using ${accel}: a ${arch} guest on a ${host.arch} host runs emulated, and slowly`;
+    accelNote = {
+      level: "info",
+      message: `using ${accel}: a ${arch} guest on a ${host.arch} host runs emulated, and slowly`,
+    };
   }
   const machine: MachineSpec = { qemu: qemu.system, arch, accel };
   if ("firmware" in image.manifest.boot && image.manifest.boot.firmware === "uefi") {
@@ -100,5 +160,35 @@ export async function resolveMachine(
       "install qemu-utils (Debian/Ubuntu) or qemu (Homebrew)",
     );
   }
-  return { machine, qemuImg: qemu.img, abilities, ...(accelNote ? { accelNote } : {}) };
+  return {
+    machine,
+    qemuImg: qemu.img,
+    abilities,
+    accelOverridden: choice.overridden,
+    ...(accelNote ? { accelNote } : {}),
+  };
+}
+
+/** host-detect's doctor with this CLI's memory of accelerator proofs: known answers reused, new ones kept. */
+export async function hostDoctor(layout: HomeLayout, env: NodeJS.ProcessEnv): Promise<DoctorReport> {
+  const arch = hostInfo().nativeGuestArchs[0] ?? "amd64";
+  const cacheDir = join(layout.home, "cache");
+  let key: HostKey | undefined;
+  try {
+    const qemu = await findQemu(arch, { env });
+    key = { qemu: qemu.system, qemuVersion: (await probeQemu(qemu.system, { cacheDir })).version.text };
+  } catch {
+    // doctor itself reports a missing or broken QEMU.
+  }
+  const report = await doctor({
+    arch,
+    env,
+    cacheDir,
+    machine: machineType(arch),
+    cpu: CPU_MODEL,
+    proofTimeoutMs: proofTimeoutMs(env),
+    ...(key ? { knownProofs: knownProofs(layout, key) } : {}),
+  });
+  if (key) rememberProofs(layout, key, report.proofs);
+  return report;
 }

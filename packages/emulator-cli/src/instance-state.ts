@@ -6,6 +6,8 @@ import type { ProcessIdentity } from "./process-identity.js";
 import type { Fingerprint } from "./snapshot.js";
 
 export type BootKind = "cold" | "snapshot" | "quick-boot";
+/** `rotated`: the guest holds this install's keys (in keys.env); `skipped`: the public placeholders. */
+export type Rotation = "rotated" | "skipped";
 
 /** What a running instance is, written once it is healthy; `status` and `stop` read it. */
 export interface InstanceState {
@@ -20,7 +22,7 @@ export interface InstanceState {
   /** What a state saved by `stop` depends on; the next start compares it with the host's. */
   suspendFingerprint: Fingerprint;
   fallbackReason?: string;
-  rotation: "rotated" | "skipped";
+  rotation: Rotation;
   configHash: string;
   ramFile?: string;
   startedAt: string;

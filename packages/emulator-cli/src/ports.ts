@@ -26,14 +26,32 @@ export function parsePort(value: string, source: string): number {
   return port;
 }
 
+/**
+ * The original CLI's name for a port variable (`EMULATOR_BACKEND_PORT` for `STACK_EMULATOR_BACKEND_PORT`), honoured
+ * so its users can switch without renaming; this project's name wins when both are set.
+ */
+export function originalPortEnv(portEnv: string): string | undefined {
+  return portEnv.startsWith("STACK_EMULATOR_") ? portEnv.slice("STACK_".length) : undefined;
+}
+
+/** The variable that sets a service's port, and its value: this project's name first, then the original's. */
+function portFromEnv(
+  service: ServiceSpec,
+  env: NodeJS.ProcessEnv,
+): { name: string; value: string } | undefined {
+  if (!service.portEnv) return undefined;
+  for (const name of [service.portEnv, originalPortEnv(service.portEnv)]) {
+    const value = name === undefined ? undefined : env[name];
+    if (name !== undefined && value !== undefined && value !== "") return { name, value };
+  }
+  return undefined;
+}
+
 /** Host ports for each service: the service's environment variable when set, else its default. */
 export function resolveServicePorts(services: ServiceSpec[], env: NodeJS.ProcessEnv): ForwardedService[] {
   const resolved = services.map((service) => {
-    const fromEnv = service.portEnv ? env[service.portEnv] : undefined;
-    const hostPort =
-      fromEnv !== undefined && fromEnv !== ""
-        ? parsePort(fromEnv, service.portEnv as string)
-        : service.defaultHostPort;
+    const fromEnv = portFromEnv(service, env);
+    const hostPort = fromEnv ? parsePort(fromEnv.value, fromEnv.name) : service.defaultHostPort;
     return { ...service, hostPort };
   });
   const seen = new Map<number, string>();

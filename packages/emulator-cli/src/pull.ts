@@ -34,12 +34,12 @@ export const diskFileName = (arch: string) => `stack-emulator-${arch}.qcow2`;
  * image has its own snapshot.
  */
 export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: string): ImageManifest {
-  const service = (svc: string, guestPort: number, defaultHostPort: number, health: string) => ({
+  const service = (svc: string, guestPort: number, defaultHostPort: number, health?: string) => ({
     name: svc,
     guestPort,
     defaultHostPort,
-    portEnv: `STACK_EMULATOR_${svc.toUpperCase()}_PORT`,
-    health,
+    portEnv: `STACK_EMULATOR_${svc.toUpperCase().replaceAll("-", "_")}_PORT`,
+    ...(health ? { health } : {}),
   });
   return {
     schema: 1,
@@ -56,6 +56,7 @@ export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: s
       service("backend", 8102, 26701, "/health?db=1"),
       service("minio", 8103, 26702, "/minio/health/live"),
       service("inbucket", 8104, 26703, "/"),
+      service("mock-oauth", 8114, 26704),
     ],
     guest: {
       rotateSecrets: "/usr/local/bin/trigger-fast-rotate",

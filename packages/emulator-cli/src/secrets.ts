@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFileAtomic } from "./fs-atomic.js";
 
 export type Secrets = Record<string, string>;
@@ -35,4 +35,9 @@ export function loadKeys(path: string): Secrets | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The keys file, named only when the guest holds its keys (`rotated`) and the file is there to read. */
+export function keysFileInUse(path: string, rotation: string | undefined): string | undefined {
+  return rotation === "rotated" && existsSync(path) ? path : undefined;
 }

@@ -5,6 +5,7 @@ import { checkServices, type ServiceHealth } from "./health.js";
 import { readCurrentSelector } from "./image-store.js";
 import { readState } from "./instance-state.js";
 import { isSameProcess } from "./process-identity.js";
+import { keysFileInUse } from "./secrets.js";
 import { pristineSnapshotDir, readSnapshot, snapshotFiles } from "./snapshot.js";
 
 export interface StatusReport {
@@ -19,6 +20,8 @@ export interface StatusReport {
   snapshotMethod?: string;
   fallbackReason?: string;
   rotation?: string;
+  /** Present only when the guest holds this install's keys and the file exists. */
+  keysFile?: string;
   readyMs?: number;
   startedAt?: string;
   services: (ServiceHealth & { hostPort: number })[];
@@ -44,6 +47,7 @@ export async function status(ctx: Context): Promise<StatusReport> {
     accel: state.accel,
     boot: state.boot,
     rotation: state.rotation,
+    ...(keysFileInUse(paths.keys, state.rotation) ? { keysFile: paths.keys } : {}),
     readyMs: state.readyMs,
     startedAt: state.startedAt,
     ...(state.snapshotMethod ? { snapshotMethod: state.snapshotMethod } : {}),

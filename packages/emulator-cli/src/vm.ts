@@ -44,15 +44,18 @@ export async function launchQemu(spec: LaunchSpec, stateFile?: string): Promise<
       ),
     );
     child.on("close", (code) => {
-      if (code === 0) resolvePromise(output);
-      else
-        reject(
-          new EmulatorError(
-            "QEMU_FAILED",
-            `QEMU exited with status ${code}: ${output.trim().split("\n").slice(-5).join(" | ") || "no message"}`,
-            `see ${paths.qemuLog}; \`stack-emulator doctor\` checks the host`,
-          ),
-        );
+      if (code === 0) {
+        resolvePromise(output);
+        return;
+      }
+      const kept = output.trim() !== "" && appendQemuLog(paths, output);
+      reject(
+        new EmulatorError(
+          "QEMU_EXITED",
+          `QEMU exited with status ${code}: ${output.trim().split("\n").slice(-5).join(" | ") || "no message"}`,
+          `${kept ? `its output is in ${paths.qemuLog}; ` : ""}\`stack-emulator doctor\` checks the host`,
+        ),
+      );
     });
   }).finally(() => {
     if (stateFd !== undefined) closeSync(stateFd);
@@ -60,17 +63,26 @@ export async function launchQemu(spec: LaunchSpec, stateFile?: string): Promise<
   if (stderr.trim()) appendQemuLog(paths, stderr);
   const pid = Number.parseInt(readFileSync(paths.pidFile, "utf8").trim(), 10);
   const identity = identify(pid);
-  if (!identity)
-    throw new EmulatorError("QEMU_FAILED", "QEMU started but exited right away", `see ${paths.serialLog}`);
+  if (!identity) {
+    throw new EmulatorError(
+      "QEMU_EXITED",
+      "QEMU started but exited right away",
+      existsSync(paths.serialLog)
+        ? `the guest's console is in ${paths.serialLog}`
+        : "run `stack-emulator doctor`",
+    );
+  }
   return identity;
 }
 
-function appendQemuLog(paths: InstancePaths, text: string): void {
-  // QEMU's own warnings (e.g. about the accelerator): kept for `logs`, not shown on every start.
+/** QEMU's own messages (warnings, or why it failed), kept for `logs`; whether they were written. */
+function appendQemuLog(paths: InstancePaths, text: string): boolean {
   try {
     appendFileSync(paths.qemuLog, `${new Date().toISOString()} ${text.trim()}\n`);
+    return true;
   } catch {
     // Losing a warning line is not worth failing a start over.
+    return false;
   }
 }
 

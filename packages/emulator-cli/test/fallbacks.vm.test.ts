@@ -2,7 +2,7 @@ import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "no
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
-import { devImageFixture, runCli, runningQemuPid, tempHome } from "./helpers.js";
+import { devImageFixture, expectKeysAsReported, runCli, runningQemuPid, tempHome } from "./helpers.js";
 
 const TIMEOUT = 600_000;
 const dev = devImageFixture();
@@ -14,8 +14,10 @@ async function instanceEnv(): Promise<NodeJS.ProcessEnv> {
 async function startOk(env: NodeJS.ProcessEnv) {
   const result = await runCli(["start", "--json"], env);
   expect(result.code, result.stderr).toBe(0);
-  const health = await fetch(`http://127.0.0.1:${env.STACK_EMULATOR_BACKEND_PORT}/health?db=1`);
+  const backend = Number(env.STACK_EMULATOR_BACKEND_PORT);
+  const health = await fetch(`http://127.0.0.1:${backend}/health?db=1`);
   expect(health.status).toBe(200);
+  await expectKeysAsReported(backend, result.json);
   return result;
 }
 

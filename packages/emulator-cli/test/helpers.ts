@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { afterAll, afterEach, beforeAll } from "vitest";
+import { afterAll, afterEach, beforeAll, expect } from "vitest";
+import { parseEnv } from "../src/secrets.js";
 
 export const CLI = resolve(import.meta.dirname, "..", "dist", "stack-emulator.js");
 export const GUEST = resolve(import.meta.dirname, "..", "..", "..", "guest");
@@ -36,28 +37,50 @@ export function runningQemuPid(pidFile: string): number | undefined {
   }
 }
 
-/** Runs the built CLI. `hideQemu` runs it in a private mount namespace where the distro's QEMU is not there. */
+/** Shell lines run as root in a private mount namespace before the CLI starts: what it sees of this host. */
+const NAMESPACE_SETUP = {
+  /** The distro's QEMU binaries are not there. */
+  hideQemu: 'for q in /usr/bin/qemu-system-*; do mount --bind /dev/null "$q"; done',
+  /**
+   * A /dev/kvm that opens read-write, whatever this host has: whether kvm works is then up to the QEMU under test
+   * (see brokenKvmQemu), never to this machine's own /dev/kvm.
+   */
+  kvmDevice: [
+    "d=$(mktemp -d /tmp/se-dev-XXXXXX)",
+    "mount -t tmpfs -o mode=0755 se-dev $d",
+    'for n in null zero full random urandom tty; do : >"$d/$n"; mount --bind "/dev/$n" "$d/$n"; done',
+    ': >"$d/kvm"; mount --bind /dev/null "$d/kvm"',
+    'mkdir "$d/shm"; mount -t tmpfs shm "$d/shm"; ln -s /proc/self/fd "$d/fd"',
+    'mount --move "$d" /dev; rmdir "$d"',
+  ].join(" && "),
+};
+
+/** Runs the built CLI, in a private mount namespace set up as the options say when any is set. */
 export function runCli(
   args: string[],
   env: NodeJS.ProcessEnv,
-  options: { timeoutMs?: number; hideQemu?: boolean } = {},
+  options: { timeoutMs?: number } & { [K in keyof typeof NAMESPACE_SETUP]?: boolean } = {},
 ): Promise<CliResult> {
   const timeoutMs = options.timeoutMs ?? 240_000;
-  const [command, commandArgs] = options.hideQemu
-    ? [
-        "/usr/bin/unshare",
-        [
-          "-m",
-          "--",
-          "/bin/sh",
-          "-c",
-          'for q in /usr/bin/qemu-system-*; do /usr/bin/mount --bind /dev/null "$q"; done && exec "$0" "$@"',
-          process.execPath,
-          CLI,
-          ...args,
-        ],
-      ]
-    : [process.execPath, [CLI, ...args]];
+  const setup = (Object.keys(NAMESPACE_SETUP) as (keyof typeof NAMESPACE_SETUP)[])
+    .filter((key) => options[key])
+    .map((key) => NAMESPACE_SETUP[key]);
+  const [command, commandArgs] =
+    setup.length > 0
+      ? [
+          "/usr/bin/unshare",
+          [
+            "-m",
+            "--",
+            "/bin/sh",
+            "-c",
+            `${setup.join(" && ")} && exec "$0" "$@"`,
+            process.execPath,
+            CLI,
+            ...args,
+          ],
+        ]
+      : [process.execPath, [CLI, ...args]];
   return new Promise((resolvePromise, reject) => {
     const child = spawn(command, commandArgs, { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -186,4 +209,39 @@ export function devImageFixture(): DevImageFixture {
       return inst;
     },
   };
+}
+
+/** The publishable key the dev image bakes in: public, so it must stop working once a start says it rotated. */
+export function placeholderPublishableKey(): string {
+  return parseEnv(readFileSync(PLACEHOLDERS, "utf8")).STACK_PUBLISHABLE_CLIENT_KEY as string;
+}
+
+export async function apiStatusWithKey(backendPort: number, key: string): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${backendPort}/api/v1/projects/current`, {
+    headers: { "x-stack-publishable-client-key": key },
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/**
+ * What a start printed about keys is what the backend does: `rotated` names a keys file whose publishable key works
+ * while the placeholder gets 401; `skipped` names no file and the placeholder works.
+ */
+export async function expectKeysAsReported(
+  backendPort: number,
+  started: { rotation: string; keysFile?: string },
+): Promise<void> {
+  const placeholder = placeholderPublishableKey();
+  if (started.rotation === "rotated") {
+    expect(started.keysFile).toBeDefined();
+    const keys = parseEnv(readFileSync(started.keysFile as string, "utf8"));
+    expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(placeholder);
+    expect(await apiStatusWithKey(backendPort, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+    expect(await apiStatusWithKey(backendPort, placeholder)).toBe(401);
+  } else {
+    expect(started.rotation).toBe("skipped");
+    expect(started.keysFile).toBeUndefined();
+    expect(await apiStatusWithKey(backendPort, placeholder)).toBe(200);
+  }
 }

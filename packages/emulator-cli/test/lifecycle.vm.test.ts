@@ -6,7 +6,15 @@ import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
 import { parseEnv } from "../src/secrets.js";
-import { devImageFixture, freePort, type Instance, PLACEHOLDERS, runCli } from "./helpers.js";
+import {
+  apiStatusWithKey,
+  devImageFixture,
+  expectKeysAsReported,
+  freePort,
+  type Instance,
+  PLACEHOLDERS,
+  runCli,
+} from "./helpers.js";
 
 const TIMEOUT = 900_000;
 const dev = devImageFixture();
@@ -15,13 +23,7 @@ let firstInstallKeys: Record<string, string> | undefined;
 const keysOf = (inst: Instance) =>
   parseEnv(readFileSync(join(inst.home, "instances", "default", "keys.env"), "utf8"));
 
-async function apiStatus(inst: Instance, key: string): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/projects/current`, {
-    headers: { "x-stack-publishable-client-key": key },
-  });
-  await res.arrayBuffer();
-  return res.status;
-}
+const apiStatus = (inst: Instance, key: string) => apiStatusWithKey(inst.backend, key);
 
 async function httpStatus(url: string): Promise<number | string> {
   try {
@@ -167,23 +169,34 @@ describe("emulator lifecycle with the dev image", () => {
   );
 
   it(
-    "gives a second install its own keys; EMULATOR_NO_ROTATION keeps the placeholders, loudly",
+    "gives a second install its own keys; EMULATOR_NO_ROTATION keeps the placeholders, loudly, and only once",
     async () => {
       const inst = await dev.instance();
-      await start(inst);
+      const rotated = await start(inst);
+      await expectKeysAsReported(inst.backend, rotated);
       const keys = keysOf(inst);
       expect(firstInstallKeys).toBeDefined();
       for (const name of Object.keys(keys)) expect(keys[name]).not.toBe(firstInstallKeys?.[name]);
       expect(new Set(Object.values(keys)).size).toBe(4);
 
-      expect((await runCli(["reset"], inst.env)).code).toBe(0);
+      // A cold boot from the instance disk without rotation: the keys file of the last start no longer applies.
+      await stop(inst, ["--no-save"]);
       const unrotated = await runCli(["start", "--json"], { ...inst.env, EMULATOR_NO_ROTATION: "1" });
       expect(unrotated.code, unrotated.stderr).toBe(0);
-      expect(unrotated.json.rotation).toBe("skipped");
+      expect(unrotated.json).toMatchObject({ boot: "cold", rotation: "skipped" });
       expect(unrotated.stderr).toMatch(/EMULATOR_NO_ROTATION=1.*PUBLIC placeholder/);
-      const placeholder = parseEnv(readFileSync(PLACEHOLDERS, "utf8"));
-      expect(await apiStatus(inst, placeholder.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      await expectKeysAsReported(inst.backend, unrotated.json);
       expect(existsSync(join(inst.home, "instances", "default", "keys.env"))).toBe(false);
+      const placeholderStatus = await runCli(["status"], inst.env);
+      expect(placeholderStatus.stdout).toMatch(/keys +PUBLIC placeholders/);
+
+      // Saved with the placeholders, resumed by a plain start: rotated now, and status says what is true.
+      await stop(inst);
+      const resumed = await start(inst);
+      expect(resumed).toMatchObject({ boot: "quick-boot", rotation: "rotated" });
+      await expectKeysAsReported(inst.backend, resumed);
+      const status = await runCli(["status", "--json"], inst.env);
+      expect(status.json).toMatchObject({ rotation: "rotated", keysFile: resumed.keysFile });
       await stop(inst, ["--no-save"]);
     },
     TIMEOUT,

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { chooseAccelerator, findQemu, probeQemu } from "@stack/host-detect";
 import { describe, expect, it } from "vitest";
 import { devImageFixture, type Instance, runCli } from "./helpers.js";
 
@@ -52,41 +51,6 @@ describe("snapshot methods beyond x-ignore-shared", () => {
       });
       expect(result.code).toBe(1);
       expect(result.json.error.message).toContain("STACK_EMULATOR_SNAPSHOT_METHOD=teleport");
-    },
-    TIMEOUT,
-  );
-});
-
-describe("accelerator fallback", () => {
-  it(
-    "a kvm boot that makes no progress falls back to tcg, says so, and is remembered for this host",
-    async () => {
-      const inst = await dev.instance();
-      // Let the host decide: no EMULATOR_ACCEL.
-      const env: NodeJS.ProcessEnv = { ...inst.env, STACK_EMULATOR_KVM_PROGRESS_TIMEOUT: "10" };
-      delete env.EMULATOR_ACCEL;
-
-      const qemu = await findQemu("amd64");
-      const hostChoice = chooseAccelerator({ abilities: await probeQemu(qemu.system) }).accel;
-
-      const first = await runCli(["start", "--json"], env);
-      expect(first.code, first.stderr).toBe(0);
-      expect(await health(inst)).toBe(200);
-      const facts = join(inst.home, "host.json");
-      if (hostChoice === "kvm" && first.json.accel === "tcg") {
-        // This host's /dev/kvm cannot boot the guest (as on the CI machines).
-        expect(first.stderr).toMatch(/kvm boot printed nothing.*using tcg from now on/);
-        expect(JSON.parse(readFileSync(facts, "utf8")).kvmNoProgress.qemu).toBe(qemu.system);
-        expect((await runCli(["reset"], env)).code).toBe(0);
-        const second = await runCli(["start", "--json"], env);
-        expect(second.code, second.stderr).toBe(0);
-        expect(second.json.accel).toBe("tcg");
-        expect(second.stderr).not.toMatch(/kvm boot printed nothing/);
-      } else {
-        // kvm works here, or was never on offer: nothing is remembered against it.
-        expect(first.json.accel).toBe(hostChoice);
-        expect(existsSync(facts)).toBe(false);
-      }
     },
     TIMEOUT,
   );

@@ -60,6 +60,26 @@ describe("ports", () => {
     );
   });
 
+  it("honours the original CLI's EMULATOR_*_PORT names, with this project's names winning", () => {
+    const ports = (env: NodeJS.ProcessEnv) => resolveServicePorts(services, env).map((s) => s.hostPort);
+    expect(ports({ EMULATOR_BACKEND_PORT: "31002", EMULATOR_DASHBOARD_PORT: "31003" })).toEqual([
+      31003, 31002,
+    ]);
+    expect(ports({ EMULATOR_BACKEND_PORT: "31002", STACK_EMULATOR_BACKEND_PORT: "31004" })).toEqual([
+      26700, 31004,
+    ]);
+    expect(() => resolveServicePorts(services, { EMULATOR_BACKEND_PORT: "99999" })).toThrow(
+      /^EMULATOR_BACKEND_PORT=/,
+    );
+    const oauth = {
+      name: "mock-oauth",
+      guestPort: 8114,
+      defaultHostPort: 26704,
+      portEnv: "STACK_EMULATOR_MOCK_OAUTH_PORT",
+    };
+    expect(resolveServicePorts([oauth], { EMULATOR_MOCK_OAUTH_PORT: "8114" })[0]?.hostPort).toBe(8114);
+  });
+
   it("names the service whose port is taken", async () => {
     const port = await freePort();
     const server = createServer().listen(port, "127.0.0.1");

@@ -1,10 +1,11 @@
-import { ACCELERATOR_OS, type AcceleratorChoice, chooseAccelerator } from "./accel.js";
+import { ACCEL_ENV, ACCELERATOR_OS } from "./accel.js";
 import type { HostDetectError } from "./errors.js";
 import { findQemu, QEMU_ENV, type QemuBinaries } from "./find-qemu.js";
 import { listFirmware } from "./firmware.js";
 import { type GuestArch, hostInfo, isGuestArch } from "./host.js";
 import { detectPackageManager, installCommand, type Need, type PackageManager } from "./packages.js";
 import { probeQemu, type QemuAbilities } from "./probe.js";
+import { type AcceleratorProof, chooseProvenAccelerator, type ProvenChoice } from "./prove.js";
 
 export type CheckStatus = "ok" | "warn" | "fail";
 
@@ -19,6 +20,8 @@ export interface DoctorCheck {
 export interface DoctorReport {
   ok: boolean;
   checks: DoctorCheck[];
+  /** Accelerator proofs this report ran, for the caller to remember (see `knownProofs`). */
+  proofs: AcceleratorProof[];
 }
 
 export interface DoctorOptions {
@@ -36,6 +39,12 @@ export interface DoctorOptions {
   uid?: number;
   /** Passed to chooseAccelerator: accelerators the caller has ruled out on this host, with its reason. */
   excludeAccelerators?: { accel: string; reason: string }[];
+  /** Earlier proofs on this host (same kernel, QEMU binary and version): not run again. */
+  knownProofs?: AcceleratorProof[];
+  /** Passed to the accelerator proof: the machine and CPU model the caller runs. */
+  machine?: string;
+  cpu?: string;
+  proofTimeoutMs?: number;
 }
 
 const WINDOWS_HYPERVISOR_FIX =
@@ -45,9 +54,14 @@ function check(id: string, title: string, status: CheckStatus, detail: string, f
   return fix === undefined ? { id, title, status, detail } : { id, title, status, detail, fix };
 }
 
-function accelFix(choice: AcceleratorChoice, os: string, native: boolean): string | undefined {
+function accelFix(choice: ProvenChoice, os: string, native: boolean): string | undefined {
   if (!native) return "Use an image built for this host's architecture to run with hardware acceleration";
   if (choice.kvmDevice?.fix !== undefined) return choice.kvmDevice.fix;
+  if (choice.proof && !choice.proof.works)
+    return (
+      `${choice.proof.accel} is present but cannot run a guest (seen in nested and paravirtualized VMs); ` +
+      `nothing to fix here: the emulator uses tcg. After a host change, ${ACCEL_ENV}=${choice.proof.accel} proves it again`
+    );
   if (os === "windows") return WINDOWS_HYPERVISOR_FIX;
   if (os === "darwin")
     return "Hypervisor.framework is unavailable: run on a Mac (not in a VM without nested virtualization)";
@@ -68,6 +82,7 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
   const install = (needs: Need[]) =>
     installCommand(manager, needs, opts?.uid === undefined ? undefined : { uid: opts.uid });
   const checks: DoctorCheck[] = [];
+  const proofs: AcceleratorProof[] = [];
 
   const platform = `${host.os}/${host.arch}`;
   if (host.os === "unknown" || !isGuestArch(String(host.arch))) {
@@ -186,13 +201,18 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
     }
 
     try {
-      const choice = chooseAccelerator({
+      const choice = await chooseProvenAccelerator({
+        qemu: (binaries as QemuBinaries).system,
         abilities,
         env,
         os: host.os,
         guestArch: arch,
         hostArch: String(host.arch),
         ...(opts?.excludeAccelerators === undefined ? {} : { exclude: opts.excludeAccelerators }),
+        ...(opts?.knownProofs === undefined ? {} : { known: opts.knownProofs }),
+        ...(opts?.machine === undefined ? {} : { machine: opts.machine }),
+        ...(opts?.cpu === undefined ? {} : { cpu: opts.cpu }),
+        ...(opts?.proofTimeoutMs === undefined ? {} : { timeoutMs: opts.proofTimeoutMs }),
         ...(opts?.root === undefined ? {} : { root: opts.root }),
       });
       // Another platform's accelerator is no news to the user.
@@ -201,9 +221,12 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
       const rejected = choice.rejected
         .filter((r) => !elsewhere(r.accel))
         .map((r) => `${r.accel}: ${r.reason}`);
-      const detail = [`${choice.accel}${choice.overridden ? " (EMULATOR_ACCEL)" : ""}`, ...rejected].join(
-        "; ",
-      );
+      proofs.push(...choice.proofs);
+      const proven = choice.proof?.works ? ` (proven: ${choice.proof.reason} in ${choice.proof.ms} ms)` : "";
+      const detail = [
+        `${choice.accel}${choice.overridden ? " (EMULATOR_ACCEL)" : ""}${proven}`,
+        ...rejected,
+      ].join("; ");
       const native = host.nativeGuestArchs.includes(arch);
       checks.push(
         choice.accel === "tcg" && !choice.overridden
@@ -261,5 +284,5 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
     checks.push(check("firmware", "UEFI firmware", "fail", (error as Error).message));
   }
 
-  return { ok: checks.every((c) => c.status !== "fail"), checks };
+  return { ok: checks.every((c) => c.status !== "fail"), checks, proofs };
 }

@@ -7,6 +7,7 @@ export type HostDetectErrorCode =
   | "PROBE_TIMEOUT"
   | "PROBE_FAILED"
   | "ACCEL_OVERRIDE_INVALID"
+  | "ACCEL_UNUSABLE"
   | "NO_ACCELERATOR";
 
 export class HostDetectError extends Error {

@@ -45,3 +45,12 @@ export {
   type QemuVersion,
   qemuVersion,
 } from "./probe.js";
+export {
+  type AcceleratorProof,
+  type ChooseProvenOptions,
+  chooseProvenAccelerator,
+  DEFAULT_PROOF_TIMEOUT_MS,
+  type ProvenChoice,
+  type ProveOptions,
+  proveAccelerator,
+} from "./prove.js";

@@ -76,7 +76,7 @@ export async function runWithDeadline(
   binary: string,
   args: string[],
   timeoutMs: number,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   let stdout = "";
   const proc = start(binary, args, {
     captureStdout: (chunk) => {
@@ -98,7 +98,7 @@ export async function runWithDeadline(
         { path: binary },
       );
     }
-    return { code: result.code, stdout, stderr: result.stderr };
+    return { code: result.code, signal: result.signal, stdout, stderr: result.stderr };
   } finally {
     clearTimeout(timer);
   }

@@ -36,3 +36,48 @@ export function script(body: string): string {
 }
 
 export const REAL_QEMU = "/usr/bin/qemu-system-x86_64";
+
+/**
+ * How a wrapped QEMU fails under `-accel kvm`, the ways broken hosts were seen to fail: `abort` exits at start with
+ * QEMU's own message (a host whose kvm rejects an MSR), `silent` never runs the guest and never prints anything (a
+ * paravirtualized kvm that hangs a kernel). `-on-boot` fails only the emulator's real boots (those with -kernel), so
+ * the accelerator's proof passes and the boot itself must catch it.
+ */
+export type KvmFailure = "abort" | "silent" | "abort-on-boot" | "silent-on-boot";
+
+const KVM_ABORT_MESSAGE = [
+  "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69",
+  "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3094: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.",
+].join("\n");
+
+/**
+ * A qemu-system-x86_64 that is the real one, except under `-accel kvm`: there it fails as `failure` says, and where
+ * it does not fail it runs the guest under tcg instead (this machine's own kvm is never used).
+ */
+export async function brokenKvmQemu(failure: KvmFailure): Promise<string> {
+  const root = await tempRoot();
+  const onBootOnly = failure.endsWith("-on-boot");
+  const how = failure.replace("-on-boot", "");
+  return put(
+    root,
+    "bin/qemu-system-x86_64",
+    script(`real=${REAL_QEMU}
+case " $* " in *" -accel kvm "*) ;; *) exec "$real" "$@" ;; esac
+fail=yes
+${onBootOnly ? 'case " $* " in *" -kernel "*) ;; *) fail=no ;; esac' : ""}
+prev=
+for arg; do
+  shift
+  [ "$prev" = -accel ] && [ "$arg" = kvm ] && arg=tcg
+  set -- "$@" "$arg"
+  prev=$arg
+done
+[ "$fail" = no ] && exec "$real" "$@"
+${
+  how === "abort"
+    ? `cat >&2 <<'MSG'\n${KVM_ABORT_MESSAGE}\nMSG\nexit 1`
+    : '# Paused before the first instruction: the guest never runs and never prints.\nexec "$real" "$@" -S'
+}`),
+    0o755,
+  );
+}
