@@ -22,12 +22,14 @@ export type {
   WireLog,
 } from "./types.js";
 export {
+  bestSaveMethod,
   chooseSaveMethod,
   migrationUri,
   type RestoreOptions,
   readsStateByPath,
   restoreVmState,
   type SaveMethod,
+  type SaveMethodInputs,
   type SaveOptions,
   type SaveProgress,
   type SaveResult,

@@ -171,10 +171,34 @@ export async function chooseSaveMethod(
   opts: { sharedMemoryBackend: boolean },
 ): Promise<SaveMethod> {
   const a = await abilities(q);
-  const order: SaveMethod[] =
-    opts.sharedMemoryBackend && a.sharedRam
-      ? ["x-ignore-shared", "mapped-ram", "file", "exec"]
-      : ["mapped-ram", "file", "exec"];
+  return bestSaveMethod({
+    version: a.version,
+    migrationCapabilities: [...a.capabilities],
+    sharedRam: opts.sharedMemoryBackend && a.sharedRam,
+  });
+}
+
+/** What decides the save method, as a probe reports it before any VM runs (host-detect's `probeQemu`). */
+export interface SaveMethodInputs {
+  version: QemuVersionTriple;
+  migrationCapabilities: readonly string[];
+  /** Guest RAM is (or will be) a `memory-backend-file,share=on`: the precondition of `x-ignore-shared`. */
+  sharedRam: boolean;
+}
+
+/**
+ * The one policy for how to save a VM: RAM left in its shared file (`x-ignore-shared`) when it can be, else the
+ * fastest stream this QEMU writes: `mapped-ram` (>= 9.0), `file:` (>= 8.2), `exec:` (everywhere).
+ */
+export function bestSaveMethod(inputs: SaveMethodInputs): SaveMethod {
+  const a: Abilities = {
+    version: inputs.version,
+    capabilities: new Set(inputs.migrationCapabilities),
+    sharedRam: inputs.sharedRam,
+  };
+  const order: SaveMethod[] = a.sharedRam
+    ? ["x-ignore-shared", "mapped-ram", "file", "exec"]
+    : ["mapped-ram", "file", "exec"];
   return order.find((m) => unsupportedReason(m, a) === undefined) ?? "exec";
 }
 
