@@ -2,9 +2,11 @@
 import { createReadStream, existsSync, readFileSync, statSync, watch } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline/promises";
+import type { DoctorCheck } from "@stack/host-detect";
 import { Command, Option } from "commander";
-import { type Context, capture, createContext, reset, start, stop } from "./engine.js";
-import { describeError, EmulatorError } from "./errors.js";
+import { capture, reset, start, stop } from "./commands.js";
+import { type Context, createContext } from "./context.js";
+import { describeError, type EmulatorError, exitCodeFor, isEmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { hostDoctor } from "./host.js";
 import { type Image, loadImage } from "./image.js";
@@ -139,11 +141,7 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
   try {
     image = await resolveImage(ctx, selector);
   } catch (error) {
-    if (
-      !(error instanceof EmulatorError && error.code === "NO_IMAGE") ||
-      json ||
-      !(await offerDevImage(error))
-    ) {
+    if (!isEmulatorError(error, "NO_IMAGE") || json || !(await offerDevImage(error))) {
       throw error;
     }
     selector = { kind: "dev" };
@@ -281,7 +279,7 @@ program
     output(json, report, () =>
       report.checks
         .map(
-          (c: { status: string; title: string; detail: string; fix?: string }) =>
+          (c: DoctorCheck) =>
             `${c.status === "ok" ? "ok  " : c.status === "warn" ? "warn" : "FAIL"}  ${c.title}: ${c.detail}${c.fix && c.status !== "ok" ? `\n      fix: ${c.fix}` : ""}`,
         )
         .join("\n"),
@@ -357,7 +355,7 @@ async function main(argv: string[]): Promise<void> {
         `${JSON.stringify({ error: { code, message, ...(hint ? { hint } : {}) } }, null, 2)}\n`,
       );
     process.stderr.write(`error: ${message}\n${hint ? `  ${hint}\n` : ""}`);
-    process.exitCode = error instanceof EmulatorError && error.code === "BUSY" ? 75 : 1;
+    process.exitCode = exitCodeFor(error);
   }
 }
 

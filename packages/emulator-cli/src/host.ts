@@ -6,6 +6,7 @@ import {
   type Accelerator,
   type AcceleratorProof,
   chooseProvenAccelerator,
+  DEFAULT_PROOF_TIMEOUT_MS,
   type DoctorReport,
   doctor,
   findFirmware,
@@ -14,6 +15,7 @@ import {
   probeQemu,
   type QemuAbilities,
 } from "@stack/host-detect";
+import { timeoutMsFromEnv } from "./context.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import type { Image } from "./image.js";
@@ -81,11 +83,9 @@ export function rememberAcceleratorFailure(
   ]);
 }
 
-/** STACK_EMULATOR_ACCEL_PROOF_TIMEOUT (seconds): how long a proof guest may take before its accelerator is ruled out. */
-function proofTimeoutMs(env: NodeJS.ProcessEnv): number | undefined {
-  const seconds = Number(env.STACK_EMULATOR_ACCEL_PROOF_TIMEOUT);
-  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : undefined;
-}
+/** How long a proof guest may take before its accelerator is ruled out. */
+const proofTimeoutMs = (env: NodeJS.ProcessEnv) =>
+  timeoutMsFromEnv(env, "STACK_EMULATOR_ACCEL_PROOF_TIMEOUT", DEFAULT_PROOF_TIMEOUT_MS);
 
 export interface ResolvedMachine {
   machine: MachineSpec;

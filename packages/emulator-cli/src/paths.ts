@@ -53,8 +53,12 @@ export interface InstancePaths {
   keys: string;
   /** This instance's writable copy of the UEFI variable store. */
   firmwareVars: string;
-  ram: string;
+  /** What `stop` saved: the migration stream and its record, committed together as one directory. */
   suspend: string;
+  suspendState: string;
+  suspendRecord: string;
+  /** A compressed snapshot's state, unpacked for one restore and removed right after. */
+  restoreState: string;
   socketDir: string;
   qmpSocket: string;
   qgaSocket: string;
@@ -84,8 +88,10 @@ export function instancePaths(layout: HomeLayout, name: string): InstancePaths {
     pidFile: join(dir, "qemu.pid"),
     keys: join(dir, "keys.env"),
     firmwareVars: join(dir, "efivars.fd"),
-    ram: join(dir, "ram"),
     suspend: join(dir, "suspend"),
+    suspendState: join(dir, "suspend", "state"),
+    suspendRecord: join(dir, "suspend", "suspend.json"),
+    restoreState: join(dir, "restore.state"),
     socketDir,
     qmpSocket: join(socketDir, "qmp.sock"),
     qgaSocket: join(socketDir, "qga.sock"),

@@ -9,7 +9,7 @@ import {
   GitHubClient,
   type Release,
 } from "@stack/artifacts";
-import type { Context } from "./engine.js";
+import type { Context } from "./context.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import { type Image, type ImageManifest, loadImage, SECRET_NAMES } from "./image.js";

@@ -1,4 +1,5 @@
 import type { Firmware } from "@stack/host-detect";
+import { memoryBackend } from "@stack/qmp";
 import type { Image } from "./image.js";
 import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
@@ -73,11 +74,14 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     `stack-emulator,debug-threads=on`,
   ];
   if (ram.kind === "file") {
-    machineProps.push(`memory-backend=${RAM_BACKEND_ID}`);
-    args.push(
-      "-object",
-      `memory-backend-file,id=${RAM_BACKEND_ID},size=${m.memoryMiB}M,mem-path=${opt(ram.path)},share=${ram.share ? "on" : "off"}`,
-    );
+    const backend = memoryBackend({
+      id: RAM_BACKEND_ID,
+      path: ram.path,
+      sizeMiB: m.memoryMiB,
+      share: ram.share,
+    });
+    machineProps.push(backend.machineProperty);
+    args.push(...backend.objectArgs);
   }
   args.push("-machine", machineProps.join(","), "-accel", machine.accel, "-cpu", CPU_MODEL);
   args.push("-m", `${m.memoryMiB}M`, "-smp", String(m.cpus));

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { QmpClient } from "@stack/qmp";
-import type { Context } from "./engine.js";
+import type { Context } from "./context.js";
 import { checkServices, type ServiceHealth } from "./health.js";
 import { readCurrentSelector } from "./image-store.js";
 import { readState } from "./instance-state.js";

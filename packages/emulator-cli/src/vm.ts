@@ -37,7 +37,7 @@ export async function launchQemu(spec: LaunchSpec, stateFile?: string): Promise<
     child.on("error", (error) =>
       reject(
         new EmulatorError(
-          "QEMU_FAILED",
+          "QEMU_NOT_RUNNABLE",
           `cannot run ${spec.machine.qemu}: ${error.message}`,
           "run `stack-emulator doctor`",
         ),

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { brokenKvmQemu, type KvmFailure } from "../../host-detect/test/helpers.js";
-import { devImageFixture, expectKeysAsReported, type Instance, runCli } from "./helpers.js";
+import { devImageFixture, expectKeysAsReported, type Instance, instanceFiles, runCli } from "./helpers.js";
 
 const TIMEOUT = 600_000;
 const dev = devImageFixture();
@@ -110,7 +110,7 @@ describe("kvm is used only once proven, and a kvm that fails falls back to tcg",
         for (const path of result.stderr.match(/\/[^\s;:,)]+/g) ?? []) {
           if (path.startsWith(inst.home)) expect(existsSync(path), path).toBe(true);
         }
-        expect(existsSync(join(inst.home, "instances", "default", "state.json"))).toBe(false);
+        expect(existsSync(instanceFiles(inst.home).state)).toBe(false);
       }
     },
     TIMEOUT,

@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { removeTempHomes, runCli, tempHome } from "./helpers.js";
+import { instanceFiles, removeTempHomes, runCli, tempHome } from "./helpers.js";
 
 afterAll(removeTempHomes);
 
@@ -46,7 +46,7 @@ describe("the stack-emulator command", () => {
     const stop = await runCli(["stop", "--json"], env);
     expect(stop.code).toBe(0);
     expect(stop.json).toEqual({ wasRunning: false, saved: false });
-    expect(existsSync(join(home, "instances", "default", "state.json"))).toBe(false);
+    expect(existsSync(instanceFiles(home).state)).toBe(false);
   });
 
   it("rejects an invalid instance name with a hint", async () => {

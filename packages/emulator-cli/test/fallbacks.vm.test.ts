@@ -2,7 +2,14 @@ import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from "no
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
-import { devImageFixture, expectKeysAsReported, runCli, runningQemuPid, tempHome } from "./helpers.js";
+import {
+  devImageFixture,
+  expectKeysAsReported,
+  instanceFiles,
+  runCli,
+  runningQemuPid,
+  tempHome,
+} from "./helpers.js";
 
 const TIMEOUT = 600_000;
 const dev = devImageFixture();
@@ -23,8 +30,7 @@ async function startOk(env: NodeJS.ProcessEnv) {
 
 const snapshotDir = (env: NodeJS.ProcessEnv) =>
   join(env.STACK_EMULATOR_HOME as string, "snapshots", dev.imageName);
-const pidFileOf = (env: NodeJS.ProcessEnv) =>
-  join(env.STACK_EMULATOR_HOME as string, "instances", "default", "qemu.pid");
+const pidFileOf = (env: NodeJS.ProcessEnv) => instanceFiles(env.STACK_EMULATOR_HOME as string).pidFile;
 
 describe("every fast-path failure ends healthy, with the reason reported", () => {
   it(
@@ -140,9 +146,7 @@ describe("refusals", () => {
       expect(result.code).toBe(1);
       expect(result.stderr).toMatch(/qemu-system-x86_64/);
       expect(result.stderr).toMatch(/apt-get install|install/);
-      expect(existsSync(join(env.STACK_EMULATOR_HOME as string, "instances", "default", "state.json"))).toBe(
-        false,
-      );
+      expect(existsSync(instanceFiles(env.STACK_EMULATOR_HOME as string).state)).toBe(false);
     },
     TIMEOUT,
   );

@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, expect } from "vitest";
+import { type InstancePaths, instancePaths, resolveHome } from "../src/paths.js";
 import { parseEnv } from "../src/secrets.js";
 
 export const CLI = resolve(import.meta.dirname, "..", "dist", "stack-emulator.js");
@@ -244,4 +245,9 @@ export async function expectKeysAsReported(
     expect(started.keysFile).toBeUndefined();
     expect(await apiStatusWithKey(backendPort, placeholder)).toBe(200);
   }
+}
+
+/** An instance's files, named where the CLI names them (src/paths.ts), under a test's home. */
+export function instanceFiles(home: string, name = "default"): InstancePaths {
+  return instancePaths(resolveHome({ STACK_EMULATOR_HOME: home }), name);
 }

@@ -12,6 +12,7 @@ import {
   expectKeysAsReported,
   freePort,
   type Instance,
+  instanceFiles,
   PLACEHOLDERS,
   runCli,
 } from "./helpers.js";
@@ -20,8 +21,7 @@ const TIMEOUT = 900_000;
 const dev = devImageFixture();
 let firstInstallKeys: Record<string, string> | undefined;
 
-const keysOf = (inst: Instance) =>
-  parseEnv(readFileSync(join(inst.home, "instances", "default", "keys.env"), "utf8"));
+const keysOf = (inst: Instance) => parseEnv(readFileSync(instanceFiles(inst.home).keys, "utf8"));
 
 const apiStatus = (inst: Instance, key: string) => apiStatusWithKey(inst.backend, key);
 
@@ -65,7 +65,7 @@ describe("emulator lifecycle with the dev image", () => {
 
       // A second start while the first still works is refused, and the first is unaffected.
       const first = runCli(["start", "--json"], inst.env);
-      for (let i = 0; i < 200 && !existsSync(join(inst.home, "instances", "default", "lock")); i++) {
+      for (let i = 0; i < 200 && !existsSync(instanceFiles(inst.home).lock); i++) {
         await new Promise((r) => setTimeout(r, 50));
       }
       const second = await runCli(["start", "--json"], inst.env);
@@ -81,7 +81,7 @@ describe("emulator lifecycle with the dev image", () => {
       expect(await httpStatus(`http://127.0.0.1:${inst.backend}/health?db=1`)).toBe(200);
       expect(await httpStatus(`http://127.0.0.1:${inst.dashboard}/handler/sign-in`)).toBe(200);
 
-      const keyFile = join(inst.home, "instances", "default", "keys.env");
+      const keyFile = instanceFiles(inst.home).keys;
       expect(statSync(keyFile).mode & 0o777).toBe(0o600);
       const keys = keysOf(inst);
       expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).toMatch(/^[0-9a-f]{64}$/);
@@ -186,7 +186,7 @@ describe("emulator lifecycle with the dev image", () => {
       expect(unrotated.json).toMatchObject({ boot: "cold", rotation: "skipped" });
       expect(unrotated.stderr).toMatch(/EMULATOR_NO_ROTATION=1.*PUBLIC placeholder/);
       await expectKeysAsReported(inst.backend, unrotated.json);
-      expect(existsSync(join(inst.home, "instances", "default", "keys.env"))).toBe(false);
+      expect(existsSync(instanceFiles(inst.home).keys)).toBe(false);
       const placeholderStatus = await runCli(["status"], inst.env);
       expect(placeholderStatus.stdout).toMatch(/keys +PUBLIC placeholders/);
 
@@ -221,8 +221,8 @@ describe("emulator lifecycle with the dev image", () => {
         STACK_EMULATOR_BACKEND_PORT: "70000",
       });
       expect(invalid.json.error.code).toBe("INVALID_PORT");
-      expect(existsSync(join(inst.home, "instances", "default", "state.json"))).toBe(false);
-      expect(existsSync(join(inst.home, "instances", "default", "disk.qcow2"))).toBe(false);
+      expect(existsSync(instanceFiles(inst.home).state)).toBe(false);
+      expect(existsSync(instanceFiles(inst.home).disk)).toBe(false);
       expect(qemuRunning(inst.home)).toBe(false);
     },
     TIMEOUT,

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
 import { FakeGitHub, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
 import { releaseManifest } from "../src/pull.js";
-import { GUEST, removeTempHomes, runCli, tempHome } from "./helpers.js";
+import { GUEST, instanceFiles, removeTempHomes, runCli, tempHome } from "./helpers.js";
 
 const REPO = "stack-auth/stack-auth";
 const TOKEN = "ghp_test_token_for_the_fake";
@@ -161,6 +161,6 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     expect(result.code).toBe(1);
     expect(result.json.error.code).toBe("NO_IMAGE");
     expect(result.json.error.hint).toContain("--image dev");
-    expect(existsSync(join(home, "instances", "default", "state.json"))).toBe(false);
+    expect(existsSync(instanceFiles(home).state)).toBe(false);
   });
 });

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { devImageFixture, type Instance, runCli } from "./helpers.js";
+import { devImageFixture, type Instance, instanceFiles, runCli } from "./helpers.js";
 
 const TIMEOUT = 600_000;
 const dev = devImageFixture();
@@ -30,7 +30,7 @@ describe("snapshot methods beyond x-ignore-shared", () => {
       // zstd frame magic
       expect(readFileSync(join(dir, "state.zst")).subarray(0, 4).toString("hex")).toBe("28b52ffd");
       expect(await health(inst)).toBe(200);
-      expect(existsSync(join(inst.home, "instances", "default", "restore.state"))).toBe(false);
+      expect(existsSync(instanceFiles(inst.home).restoreState)).toBe(false);
 
       expect((await runCli(["stop"], env)).code).toBe(0);
       const again = await runCli(["start", "--json"], env);

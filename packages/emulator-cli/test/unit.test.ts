@@ -248,7 +248,7 @@ describe("QEMU command line", () => {
     });
     const line = args.join(" ");
     expect(line).toContain("-machine q35,memory-backend=ram0");
-    expect(line).toContain("memory-backend-file,id=ram0,size=256M,mem-path=/snap/ram,share=off");
+    expect(line).toContain("memory-backend-file,id=ram0,mem-path=/snap/ram,size=256M,share=off");
     expect(line).toContain("hostfwd=tcp:127.0.0.1:31001-:8102");
     expect(line).toContain("file=/tmp/h,,1/instances/default/disk.qcow2");
     expect(line).toContain("vmgenid");

@@ -1,0 +1,93 @@
+import { bestSaveMethod, type SaveMethod } from "@stack/qmp";
+import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
+import type { Context } from "./context.js";
+import { EmulatorError } from "./errors.js";
+import { type ResolvedMachine, resolveMachine } from "./host.js";
+import type { Image } from "./image.js";
+import type { ImageSelector } from "./image-store.js";
+import { assertPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
+import {
+  type Fingerprint,
+  fingerprintOf,
+  pristineSnapshotDir,
+  type SnapshotFiles,
+  snapshotFiles,
+} from "./snapshot.js";
+
+export interface StartOptions {
+  selector: ImageSelector;
+  image: Image;
+  noSnapshot: boolean;
+  noRotation: boolean;
+}
+
+/** Everything a boot needs, checked before any VM starts. Never changed: a new machine is a new value. */
+export interface BootInputs {
+  readonly ctx: Context;
+  readonly image: Image;
+  readonly selector: ImageSelector;
+  readonly resolved: ResolvedMachine;
+  readonly services: ForwardedService[];
+  readonly configHash: string;
+  /** How snapshots are captured on this host; undefined when snapshots are off. */
+  readonly method?: SaveMethod;
+  readonly snapshot: SnapshotFiles;
+  readonly noRotation: boolean;
+}
+
+/** Ports free, QEMU found and its accelerator proven, config disk written. */
+export async function prepareBoot(ctx: Context, options: StartOptions): Promise<BootInputs> {
+  const { paths, report, layout, env } = ctx;
+  const { image } = options;
+  const services = resolveServicePorts(image.manifest.services, env);
+  await assertPortsFree(services);
+  const resolved = await resolveMachine(image, layout, env);
+  if (resolved.accelNote) report[resolved.accelNote.level](resolved.accelNote.message);
+  const config = runtimeConfig(services, ctx.name);
+  await writeConfigDisk(paths.configIso, image.manifest.configIso.volumeId, config);
+  const method = options.noSnapshot ? undefined : snapshotMethod(resolved, env);
+  return {
+    ctx,
+    image,
+    selector: options.selector,
+    resolved,
+    services,
+    configHash: configHash(config),
+    snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
+    noRotation: options.noRotation,
+    ...(method ? { method } : {}),
+  };
+}
+
+/**
+ * The snapshot method this QEMU supports best (@stack/qmp's policy): guest RAM in a file skipped by
+ * `x-ignore-shared` makes a capture write only device state and a resume map RAM lazily; otherwise the whole guest
+ * goes into a migration stream, stored compressed. STACK_EMULATOR_SNAPSHOT_METHOD=stream forces the stream.
+ */
+function snapshotMethod(resolved: ResolvedMachine, env: NodeJS.ProcessEnv): SaveMethod {
+  const { abilities } = resolved;
+  const forced = env.STACK_EMULATOR_SNAPSHOT_METHOD;
+  if (forced !== undefined && forced !== "stream" && forced !== "x-ignore-shared") {
+    throw new EmulatorError(
+      "INVALID_ARGUMENT",
+      `STACK_EMULATOR_SNAPSHOT_METHOD=${forced} is not a snapshot method`,
+      "use x-ignore-shared or stream, or unset it to let the host decide",
+    );
+  }
+  return bestSaveMethod({
+    version: abilities.version,
+    migrationCapabilities: abilities.migrationCapabilities,
+    sharedRam: abilities.memoryBackendFile && forced !== "stream",
+  });
+}
+
+/** What a state saved now would depend on, for a VM of these inputs saved with `method`. */
+export function fingerprint(inputs: BootInputs, method: SaveMethod): Fingerprint {
+  return fingerprintOf(inputs.resolved.machine, inputs.resolved.abilities.version.text, inputs.image, method);
+}
+
+/** The same boot on tcg: how an accelerator that failed is left behind. */
+export function onTcg(inputs: BootInputs): BootInputs {
+  const { resolved } = inputs;
+  return { ...inputs, resolved: { ...resolved, machine: { ...resolved.machine, accel: "tcg" } } };
+}

@@ -1,0 +1,51 @@
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { EmulatorError } from "./errors.js";
+import { writeFileAtomic } from "./fs-atomic.js";
+import type { InstancePaths } from "./paths.js";
+
+const run = promisify(execFile);
+
+/** A new qcow2 overlay on `backing`: the VM writes there, the backing image is never changed. */
+export async function createOverlay(qemuImg: string, backing: string, overlay: string): Promise<void> {
+  rmSync(overlay, { force: true });
+  try {
+    await run(qemuImg, ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, overlay]);
+  } catch (error) {
+    throw new EmulatorError(
+      "DISK_FAILED",
+      `qemu-img could not create ${overlay}: ${String((error as { stderr?: string }).stderr ?? (error as Error).message).trim()}`,
+      "check free disk space and permissions under STACK_EMULATOR_HOME",
+    );
+  }
+}
+
+/** Which image the instance disk was made for. */
+export function recordInstanceDisk(paths: InstancePaths, imageDigest: string): void {
+  writeFileAtomic(paths.diskInfo, `${JSON.stringify({ imageDigest }, null, 2)}\n`);
+}
+
+/** The instance disk as the next boot finds it: none, made for this image, or made for another (its digest). */
+export type InstanceDisk = { kind: "none" } | { kind: "ours" } | { kind: "foreign"; imageDigest?: string };
+
+export function inspectInstanceDisk(paths: InstancePaths, imageDigest: string): InstanceDisk {
+  if (!existsSync(paths.disk)) return { kind: "none" };
+  let recorded: string | undefined;
+  try {
+    recorded = JSON.parse(readFileSync(paths.diskInfo, "utf8")).imageDigest;
+  } catch {
+    recorded = undefined;
+  }
+  if (recorded === imageDigest) return { kind: "ours" };
+  return recorded === undefined ? { kind: "foreign" } : { kind: "foreign", imageDigest: recorded };
+}
+
+/** An instance disk made for another image cannot boot with this one: it is kept aside, not deleted. */
+export function setAsideInstanceDisk(paths: InstancePaths): string {
+  const aside = join(paths.dir, `disk-${Date.now()}.qcow2`);
+  renameSync(paths.disk, aside);
+  rmSync(paths.suspend, { recursive: true, force: true });
+  return aside;
+}

@@ -1,0 +1,134 @@
+import { rmSync } from "node:fs";
+import type { ExecResult, QgaClient } from "@stack/qga";
+import type { BootInputs } from "./boot-inputs.js";
+import { EmulatorError } from "./errors.js";
+import { waitHealthy } from "./health.js";
+import type { Rotation } from "./instance-state.js";
+import { type LiveVm, withAgent } from "./live-vm.js";
+import { isSameProcess } from "./process-identity.js";
+import { formatEnv, generateSecrets, saveKeys } from "./secrets.js";
+
+const GUEST_COMMAND_TIMEOUT_MS = 30_000;
+
+async function guestExec(qga: QgaClient, path: string, what: string): Promise<void> {
+  checkGuestExit(
+    await qga.exec({ path, captureOutput: true }, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }),
+    what,
+  );
+}
+
+function checkGuestExit(result: ExecResult, what: string): void {
+  if (result.exitCode !== 0) {
+    const detail =
+      result.stderr.toString().trim() || result.stdout.toString().trim() || `signal ${result.signal}`;
+    throw new EmulatorError(
+      "GUEST_COMMAND_FAILED",
+      `${what} failed in the guest (exit ${result.exitCode ?? "-"}): ${detail}`,
+    );
+  }
+}
+
+/**
+ * Fresh keys for this install: generated here, handed to the guest on stdin through the agent, and saved on the
+ * host only once the guest has accepted them. `whileStarting` runs while the guest starts the rotation program.
+ */
+export async function rotateSecrets(
+  inputs: BootInputs,
+  qga: QgaClient,
+  whileStarting?: () => Promise<void>,
+): Promise<Rotation> {
+  const { report, paths } = inputs.ctx;
+  if (inputs.noRotation) {
+    report.warn(
+      "EMULATOR_NO_ROTATION=1: the emulator keeps the PUBLIC placeholder keys baked into the image. Anyone can use them. Never expose these ports.",
+    );
+    await whileStarting?.();
+    // Keys from an earlier start no longer describe this guest: it serves the placeholders.
+    rmSync(paths.keys, { force: true });
+    return "skipped";
+  }
+  report.step("rotating secrets through the guest agent");
+  const secrets = generateSecrets(inputs.image.manifest.secrets);
+  const pid = await qga.spawn(
+    { path: inputs.image.manifest.guest.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
+    { timeoutMs: GUEST_COMMAND_TIMEOUT_MS },
+  );
+  // The guest starts the rotation program meanwhile, so the agent's hwclock run (set-time) no longer delays it.
+  // Not a guarantee of order: the clock is set a few milliseconds into the program's start, while a restart of the
+  // app comes after validating and storing the secrets, far later.
+  await whileStarting?.();
+  checkGuestExit(await qga.waitForExit(pid, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }), "secret rotation");
+  saveKeys(paths.keys, secrets);
+  report.mark("secrets rotated");
+  return "rotated";
+}
+
+/** Waits until every service answers healthy; UNHEALTHY with each failing service when it does not in time. */
+export async function waitServices(
+  inputs: BootInputs,
+  vm: LiveVm,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const { ctx } = inputs;
+  const result = await waitHealthy(inputs.services, {
+    timeoutMs,
+    stillRunning: () => isSameProcess(vm.identity),
+  });
+  ctx.report.mark(`${what}: services answered`);
+  if (!result.healthy) {
+    const failing = result.results
+      .filter((r) => !r.healthy)
+      .map((r) => `${r.name} ${r.url}: ${r.status ?? r.error}`)
+      .join("; ");
+    throw new EmulatorError(
+      "UNHEALTHY",
+      `${what}: services not healthy within ${Math.round(timeoutMs / 1000)} s (${failing})`,
+      `see \`stack-emulator logs\` (${ctx.paths.serialLog})`,
+    );
+  }
+}
+
+async function setGuestClock(inputs: BootInputs, qga: QgaClient): Promise<void> {
+  await qga.setTime(new Date());
+  inputs.ctx.report.mark("guest clock set");
+}
+
+/** A freshly booted guest: this install's keys, then health (the rotation restarts the app). */
+export async function settleBootedGuest(inputs: BootInputs, vm: LiveVm): Promise<Rotation> {
+  const rotation = await withAgent(inputs.ctx, vm, (qga) => rotateSecrets(inputs, qga));
+  await waitServices(inputs, vm, 60_000, "after rotation");
+  return rotation;
+}
+
+/**
+ * A restored guest's clock, runtime config and (when `rotate`) secrets, then its health. When nothing in that
+ * restarts the app (no rotation, same config) the health check runs alongside the agent's work, not after it.
+ */
+export async function settleResumedGuest(
+  inputs: BootInputs,
+  vm: LiveVm,
+  savedConfigHash: string,
+  options: { rotate: boolean; what: string },
+): Promise<Rotation | undefined> {
+  const { applyConfig } = inputs.image.manifest.guest;
+  const configChanged = savedConfigHash !== inputs.configHash && Boolean(applyConfig);
+  const agentWork = withAgent(inputs.ctx, vm, async (qga) => {
+    // The clock is set before anything restarts the app (rotation, config): not with the time of the save.
+    if (options.rotate && !configChanged) return rotateSecrets(inputs, qga, () => setGuestClock(inputs, qga));
+    await setGuestClock(inputs, qga);
+    if (configChanged && applyConfig) {
+      inputs.ctx.report.step("applying the changed runtime config in the guest");
+      await guestExec(qga, applyConfig, "applying the runtime config");
+    }
+    return options.rotate ? rotateSecrets(inputs, qga) : undefined;
+  });
+  const restartsApp = (options.rotate && !inputs.noRotation) || configChanged;
+  if (restartsApp) {
+    const rotation = await agentWork;
+    await waitServices(inputs, vm, 30_000, options.what);
+    return rotation;
+  }
+  const [rotation] = await Promise.all([agentWork, waitServices(inputs, vm, 30_000, options.what)]);
+  return rotation;
+}
