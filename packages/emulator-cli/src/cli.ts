@@ -46,8 +46,13 @@ function context(command: Command): { ctx: Context; json: boolean } {
   };
 }
 
+function printJson(data: unknown): void {
+  process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+}
+
 function output(json: boolean, data: unknown, human: () => string): void {
-  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human()}\n`);
+  if (json) printJson(data);
+  else process.stdout.write(`${human()}\n`);
 }
 
 async function resolveImage(ctx: Context, selector: ImageSelector, rebuild = false): Promise<Image> {
@@ -157,8 +162,10 @@ async function ensureStarted(
   json: boolean,
 ): Promise<{ ctx: Context; result: StartResult }> {
   const running = readState(ctx.paths);
-  if (running && isSameProcess(running.qemu))
+  if (running && isSameProcess(running.qemu)) {
+    if (flags.ports) ctx.report.info("already running: --ports applies from the next start");
     return { ctx, result: { alreadyRunning: true, state: running } };
+  }
   let selector = chooseSelector(ctx, flags);
   let image: Image;
   try {
@@ -215,15 +222,11 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
   const { state } = result;
   if (flags.configFile) {
     const connection = await appConnection(started, flags.configFile);
-    output(
-      true,
-      {
-        project_id: connection.projectId,
-        publishable_client_key: connection.publishableClientKey,
-        secret_server_key: connection.secretServerKey,
-      },
-      () => "",
-    );
+    printJson({
+      project_id: connection.projectId,
+      publishable_client_key: connection.publishableClientKey,
+      secret_server_key: connection.secretServerKey,
+    });
     return;
   }
   output(json, { alreadyRunning: result.alreadyRunning, ...state, keysFile: ctx.paths.keys }, () => {

@@ -37,7 +37,7 @@ export async function appConnection(ctx: Context, configFile?: string): Promise<
       state.rotation === "rotated"
         ? `the keys of the running instance are missing from ${ctx.paths.keys}`
         : "the instance runs with the image's public placeholder keys (EMULATOR_NO_ROTATION=1), which the host does not keep",
-      "`stack-emulator stop --no-save && stack-emulator start` boots with fresh keys, keeping the data",
+      "`stack-emulator stop --no-save && stack-emulator start` (without EMULATOR_NO_ROTATION) boots with fresh keys, keeping the data",
     );
   }
   const apiUrl = serviceUrl(backend, "");

@@ -113,6 +113,9 @@ export function describePortOwner(port: number, procRoot = "/proc"): string | un
         } catch {
           // Named by pid alone.
         }
+        // Our own QEMU is named by its instance, which says more than its long command line.
+        const instance = /\/instances\/([a-z0-9-]+)\/qemu\.pid\b/.exec(command)?.[1];
+        if (instance) return `pid ${entry} (the QEMU of stack-emulator instance ${instance})`;
         return `pid ${entry}${command ? ` (${command.length > 120 ? `${command.slice(0, 117)}...` : command})` : ""}`;
       }
     }

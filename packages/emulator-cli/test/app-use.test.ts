@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -159,6 +159,25 @@ describe("port picking", () => {
 });
 
 describe("port conflicts", () => {
+  it("name an emulator's own QEMU by its instance", () => {
+    const proc = mkdtempSync(join(tmpdir(), "se-proc-"));
+    homes.push(proc);
+    mkdirSync(join(proc, "net"));
+    mkdirSync(join(proc, "4242", "fd"), { recursive: true });
+    const header =
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+    const listener =
+      "   0: 0100007F:6856 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337\n";
+    writeFileSync(join(proc, "net", "tcp"), header + listener);
+    symlinkSync("socket:[31337]", join(proc, "4242", "fd", "7"));
+    writeFileSync(
+      join(proc, "4242", "cmdline"),
+      "qemu-system-x86_64\0-pidfile\0/h/instances/feature-x/qemu.pid\0",
+    );
+    expect(describePortOwner(0x6856, proc)).toBe("pid 4242 (the QEMU of stack-emulator instance feature-x)");
+    expect(describePortOwner(0x6857, proc)).toBeUndefined();
+  });
+
   it("name the process that listens on the port", async () => {
     const server: Server = createServer();
     await new Promise<void>((resolvePromise) => server.listen(0, "127.0.0.1", resolvePromise));
