@@ -185,6 +185,26 @@ describe("using the emulator from an app (dev image)", () => {
       const other = await cli(["start", "--config-file", otherFile], inst.env);
       expect(other.json.project_id).not.toBe(project.project_id);
 
+      // Concurrent first requests for one path end with one project (the guest's index entry is created atomically).
+      const racing = await Promise.all(
+        [1, 2, 3].map(() =>
+          fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/local-emulator/project`, {
+            method: "POST",
+            headers: { "x-stack-secret-server-key": internal.STACK_SECRET_SERVER_KEY as string },
+            body: JSON.stringify({ absolute_file_path: "/raced/stack.config.ts" }),
+          }).then((r) => r.json() as Promise<{ project_id: string; created: boolean }>),
+        ),
+      );
+      expect(new Set(racing.map((r) => r.project_id)).size).toBe(1);
+      expect(racing.filter((r) => r.created)).toHaveLength(1);
+      // Creating projects takes the internal server key: its publishable key is not enough.
+      const refused = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/local-emulator/project`, {
+        method: "POST",
+        headers: { "x-stack-publishable-client-key": internal.STACK_PUBLISHABLE_CLIENT_KEY as string },
+        body: JSON.stringify({ absolute_file_path: "/refused/stack.config.ts" }),
+      });
+      expect(refused.status).toBe(401);
+
       // Kept on the instance disk: across a saved stop, and across a power-down and cold boot with fresh keys.
       await cli(["stop"], inst.env);
       expect((await cli(["start", "--config-file", configFile], inst.env)).json).toEqual(project);
