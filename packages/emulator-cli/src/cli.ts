@@ -153,6 +153,23 @@ const startFlags = (command: Command) =>
     );
 
 /**
+ * The context for booting `image` on this instance's host ports: recorded or picked ones with `--ports auto` (or for
+ * another instance whose default ports are taken). The engine takes each service's port from its variable, so the
+ * plan reaches it that way.
+ */
+async function withHostPorts(ctx: Context, image: Image, portsMode?: string): Promise<Context> {
+  const ports = await assignPorts(ctx.paths, {
+    services: image.manifest.services,
+    env: ctx.env,
+    instance: ctx.name,
+    ...(portsMode ? { mode: parsePortsMode(portsMode) } : {}),
+    reserved: reservedPorts(ctx.layout, ctx.name),
+  });
+  if (ports.note) ctx.report.info(ports.note);
+  return { ...ctx, env: { ...ctx.env, ...ports.env } };
+}
+
+/**
  * The running instance, or a start like `stack-emulator start`: image, host ports (auto ones recorded), boot. The
  * returned context carries the port variables the start used.
  */
@@ -182,16 +199,7 @@ async function ensureStarted(
     image = await resolveImage(ctx, selector);
   }
   ctx.report.mark("image found");
-  const ports = await assignPorts(ctx.paths, {
-    services: image.manifest.services,
-    env: ctx.env,
-    instance: ctx.name,
-    ...(flags.ports ? { mode: parsePortsMode(flags.ports) } : {}),
-    reserved: reservedPorts(ctx.layout, ctx.name),
-  });
-  if (ports.note) ctx.report.info(ports.note);
-  // The engine takes each service's host port from its variable: the plan reaches it that way.
-  const started = { ...ctx, env: { ...ctx.env, ...ports.env } };
+  const started = await withHostPorts(ctx, image, flags.ports);
   const result = await start(started, {
     selector,
     image,
@@ -500,7 +508,7 @@ imageFlags(
   writeCurrentSelector(ctx.layout, selector);
   let captured = false;
   if (!flags.skipSnapshot && ctx.env.EMULATOR_NO_SNAPSHOT !== "1") {
-    await capture(ctx, { selector, image, noSnapshot: false, noRotation: false });
+    await capture(await withHostPorts(ctx, image), { selector, image, noSnapshot: false, noRotation: false });
     captured = true;
   }
   output(
@@ -516,7 +524,12 @@ imageFlags(
   const { ctx, json } = context(command);
   const selector = chooseSelector(ctx, flags);
   const image = await resolveImage(ctx, selector);
-  const result = await capture(ctx, { selector, image, noSnapshot: false, noRotation: false });
+  const result = await capture(await withHostPorts(ctx, image), {
+    selector,
+    image,
+    noSnapshot: false,
+    noRotation: false,
+  });
   output(json, result, () => `snapshot captured (${result.method}) in ${result.snapshotDir}`);
 });
 
