@@ -4,7 +4,9 @@ import { dirname } from "node:path";
 import { createInterface } from "node:readline/promises";
 import type { DoctorCheck } from "@stack/host-detect";
 import { Command, Option } from "commander";
-import { capture, reset, start, stop } from "./commands.js";
+import { composeAppEnv, formatDotenv, PREFIX_SETS, parsePrefixSet } from "./app-env.js";
+import { capture, reset, type StartResult, start, stop } from "./commands.js";
+import { appConnection } from "./connection.js";
 import { type Context, createContext } from "./context.js";
 import { describeError, type EmulatorError, exitCodeFor, isEmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
@@ -21,8 +23,13 @@ import {
   storedImage,
   writeCurrentSelector,
 } from "./image-store.js";
+import { readState } from "./instance-state.js";
+import { listInstances, reservedPorts, stopAll } from "./instances.js";
 import { resolveHome, validateInstanceName } from "./paths.js";
+import { assignPorts, parsePortsMode } from "./port-assignment.js";
+import { isSameProcess } from "./process-identity.js";
 import { createReporter } from "./report.js";
+import { childCommand, runChild, shieldedFromSignals } from "./run-child.js";
 import { keysFileInUse } from "./secrets.js";
 import { status } from "./status.js";
 
@@ -42,8 +49,13 @@ function context(command: Command): { ctx: Context; json: boolean } {
   };
 }
 
+function printJson(data: unknown): void {
+  process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+}
+
 function output(json: boolean, data: unknown, human: () => string): void {
-  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human()}\n`);
+  if (json) printJson(data);
+  else process.stdout.write(`${human()}\n`);
 }
 
 async function resolveImage(ctx: Context, selector: ImageSelector, rebuild = false): Promise<Image> {
@@ -97,6 +109,9 @@ Examples:
   stack-emulator stop                   save the running state; the next start resumes it
   stack-emulator reset                  forget this instance's data and keys
   stack-emulator pull --pr 1234         fetch a pull request's CI image and capture its snapshot
+  stack-emulator run -- npm run dev     your app with the emulator's project, keys and URL in its environment
+  stack-emulator env --prefix next > .env.local   the same variables for a .env file
+  stack-emulator --instance b start --ports auto  a second emulator on free ports, kept for its next starts
 
 Environment:
   STACK_EMULATOR_HOME     state directory (default ~/.stack/emulator)
@@ -119,23 +134,60 @@ const imageFlags = (command: Command) =>
     .option("--run <id>", "a workflow run's build")
     .addOption(new Option("--arch <arch>", "guest architecture").choices(["amd64", "arm64"]));
 
-imageFlags(
-  program
-    .command("start")
-    .description("start the emulator: resume its snapshot, or cold boot and capture one the first time")
+interface StartFlags extends PullFlags {
+  image?: string;
+  skipSnapshot?: boolean;
+  ports?: string;
+  configFile?: string;
+}
+
+/** Options of every command that may start the emulator. */
+const startFlags = (command: Command) =>
+  imageFlags(command)
     .option(
       "--skip-snapshot",
       "cold boot without using or capturing a snapshot (same as EMULATOR_NO_SNAPSHOT=1)",
     )
-    // `pnpm --filter emulator-cli start -- --help` lands here: point at the rest of the CLI too.
-    .addHelpText(
-      "after",
-      `
-Other commands: stop, status, reset, logs, doctor, pull, capture, list-releases.
-Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --help\`) for all of them.`,
-    ),
-).action(async (flags: PullFlags & { image?: string; skipSnapshot?: boolean }, command: Command) => {
-  const { ctx, json } = context(command);
+    .option(
+      "--ports <mode>",
+      "auto: free ports, kept for this instance's next starts; default: the image's ports (forgets kept ones)",
+    )
+    .option(
+      "--config-file <path>",
+      "use the project the backend keeps for this config file (made on first use, keyed by its absolute path)",
+    );
+
+/**
+ * The context for booting `image` on this instance's host ports: recorded or picked ones with `--ports auto` (or for
+ * another instance whose default ports are taken). The engine takes each service's port from its variable, so the
+ * plan reaches it that way.
+ */
+async function withHostPorts(ctx: Context, image: Image, portsMode?: string): Promise<Context> {
+  const ports = await assignPorts(ctx.paths, {
+    services: image.manifest.services,
+    env: ctx.env,
+    instance: ctx.name,
+    ...(portsMode ? { mode: parsePortsMode(portsMode) } : {}),
+    reserved: reservedPorts(ctx.layout, ctx.name),
+  });
+  if (ports.note) ctx.report.info(ports.note);
+  return { ...ctx, env: { ...ctx.env, ...ports.env } };
+}
+
+/**
+ * The running instance, or a start like `stack-emulator start`: image, host ports (auto ones recorded), boot. The
+ * returned context carries the port variables the start used.
+ */
+async function ensureStarted(
+  ctx: Context,
+  flags: StartFlags,
+  json: boolean,
+): Promise<{ ctx: Context; result: StartResult }> {
+  const running = readState(ctx.paths);
+  if (running && isSameProcess(running.qemu)) {
+    if (flags.ports) ctx.report.info("already running: --ports applies from the next start");
+    return { ctx, result: { alreadyRunning: true, state: running } };
+  }
   let selector = chooseSelector(ctx, flags);
   let image: Image;
   try {
@@ -148,14 +200,44 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
     image = await resolveImage(ctx, selector);
   }
   ctx.report.mark("image found");
-  const result = await start(ctx, {
+  const started = await withHostPorts(ctx, image, flags.ports);
+  const result = await start(started, {
     selector,
     image,
     noSnapshot: Boolean(flags.skipSnapshot) || ctx.env.EMULATOR_NO_SNAPSHOT === "1",
     noRotation: ctx.env.EMULATOR_NO_ROTATION === "1",
   });
   writeCurrentSelector(ctx.layout, selector);
+  return { ctx: started, result };
+}
+
+startFlags(
+  program
+    .command("start")
+    .description("start the emulator: resume its snapshot, or cold boot and capture one the first time")
+    // `pnpm --filter emulator-cli start -- --help` lands here: point at the rest of the CLI too.
+    .addHelpText(
+      "after",
+      `
+With --config-file, stdout is the config file's project as JSON: {project_id, publishable_client_key,
+secret_server_key}.
+
+Other commands: stop, status, reset, run, env, list, logs, doctor, pull, capture, list-releases.
+Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --help\`) for all of them.`,
+    ),
+).action(async (flags: StartFlags, command: Command) => {
+  const { ctx, json } = context(command);
+  const { ctx: started, result } = await ensureStarted(ctx, flags, json);
   const { state } = result;
+  if (flags.configFile) {
+    const connection = await appConnection(started, flags.configFile);
+    printJson({
+      project_id: connection.projectId,
+      publishable_client_key: connection.publishableClientKey,
+      secret_server_key: connection.secretServerKey,
+    });
+    return;
+  }
   const keysFile = keysFileInUse(ctx.paths.keys, state.rotation);
   output(json, { alreadyRunning: result.alreadyRunning, ...state, ...(keysFile ? { keysFile } : {}) }, () => {
     const lines = [
@@ -167,6 +249,46 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
     ];
     return lines.join("\n");
   });
+});
+
+startFlags(
+  program
+    .command("run")
+    .description(
+      "run a command with the emulator's project, keys and URL in its environment; starts the emulator if needed",
+    )
+    .argument("[command...]", 'a shell string ("npm run dev"), or after -- a program and its arguments')
+    .addHelpText(
+      "after",
+      `
+The command gets STACK_PROJECT_ID, STACK_PUBLISHABLE_CLIENT_KEY and STACK_API_URL, each also with the prefixes
+NEXT_PUBLIC_, VITE_ and EXPO_PUBLIC_ (NEXT_PUBLIC_STACK_PROJECT_ID, ...), and STACK_SECRET_SERVER_KEY (never with a
+public prefix). SIGINT, SIGTERM and SIGHUP are passed to it; run exits with its exit code (128 + the signal's number
+when a signal ended it). An emulator that run started is stopped afterwards, its state saved as by \`stop\`; one that
+was already running keeps running.
+
+Examples:
+  stack-emulator run "npm run dev"                      through /bin/sh -c
+  stack-emulator run -- node server.js --port 3000      no shell: arguments passed as they are
+  stack-emulator run --config-file ./stack.config.ts -- npm test`,
+    ),
+).action(async (operands: string[], flags: StartFlags, command: Command) => {
+  const { ctx } = context(command);
+  // Commander drops the "--" it ends the options with; whether there was one decides shell or not.
+  const child = childCommand(operands, process.argv.slice(process.argv.indexOf("run") + 1).includes("--"));
+  const { ctx: started, result } = await ensureStarted(ctx, flags, false);
+  try {
+    const connection = await appConnection(started, flags.configFile);
+    ctx.report.info(`running with the emulator at ${connection.apiUrl} (project ${connection.projectId})`);
+    process.exitCode = await runChild(child, { ...process.env, ...composeAppEnv(connection) });
+  } finally {
+    if (!result.alreadyRunning) {
+      await shieldedFromSignals(
+        () => stop(ctx, { mode: "save" }),
+        () => ctx.report.info("saving the emulator's state first; it stops in a moment"),
+      );
+    }
+  }
 });
 
 /** On a terminal, a missing image becomes a question instead of a dead end. */
@@ -185,24 +307,48 @@ program
   .command("stop")
   .description("stop the emulator, saving its running state so the next start resumes exactly there")
   .option("--no-save", "power down instead of saving the state (the next start boots from the disk)")
-  .action(async (flags: { save: boolean }, command: Command) => {
+  .option("--all", "stop every instance in this home (STACK_EMULATOR_HOME)")
+  .action(async (flags: { save: boolean; all?: boolean }, command: Command) => {
     const { ctx, json } = context(command);
-    const result = await stop(ctx, { mode: flags.save ? "save" : "powerdown" });
-
-    output(json, result, () =>
+    const mode = flags.save ? "save" : "powerdown";
+    const describe = (result: { wasRunning: boolean; saved: boolean }) =>
       result.wasRunning
         ? result.saved
           ? "stopped; state saved for the next start"
           : "stopped"
-        : "not running",
-    );
+        : "not running";
+    if (flags.all) {
+      const results = await stopAll(ctx.layout, ctx.env, ctx.report, mode);
+      output(json, { instances: results }, () =>
+        results.length === 0
+          ? "no instances"
+          : results
+              .map((r) => `${r.instance}: ${"error" in r ? `FAILED: ${r.error.message}` : describe(r)}`)
+              .join("\n"),
+      );
+      if (results.some((r) => "error" in r)) process.exitCode = 1;
+      return;
+    }
+    const result = await stop(ctx, { mode });
+    output(json, result, () => describe(result));
   });
 
 program
   .command("status")
   .description("show whether the emulator runs, its services' health, image and accelerator")
-  .action(async (_flags: unknown, command: Command) => {
-    const { ctx, json } = context(command);
+  .addOption(
+    new Option("-o, --output <format>", "text; json (as --json); env: the app's variables, as `env`").choices(
+      ["text", "json", "env"],
+    ),
+  )
+  .addOption(prefixOption())
+  .action(async (flags: { output?: string; prefix: string }, command: Command) => {
+    const { ctx, json: jsonFlag } = context(command);
+    if (flags.output === "env") {
+      await printAppEnv(ctx, { json: jsonFlag, prefix: flags.prefix });
+      return;
+    }
+    const json = jsonFlag || flags.output === "json";
     const report = await status(ctx);
     output(json, report, () => {
       const lines = [`${report.instance}: ${report.state}${report.problem ? ` (${report.problem})` : ""}`];
@@ -226,6 +372,71 @@ program
       return lines.join("\n");
     });
     if (report.state === "broken") process.exitCode = 1;
+  });
+
+function prefixOption(): Option {
+  return new Option(
+    "--prefix <set>",
+    "framework prefixes of the public variables: next (NEXT_PUBLIC_), vite (VITE_), expo (EXPO_PUBLIC_), none, all",
+  )
+    .choices(PREFIX_SETS)
+    .default("all");
+}
+
+/** The app's variables for the running instance, as `KEY="value"` lines (or a JSON object). */
+async function printAppEnv(ctx: Context, flags: { json: boolean; prefix: string; configFile?: string }) {
+  const variables = composeAppEnv(await appConnection(ctx, flags.configFile), parsePrefixSet(flags.prefix));
+  output(flags.json, variables, () => formatDotenv(variables).trimEnd());
+}
+
+program
+  .command("env")
+  .description('print the variables `run` gives an app, as KEY="value" lines for a .env file or eval')
+  .addOption(prefixOption())
+  .option(
+    "--config-file <path>",
+    "the project the backend keeps for this config file instead of the internal one",
+  )
+  .addHelpText(
+    "after",
+    `
+The emulator must be running. The secret server key is printed as STACK_SECRET_SERVER_KEY only, never with a
+public prefix.
+
+Examples:
+  stack-emulator env --prefix next > .env.local       a Next.js app
+  eval "$(stack-emulator env --prefix none)"          this shell`,
+  )
+  .action(async (flags: { prefix: string; configFile?: string }, command: Command) => {
+    const { ctx, json } = context(command);
+    await printAppEnv(ctx, { json, ...flags });
+  });
+
+program
+  .command("list")
+  .description("list every instance in this home: state, image, ports, how it booted")
+  .action(async (_flags: unknown, command: Command) => {
+    const { ctx, json } = context(command);
+    const instances = await listInstances(ctx.layout, ctx.env, ctx.report);
+    output(json, { instances }, () =>
+      instances.length === 0
+        ? "no instances"
+        : instances
+            .map((i) => {
+              const ports = Object.entries(i.ports)
+                .map(([name, port]) => `${name}:${port}`)
+                .join(" ");
+              const details = [
+                i.image,
+                i.boot,
+                ports || "default ports",
+                i.savedState ? "saved state" : undefined,
+                i.problem,
+              ].filter(Boolean);
+              return `${i.instance.padEnd(16)} ${i.state.padEnd(8)} ${details.join(", ")}`;
+            })
+            .join("\n"),
+    );
   });
 
 program
@@ -302,7 +513,7 @@ imageFlags(
   writeCurrentSelector(ctx.layout, selector);
   let captured = false;
   if (!flags.skipSnapshot && ctx.env.EMULATOR_NO_SNAPSHOT !== "1") {
-    await capture(ctx, { selector, image, noSnapshot: false, noRotation: false });
+    await capture(await withHostPorts(ctx, image), { selector, image, noSnapshot: false, noRotation: false });
     captured = true;
   }
   output(
@@ -318,7 +529,12 @@ imageFlags(
   const { ctx, json } = context(command);
   const selector = chooseSelector(ctx, flags);
   const image = await resolveImage(ctx, selector);
-  const result = await capture(ctx, { selector, image, noSnapshot: false, noRotation: false });
+  const result = await capture(await withHostPorts(ctx, image), {
+    selector,
+    image,
+    noSnapshot: false,
+    noRotation: false,
+  });
   output(json, result, () => `snapshot captured (${result.method}) in ${result.snapshotDir}`);
 });
 
@@ -343,8 +559,9 @@ program
   });
 
 async function main(argv: string[]): Promise<void> {
-  // pnpm forwards a literal "--" from `pnpm start -- --help`; drop it so the flags after it still parse.
-  const args = argv.filter((arg, index) => !(arg === "--" && index === 3));
+  // pnpm forwards a literal "--" from `pnpm start -- --help`; drop it so the flags after it still parse. After `run`
+  // it is the user's: it says the command runs without a shell.
+  const args = argv.filter((arg, index) => !(arg === "--" && index === 3 && argv[2] !== "run"));
   try {
     await program.parseAsync(args);
   } catch (error) {

@@ -11,7 +11,11 @@ export type EmulatorErrorCode =
   | "IMAGE_NOT_FOUND"
   | "INVALID_IMAGE"
   | "UNSUPPORTED_ARCH"
+  | "CONFIG_FILE_NOT_FOUND"
+  | "COMMAND_NOT_FOUND"
   // The instance's state
+  | "NOT_RUNNING"
+  | "NO_KEYS"
   | "BUSY"
   | "RUNNING"
   | "INSTANCE_HAS_DATA"
@@ -29,6 +33,9 @@ export type EmulatorErrorCode =
   | "DEV_IMAGE_UNAVAILABLE"
   // The guest
   | "ACCEL_FAILED"
+  | "NO_BACKEND"
+  | "BACKEND_UNREACHABLE"
+  | "PROJECT_FAILED"
   | "GUEST_COMMAND_FAILED"
   | "UNHEALTHY"
   | "STOP_FAILED";

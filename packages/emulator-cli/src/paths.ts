@@ -27,8 +27,12 @@ export function resolveHome(env: NodeJS.ProcessEnv = process.env): HomeLayout {
   };
 }
 
+export function isValidInstanceName(name: string): boolean {
+  return INSTANCE_NAME.test(name);
+}
+
 export function validateInstanceName(name: string): string {
-  if (!INSTANCE_NAME.test(name)) {
+  if (!isValidInstanceName(name)) {
     throw new EmulatorError(
       "INVALID_NAME",
       `invalid instance name ${JSON.stringify(name)}`,

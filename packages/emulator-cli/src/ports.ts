@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createServer } from "node:net";
 import { EmulatorError } from "./errors.js";
 
@@ -69,7 +70,7 @@ export function resolveServicePorts(services: ServiceSpec[], env: NodeJS.Process
   return resolved;
 }
 
-function isPortFree(port: number): Promise<boolean> {
+export function isPortFree(port: number): Promise<boolean> {
   return new Promise((resolvePromise) => {
     const server = createServer();
     server.unref();
@@ -80,7 +81,67 @@ function isPortFree(port: number): Promise<boolean> {
   });
 }
 
-/** Checks every host port before QEMU starts, so a conflict is reported up front and by name. */
+/**
+ * The process listening on a local TCP port, as "pid N (command line)", on Linux: the socket's inode from
+ * /proc/net/tcp{,6}, then the process holding that inode among its descriptors. Undefined when it cannot be told
+ * (another OS, or a process this user may not inspect).
+ */
+export function describePortOwner(port: number, procRoot = "/proc"): string | undefined {
+  const inodes = new Set<string>();
+  for (const table of ["tcp", "tcp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(`${procRoot}/net/${table}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      const fields = line.trim().split(/\s+/);
+      const local = fields[1];
+      if (
+        local &&
+        Number.parseInt(local.slice(local.lastIndexOf(":") + 1), 16) === port &&
+        fields[3] === "0A"
+      ) {
+        if (fields[9] && fields[9] !== "0") inodes.add(`socket:[${fields[9]}]`);
+      }
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  for (const entry of readdirSync(procRoot)) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`${procRoot}/${entry}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`${procRoot}/${entry}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (inodes.has(target)) {
+        let command = "";
+        try {
+          command = readFileSync(`${procRoot}/${entry}/cmdline`, "utf8").split("\0").join(" ").trim();
+        } catch {
+          // Named by pid alone.
+        }
+        // Our own QEMU is named by its instance, which says more than its long command line.
+        const instance = /\/instances\/([a-z0-9-]+)\/qemu\.pid\b/.exec(command)?.[1];
+        if (instance) return `pid ${entry} (the QEMU of stack-emulator instance ${instance})`;
+        return `pid ${entry}${command ? ` (${command.length > 120 ? `${command.slice(0, 117)}...` : command})` : ""}`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Checks every host port before QEMU starts, so a conflict is reported up front, by name and owner. */
 export async function assertPortsFree(services: ForwardedService[]): Promise<void> {
   const busy: ForwardedService[] = [];
   for (const service of services) {
@@ -88,13 +149,18 @@ export async function assertPortsFree(services: ForwardedService[]): Promise<voi
   }
   const first = busy[0];
   if (first) {
+    const owners = busy.map((s) => describePortOwner(s.hostPort));
     const names = busy.map(
-      (s) => `${s.name} on 127.0.0.1:${s.hostPort}${s.portEnv ? ` (${s.portEnv})` : ""}`,
+      (s, i) =>
+        `${s.name} on 127.0.0.1:${s.hostPort}${s.portEnv ? ` (${s.portEnv})` : ""}${owners[i] ? ` by ${owners[i]}` : ""}`,
     );
+    const findOwner = owners.every(Boolean)
+      ? "stop it"
+      : `find the owner with \`lsof -i :${first.hostPort}\` and stop it`;
     throw new EmulatorError(
       "PORT_IN_USE",
       `port already in use: ${names.join(", ")}`,
-      `find the owner with \`lsof -i :${first.hostPort}\` and stop it, or pick another port with the variable shown`,
+      `${findOwner}, or start with \`--ports auto\` (free ports, kept for this instance) or the variable shown`,
     );
   }
 }

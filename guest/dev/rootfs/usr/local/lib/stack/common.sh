@@ -7,6 +7,10 @@ RUNTIME_ENV=$STACK_RUN/runtime.env
 CONFIG_JSON=$STACK_RUN/config.json
 SIGN_IN_HTML=$STACK_RUN/sign-in.html
 KV_DIR=/data/kv
+# Projects made by POST /api/v1/internal/local-emulator/project: <id>/keys.env, and by-path/<hash> -> <id>.
+PROJECTS_DIR=/data/projects
+# The project the four rotated secrets belong to (the real image's seeded project has the same id).
+INTERNAL_PROJECT_ID=internal
 CONFIG_MOUNT=/mnt/config
 BACKEND_PORT=8102
 DASHBOARD_PORT=8101

@@ -1,0 +1,54 @@
+import { type AppConnection, INTERNAL_PROJECT_ID } from "./app-env.js";
+import type { Context } from "./context.js";
+import { EmulatorError } from "./errors.js";
+import { serviceUrl } from "./health.js";
+import { type InstanceState, readState } from "./instance-state.js";
+import { isSameProcess } from "./process-identity.js";
+import { ensureConfigProject } from "./projects.js";
+import { loadKeys } from "./secrets.js";
+
+/** The running instance's recorded state; a stopped or vanished one is an error that says how to start it. */
+export function runningState(ctx: Context): InstanceState {
+  const state = readState(ctx.paths);
+  if (state && isSameProcess(state.qemu)) return state;
+  throw new EmulatorError(
+    "NOT_RUNNING",
+    `the emulator instance ${ctx.name} is not running`,
+    `start it first: stack-emulator${ctx.name === "default" ? "" : ` --instance ${ctx.name}`} start`,
+  );
+}
+
+/**
+ * How an app reaches the running instance: the internal project with the keys in service, or with `configFile` the
+ * project the backend keeps for that config file.
+ */
+export async function appConnection(ctx: Context, configFile?: string): Promise<AppConnection> {
+  const state = runningState(ctx);
+  const backend = state.services.find((s) => s.name === "backend");
+  if (!backend) {
+    throw new EmulatorError("NO_BACKEND", `the image ${state.image.name} has no service named backend`);
+  }
+  const keys = state.rotation === "rotated" ? loadKeys(ctx.paths.keys) : undefined;
+  const publishableClientKey = keys?.STACK_PUBLISHABLE_CLIENT_KEY;
+  const secretServerKey = keys?.STACK_SECRET_SERVER_KEY;
+  if (!publishableClientKey || !secretServerKey) {
+    throw new EmulatorError(
+      "NO_KEYS",
+      state.rotation === "rotated"
+        ? `the keys of the running instance are missing from ${ctx.paths.keys}`
+        : "the instance runs with the image's public placeholder keys (EMULATOR_NO_ROTATION=1), which the host does not keep",
+      "`stack-emulator stop --no-save && stack-emulator start` (without EMULATOR_NO_ROTATION) boots with fresh keys, keeping the data",
+    );
+  }
+  const apiUrl = serviceUrl(backend, "");
+  if (!configFile) {
+    return { projectId: INTERNAL_PROJECT_ID, publishableClientKey, secretServerKey, apiUrl };
+  }
+  const project = await ensureConfigProject(apiUrl, secretServerKey, configFile);
+  return {
+    projectId: project.project_id,
+    publishableClientKey: project.publishable_client_key,
+    secretServerKey: project.secret_server_key,
+    apiUrl,
+  };
+}

@@ -1,0 +1,203 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { type AppConnection, composeAppEnv, formatDotenv } from "../src/app-env.js";
+import type { EmulatorError } from "../src/errors.js";
+import { instancePaths, resolveHome } from "../src/paths.js";
+import { assignPorts, type PortPlanInput, planPorts, portsFile } from "../src/port-assignment.js";
+import { assertPortsFree, describePortOwner, type ServiceSpec } from "../src/ports.js";
+import { childCommand } from "../src/run-child.js";
+
+const connection: AppConnection = {
+  projectId: "internal",
+  publishableClientKey: "a".repeat(64),
+  secretServerKey: "b".repeat(64),
+  apiUrl: "http://127.0.0.1:26701",
+};
+
+const services: ServiceSpec[] = [
+  { name: "dashboard", guestPort: 8101, defaultHostPort: 26700, portEnv: "STACK_EMULATOR_DASHBOARD_PORT" },
+  { name: "backend", guestPort: 8102, defaultHostPort: 26701, portEnv: "STACK_EMULATOR_BACKEND_PORT" },
+];
+
+const homes: string[] = [];
+afterAll(() => {
+  for (const home of homes) rmSync(home, { recursive: true, force: true });
+});
+
+describe("the app's environment", () => {
+  it("gives every public value each framework prefix and the secret server key none", () => {
+    const env = composeAppEnv(connection);
+    for (const prefix of ["", "NEXT_PUBLIC_", "VITE_", "EXPO_PUBLIC_"]) {
+      expect(env[`${prefix}STACK_PROJECT_ID`]).toBe("internal");
+      expect(env[`${prefix}STACK_PUBLISHABLE_CLIENT_KEY`]).toBe(connection.publishableClientKey);
+      expect(env[`${prefix}STACK_API_URL`]).toBe(connection.apiUrl);
+    }
+    expect(env.STACK_SECRET_SERVER_KEY).toBe(connection.secretServerKey);
+    const secretNames = Object.keys(env).filter((name) => env[name] === connection.secretServerKey);
+    expect(secretNames).toEqual(["STACK_SECRET_SERVER_KEY"]);
+    expect(Object.keys(env)).toHaveLength(13);
+  });
+
+  it("narrows the public names to one prefix set, keeping the server key", () => {
+    expect(Object.keys(composeAppEnv(connection, "next")).sort()).toEqual([
+      "NEXT_PUBLIC_STACK_API_URL",
+      "NEXT_PUBLIC_STACK_PROJECT_ID",
+      "NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY",
+      "STACK_SECRET_SERVER_KEY",
+    ]);
+    expect(Object.keys(composeAppEnv(connection, "none")).sort()).toEqual([
+      "STACK_API_URL",
+      "STACK_PROJECT_ID",
+      "STACK_PUBLISHABLE_CLIENT_KEY",
+      "STACK_SECRET_SERVER_KEY",
+    ]);
+    expect(Object.keys(composeAppEnv(connection, "expo"))).toContain("EXPO_PUBLIC_STACK_API_URL");
+  });
+
+  it('writes KEY="value" lines that a shell evaluates back to the same values', () => {
+    const tricky = { PLAIN: "http://127.0.0.1:1", QUOTES: 'say "hi"', SHELLY: "$HOME `id` \\n" };
+    const text = formatDotenv(tricky);
+    expect(text.split("\n")[0]).toBe('PLAIN="http://127.0.0.1:1"');
+    const out = execFileSync(
+      "/bin/sh",
+      ["-c", `eval "$(cat)"; printf '%s\\n' "$PLAIN" "$QUOTES" "$SHELLY"`],
+      {
+        input: text,
+        encoding: "utf8",
+      },
+    );
+    expect(out).toBe(`${Object.values(tricky).join("\n")}\n`);
+  });
+});
+
+describe("run's command", () => {
+  it("runs one operand through the shell, and anything after -- or several operands without", () => {
+    expect(childCommand(["npm run dev"], false)).toEqual({ shell: "npm run dev" });
+    expect(childCommand(["node", "-e", "1"], true)).toEqual({ file: "node", args: ["-e", "1"] });
+    expect(childCommand(["echo hi"], true)).toEqual({ file: "echo hi", args: [] });
+    expect(childCommand(["npm", "test"], false)).toEqual({ file: "npm", args: ["test"] });
+    expect(() => childCommand([], false)).toThrow(/needs a command/);
+  });
+});
+
+/** A port plan over fake ports: `busy` are taken, picks count up from 40000. */
+function plan(overrides: Partial<PortPlanInput> & { busy?: number[] } = {}) {
+  const busy = new Set(overrides.busy ?? []);
+  let next = 40000;
+  return planPorts({
+    services,
+    env: {},
+    instance: "default",
+    reserved: new Set(),
+    isFree: async (port) => !busy.has(port),
+    pickFree: async (taken) => {
+      while (taken.has(next) || busy.has(next)) next++;
+      return next++;
+    },
+    ...overrides,
+  });
+}
+
+describe("port picking", () => {
+  it("uses the defaults, leaving a busy one for the start to report", async () => {
+    expect((await plan()).ports).toEqual({ dashboard: 26700, backend: 26701 });
+    const busyDefault = await plan({ busy: [26701] });
+    expect(busyDefault.ports).toEqual({ dashboard: 26700, backend: 26701 });
+    expect(busyDefault.record).toBeUndefined();
+  });
+
+  it("with auto picks distinct free ports outside other instances' ports and records them", async () => {
+    const result = await plan({ mode: "auto", reserved: new Set([40000, 40002]) });
+    expect(result.ports).toEqual({ dashboard: 40001, backend: 40003 });
+    expect(result.record).toEqual(result.ports);
+    expect(result.env).toEqual({
+      STACK_EMULATOR_DASHBOARD_PORT: "40001",
+      STACK_EMULATOR_BACKEND_PORT: "40003",
+    });
+  });
+
+  it("reuses recorded ports, re-picking under auto only the ones now taken", async () => {
+    const recorded = { dashboard: 41000, backend: 41001 };
+    expect((await plan({ recorded })).ports).toEqual(recorded);
+    expect((await plan({ recorded, mode: "auto", busy: [41001] })).ports).toEqual({
+      dashboard: 41000,
+      backend: 40000,
+    });
+    expect((await plan({ recorded, mode: "default" })).record).toBe("forget");
+  });
+
+  it("goes auto by itself for another instance whose default ports are taken, saying so", async () => {
+    const result = await plan({ instance: "second", busy: [26700] });
+    expect(result.ports).toEqual({ dashboard: 40000, backend: 40001 });
+    expect(result.note).toMatch(/26700.*taken.*second/);
+    expect((await plan({ instance: "second" })).ports).toEqual({ dashboard: 26700, backend: 26701 });
+  });
+
+  it("leaves a port given by its variable alone, even under auto", async () => {
+    const result = await plan({ mode: "auto", env: { STACK_EMULATOR_BACKEND_PORT: "31001" } });
+    expect(result.ports).toEqual({ dashboard: 40000, backend: 31001 });
+    expect(result.env).toEqual({ STACK_EMULATOR_DASHBOARD_PORT: "40000" });
+    expect(result.record).toEqual({ dashboard: 40000 });
+  });
+
+  it("records auto ports in the instance directory and reuses them on the next start", async () => {
+    const home = mkdtempSync(join(tmpdir(), "se-ports-"));
+    homes.push(home);
+    const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: home }), "b");
+    const input = { services, env: {}, instance: "b", reserved: new Set<number>() };
+    const first = await assignPorts(paths, { ...input, mode: "auto" });
+    const record = JSON.parse(readFileSync(portsFile(paths), "utf8"));
+    expect(record).toEqual({ version: 1, ports: first.ports });
+    expect((await assignPorts(paths, input)).ports).toEqual(first.ports);
+    await assignPorts(paths, { ...input, mode: "default" });
+    expect(() => readFileSync(portsFile(paths))).toThrow();
+  });
+});
+
+describe("port conflicts", () => {
+  it("name an emulator's own QEMU by its instance", () => {
+    const proc = mkdtempSync(join(tmpdir(), "se-proc-"));
+    homes.push(proc);
+    mkdirSync(join(proc, "net"));
+    mkdirSync(join(proc, "4242", "fd"), { recursive: true });
+    const header =
+      "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+    const listener =
+      "   0: 0100007F:6856 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337\n";
+    writeFileSync(join(proc, "net", "tcp"), header + listener);
+    symlinkSync("socket:[31337]", join(proc, "4242", "fd", "7"));
+    writeFileSync(
+      join(proc, "4242", "cmdline"),
+      "qemu-system-x86_64\0-pidfile\0/h/instances/feature-x/qemu.pid\0",
+    );
+    expect(describePortOwner(0x6856, proc)).toBe("pid 4242 (the QEMU of stack-emulator instance feature-x)");
+    expect(describePortOwner(0x6857, proc)).toBeUndefined();
+  });
+
+  it("name the process that listens on the port", async () => {
+    const server: Server = createServer();
+    await new Promise<void>((resolvePromise) => server.listen(0, "127.0.0.1", resolvePromise));
+    const port = (server.address() as { port: number }).port;
+    try {
+      expect(describePortOwner(port)).toMatch(new RegExp(`^pid ${process.pid} \\(`));
+      let error: EmulatorError | undefined;
+      try {
+        await assertPortsFree([{ ...services[1], hostPort: port } as never]);
+      } catch (caught) {
+        error = caught as EmulatorError;
+      }
+      expect(error?.code).toBe("PORT_IN_USE");
+      expect(error?.message).toContain(
+        `backend on 127.0.0.1:${port} (STACK_EMULATOR_BACKEND_PORT) by pid ${process.pid}`,
+      );
+      expect(error?.hint).toContain("--ports auto");
+    } finally {
+      server.close();
+    }
+    expect(describePortOwner(port)).toBeUndefined();
+  });
+});
