@@ -15,7 +15,7 @@ import {
   removeQuietly,
   writeFileAtomic,
 } from "./fsutil.js";
-import { getFollowing, headerValue } from "./http.js";
+import { type FollowedResponse, getFollowing, headerValue } from "./http.js";
 import { type Progress, ProgressTracker } from "./progress.js";
 import { failureFor, RetryableError, type RetryOptions, retrying } from "./retry.js";
 import { ZSTD_HEADER_MAX, zstdContentSize } from "./zstd.js";
@@ -103,6 +103,26 @@ export function normalizeSha256(value: string | undefined): string | undefined {
   return hex;
 }
 
+/** What the attempts of one download share, and what they have learned so far. */
+interface Transfer {
+  opts: DownloadOptions;
+  label: string;
+  dir: string;
+  metaPath: string;
+  /** The decompressed output, when decompressing. */
+  outPath: string | undefined;
+  expected: string | undefined;
+  headers: Record<string, string>;
+  /** An `authorization` header, kept apart: it goes to the first URL's origin only. */
+  credentials: Record<string, string>;
+  sink: Sink;
+  progress: ProgressTracker;
+  meta: PartMeta;
+  metaSaved: boolean;
+  spaceChecked: boolean;
+  unpackedSpaceChecked: boolean;
+}
+
 /**
  * Downloads `url` to `dest`: resumable through a `.part` file, hashed while streaming, verified, fsynced and
  * renamed into place. Never leaves a partial file under the final name.
@@ -115,28 +135,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
   const partPath = `${dest}.part`;
   const metaPath = `${dest}.part.json`;
   const outPath = opts.decompress ? `${dest}.unpacking` : undefined;
-  const headers: Record<string, string> = { "user-agent": "stack-artifacts" };
-  const credentials: Record<string, string> = {};
-  for (const [k, v] of Object.entries(opts.headers ?? {})) {
-    if (k.toLowerCase() === "authorization") credentials.authorization = v;
-    else headers[k.toLowerCase()] = v;
-  }
+  const { headers, credentials } = splitHeaders(opts.headers);
 
   try {
     await mkdir(dir, { recursive: true });
   } catch (err) {
     throw ioError(err, `creating ${dir}`);
   }
-  let meta: PartMeta = { url: opts.url, ...(expected ? { sha256: expected } : {}) };
-  const previous = await readJson<PartMeta>(metaPath);
-  const existing = (await fileSize(partPath)) ?? 0;
-  const reusable =
-    existing > 0 &&
-    previous?.url === opts.url &&
-    previous.sha256 === meta.sha256 &&
-    (previous.validator !== undefined || expected !== undefined);
-  if (reusable) meta = previous;
-  const resumedFrom = reusable ? existing : 0;
+  const { meta, reusable, resumedFrom } = await earlierPart(opts.url, expected, partPath, metaPath);
 
   const sink = new Sink(partPath, outPath);
   const progress = new ProgressTracker(label, opts.onProgress);
@@ -145,97 +151,23 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     await sink.open(resumedFrom);
     if (resumedFrom > 0) opts.onMessage?.(`${label}: resuming at byte ${resumedFrom}`);
     if (opts.expectedBytes !== undefined) await ensureFreeSpace(dir, opts.expectedBytes - resumedFrom);
-    let spaceChecked = opts.expectedBytes !== undefined;
-    let metaSaved = reusable;
-    let unpackedSpaceChecked = false;
-
-    await retrying(`Downloading ${label}`, opts, async () => {
-      // Without a validator or a digest, resuming could splice two versions of the file together undetected.
-      const canResume = meta.validator !== undefined || expected !== undefined;
-      if (sink.bytes > 0 && !canResume) await sink.reset();
-      const attemptHeaders = { ...headers };
-      if (sink.bytes > 0) {
-        attemptHeaders.range = `bytes=${sink.bytes}-`;
-        if (meta.validator) attemptHeaders["if-range"] = meta.validator;
-      }
-      const res = await getFollowing(opts.url, {
-        headers: attemptHeaders,
-        credentials,
-        signal: opts.signal,
-        stallTimeoutMs: opts.stallTimeoutMs ?? 30_000,
-        bulk: true,
-      });
-      let consumed = false;
-      try {
-        let total: number | undefined;
-        if (res.statusCode === 206) {
-          const range = parseContentRange(headerValue(res.headers, "content-range"));
-          if (range?.start !== sink.bytes) {
-            await sink.reset();
-            throw new RetryableError("the server resumed at the wrong position; restarting from zero", 0);
-          }
-          total = range.total;
-        } else if (res.statusCode === 200) {
-          if (sink.bytes > 0) {
-            opts.onMessage?.(`${label}: the server did not resume (answered 200); restarting from zero`);
-            await sink.reset();
-          }
-          const length = Number(headerValue(res.headers, "content-length"));
-          total = Number.isFinite(length) ? length : undefined;
-        } else if (res.statusCode === 416) {
-          const range = parseContentRange(headerValue(res.headers, "content-range"));
-          if (range?.total !== undefined && range.total === sink.bytes) return; // the .part was already complete
-          opts.onMessage?.(`${label}: the server rejected the resume position (416); restarting from zero`);
-          await sink.reset();
-          throw new RetryableError("range not satisfiable", 0);
-        } else {
-          throw failureFor(
-            res.statusCode,
-            res.headers,
-            {
-              what: label,
-              url: res.url,
-              hasToken: "authorization" in credentials,
-              crossOrigin: res.crossOrigin,
-            },
-            opts,
-          );
-        }
-
-        // The sidecar lets a later run resume: it records which URL, digest and object version the .part holds.
-        const validator = strongValidator(res.headers);
-        if (!metaSaved || validator !== meta.validator) {
-          const { validator: _old, ...rest } = meta;
-          meta = validator ? { ...rest, validator } : rest;
-          await writeFileAtomic(metaPath, JSON.stringify(meta));
-          metaSaved = true;
-        }
-        if (!spaceChecked && total !== undefined) {
-          await ensureFreeSpace(dir, total - sink.bytes);
-          spaceChecked = true;
-        }
-        progress.setTotal(total);
-        consumed = true;
-        for await (const chunk of res.body) {
-          await sink.write(chunk as Buffer);
-          progress.set(sink.bytes);
-          if (outPath && !unpackedSpaceChecked && sink.head.length >= ZSTD_HEADER_MAX) {
-            // The decompressed size is known only once the frame header has arrived.
-            unpackedSpaceChecked = true;
-            const unpacked = zstdContentSize(sink.head);
-            const stillCompressed = total === undefined ? 0 : total - sink.bytes;
-            if (unpacked !== undefined)
-              await ensureFreeSpace(dir, unpacked - sink.unpackedBytes + stillCompressed);
-          }
-        }
-        if (total !== undefined && sink.bytes !== total) {
-          throw new RetryableError(`the connection closed at byte ${sink.bytes} of ${total}`);
-        }
-      } finally {
-        // Closing beats draining here: an unwanted body may be the whole multi-gigabyte file.
-        if (!consumed) res.body.destroy();
-      }
-    });
+    const transfer: Transfer = {
+      opts,
+      label,
+      dir,
+      metaPath,
+      outPath,
+      expected,
+      headers,
+      credentials,
+      sink,
+      progress,
+      meta,
+      metaSaved: reusable,
+      spaceChecked: opts.expectedBytes !== undefined,
+      unpackedSpaceChecked: false,
+    };
+    await retrying(`Downloading ${label}`, opts, () => attempt(transfer));
 
     await sink.finish();
     const sha256 = sink.digest();
@@ -264,14 +196,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
         { cause: sink.decompressError },
       );
     }
-    const finalTmp = outPath ?? partPath;
-    try {
-      await fsyncFile(finalTmp);
-      await rename(finalTmp, dest);
-      await fsyncDir(dir);
-    } catch (err) {
-      throw ioError(err, `moving the download to ${dest}`);
-    }
+    await moveIntoPlace(outPath ?? partPath, dest, dir);
     await removeQuietly(metaPath, outPath ? partPath : undefined);
     progress.finish();
     succeeded = true;
@@ -282,6 +207,172 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
       // The .part stays for the next run to resume; the decompressed output is rebuilt from it anyway.
       await removeQuietly(outPath);
     }
+  }
+}
+
+/** Lower-cased headers with a user agent, and the `authorization` header apart from them. */
+function splitHeaders(given: Record<string, string> | undefined): {
+  headers: Record<string, string>;
+  credentials: Record<string, string>;
+} {
+  const headers: Record<string, string> = { "user-agent": "stack-artifacts" };
+  const credentials: Record<string, string> = {};
+  for (const [k, v] of Object.entries(given ?? {})) {
+    if (k.toLowerCase() === "authorization") credentials.authorization = v;
+    else headers[k.toLowerCase()] = v;
+  }
+  return { headers, credentials };
+}
+
+/**
+ * Whether an earlier run's `.part` can be continued: same URL and digest, and a validator or a digest to detect
+ * a changed file. Returns the sidecar to keep using and the bytes to resume from.
+ */
+async function earlierPart(
+  url: string,
+  expected: string | undefined,
+  partPath: string,
+  metaPath: string,
+): Promise<{ meta: PartMeta; reusable: boolean; resumedFrom: number }> {
+  const fresh: PartMeta = { url, ...(expected ? { sha256: expected } : {}) };
+  const previous = await readJson<PartMeta>(metaPath);
+  const existing = (await fileSize(partPath)) ?? 0;
+  const reusable =
+    existing > 0 &&
+    previous?.url === url &&
+    previous.sha256 === fresh.sha256 &&
+    (previous.validator !== undefined || expected !== undefined);
+  return reusable
+    ? { meta: previous, reusable, resumedFrom: existing }
+    : { meta: fresh, reusable, resumedFrom: 0 };
+}
+
+/** One try: a request resuming where the sink stands, its answer checked, its body received. */
+async function attempt(t: Transfer): Promise<void> {
+  const res = await request(t);
+  let consumed = false;
+  try {
+    const answer = await acceptStatus(res, t);
+    if (answer.complete) return;
+    await rememberVersion(res, t);
+    if (!t.spaceChecked && answer.total !== undefined) {
+      await ensureFreeSpace(t.dir, answer.total - t.sink.bytes);
+      t.spaceChecked = true;
+    }
+    t.progress.setTotal(answer.total);
+    consumed = true;
+    await receiveBody(res, answer.total, t);
+  } finally {
+    // Closing beats draining here: an unwanted body may be the whole multi-gigabyte file.
+    if (!consumed) res.body.destroy();
+  }
+}
+
+/** Sends the GET, with a range (and If-Range) when the sink already holds bytes that can be resumed. */
+async function request(t: Transfer): Promise<FollowedResponse> {
+  // Without a validator or a digest, resuming could splice two versions of the file together undetected.
+  const canResume = t.meta.validator !== undefined || t.expected !== undefined;
+  if (t.sink.bytes > 0 && !canResume) await t.sink.reset();
+  const attemptHeaders = { ...t.headers };
+  if (t.sink.bytes > 0) {
+    attemptHeaders.range = `bytes=${t.sink.bytes}-`;
+    if (t.meta.validator) attemptHeaders["if-range"] = t.meta.validator;
+  }
+  return getFollowing(t.opts.url, {
+    headers: attemptHeaders,
+    credentials: t.credentials,
+    signal: t.opts.signal,
+    stallTimeoutMs: t.opts.stallTimeoutMs ?? 30_000,
+    bulk: true,
+  });
+}
+
+/**
+ * What the status says about the body to come: its total size (when known), or that the `.part` was already
+ * complete (416 at its exact size). A resume the server did not honour resets the sink; failures throw, retryable
+ * or not.
+ */
+async function acceptStatus(
+  res: FollowedResponse,
+  t: Transfer,
+): Promise<{ complete: boolean; total: number | undefined }> {
+  const { sink, opts, label } = t;
+  if (res.statusCode === 206) {
+    const range = parseContentRange(headerValue(res.headers, "content-range"));
+    if (range?.start !== sink.bytes) {
+      await sink.reset();
+      throw new RetryableError("the server resumed at the wrong position; restarting from zero", 0);
+    }
+    return { complete: false, total: range.total };
+  }
+  if (res.statusCode === 200) {
+    if (sink.bytes > 0) {
+      opts.onMessage?.(`${label}: the server did not resume (answered 200); restarting from zero`);
+      await sink.reset();
+    }
+    const length = Number(headerValue(res.headers, "content-length"));
+    return { complete: false, total: Number.isFinite(length) ? length : undefined };
+  }
+  if (res.statusCode === 416) {
+    const range = parseContentRange(headerValue(res.headers, "content-range"));
+    if (range?.total !== undefined && range.total === sink.bytes)
+      return { complete: true, total: range.total }; // the .part was already complete
+    opts.onMessage?.(`${label}: the server rejected the resume position (416); restarting from zero`);
+    await sink.reset();
+    throw new RetryableError("range not satisfiable", 0);
+  }
+  throw failureFor(
+    res.statusCode,
+    res.headers,
+    {
+      what: label,
+      url: res.url,
+      hasToken: "authorization" in t.credentials,
+      crossOrigin: res.crossOrigin,
+    },
+    opts,
+  );
+}
+
+/** The sidecar lets a later run resume: it records which URL, digest and object version the .part holds. */
+async function rememberVersion(res: FollowedResponse, t: Transfer): Promise<void> {
+  const validator = strongValidator(res.headers);
+  if (!t.metaSaved || validator !== t.meta.validator) {
+    const { validator: _old, ...rest } = t.meta;
+    t.meta = validator ? { ...rest, validator } : rest;
+    await writeFileAtomic(t.metaPath, JSON.stringify(t.meta));
+    t.metaSaved = true;
+  }
+}
+
+/** Streams the body into the sink; a body that ends short of `total` is a retryable cut. */
+async function receiveBody(res: FollowedResponse, total: number | undefined, t: Transfer): Promise<void> {
+  const { sink } = t;
+  for await (const chunk of res.body) {
+    await sink.write(chunk as Buffer);
+    t.progress.set(sink.bytes);
+    if (t.outPath && !t.unpackedSpaceChecked && sink.head.length >= ZSTD_HEADER_MAX) {
+      // The decompressed size is known only once the frame header has arrived.
+      t.unpackedSpaceChecked = true;
+      const unpacked = zstdContentSize(sink.head);
+      const stillCompressed = total === undefined ? 0 : total - sink.bytes;
+      if (unpacked !== undefined)
+        await ensureFreeSpace(t.dir, unpacked - sink.unpackedBytes + stillCompressed);
+    }
+  }
+  if (total !== undefined && sink.bytes !== total) {
+    throw new RetryableError(`the connection closed at byte ${sink.bytes} of ${total}`);
+  }
+}
+
+/** fsync, rename over `dest`, fsync the directory. */
+async function moveIntoPlace(finalTmp: string, dest: string, dir: string): Promise<void> {
+  try {
+    await fsyncFile(finalTmp);
+    await rename(finalTmp, dest);
+    await fsyncDir(dir);
+  } catch (err) {
+    throw ioError(err, `moving the download to ${dest}`);
   }
 }
 

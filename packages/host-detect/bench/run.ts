@@ -6,7 +6,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { clearProbeCache, findQemu, probeQemu } from "../src/index.js";
+import { findQemu, probeQemu } from "../src/index.js";
+import { clearProbeCache } from "../src/probe.js";
 
 const run = promisify(execFile);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);

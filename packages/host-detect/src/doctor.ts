@@ -2,7 +2,7 @@ import { ACCEL_ENV, ACCELERATOR_OS } from "./accel.js";
 import type { HostDetectError } from "./errors.js";
 import { findQemu, QEMU_ENV, type QemuBinaries } from "./find-qemu.js";
 import { listFirmware } from "./firmware.js";
-import { type GuestArch, hostInfo, isGuestArch } from "./host.js";
+import { type GuestArch, type HostInfo, hostInfo, isGuestArch } from "./host.js";
 import { detectPackageManager, installCommand, type Need, type PackageManager } from "./packages.js";
 import { probeQemu, type QemuAbilities } from "./probe.js";
 import { type AcceleratorProof, chooseProvenAccelerator, type ProvenChoice } from "./prove.js";
@@ -50,7 +50,19 @@ export interface DoctorOptions {
 const WINDOWS_HYPERVISOR_FIX =
   "In an administrator PowerShell: Enable-WindowsOptionalFeature -Online -FeatureName HypervisorPlatform; then reboot";
 
-function check(id: string, title: string, status: CheckStatus, detail: string, fix?: string): DoctorCheck {
+/** What one check found: its status, what it saw and, when something is wrong, the fix. */
+interface Finding {
+  status: CheckStatus;
+  detail: string;
+  fix?: string | undefined;
+}
+
+function finding(status: CheckStatus, detail: string, fix?: string): Finding {
+  return { status, detail, fix };
+}
+
+function check(id: string, title: string, f: Finding): DoctorCheck {
+  const { status, detail, fix } = f;
   return fix === undefined ? { id, title, status, detail } : { id, title, status, detail, fix };
 }
 
@@ -68,190 +80,147 @@ function accelFix(choice: ProvenChoice, os: string, native: boolean): string | u
   return undefined;
 }
 
-/**
- * Every check the emulator depends on, each with what was found and, when something is wrong, the command that
- * fixes it on this platform. Never throws: a failing step becomes a failed check. `ok` is false when the emulator
- * cannot run at all; warnings (tcg only, a slower snapshot method) leave it true.
- */
-export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
+/** What the checks share: the host and options, and what earlier checks found for later ones. */
+interface DoctorContext {
+  opts: DoctorOptions | undefined;
+  host: HostInfo;
+  arch: GuestArch;
+  env: NodeJS.ProcessEnv;
+  /** For findQemu and detectPackageManager. */
+  lookup: { os: string; env: NodeJS.ProcessEnv; root?: string };
+  /** The command that installs `needs` on this platform. */
+  install: (needs: Need[]) => string;
+  /** Set by the qemu check when a binary was found. */
+  binaries?: QemuBinaries;
+  /** Set by the qemu-version check when the probe answered. */
+  abilities?: QemuAbilities;
+  /** Proofs run by the accelerator check. */
+  proofs: AcceleratorProof[];
+}
+
+function doctorContext(opts: DoctorOptions | undefined): DoctorContext {
   const host = hostInfo({ platform: opts?.os ?? process.platform, arch: opts?.hostArch ?? process.arch });
   const arch: GuestArch = opts?.arch ?? host.nativeGuestArchs[0] ?? "amd64";
   const env = opts?.env ?? process.env;
-  const ctx = { os: host.os, env, ...(opts?.root === undefined ? {} : { root: opts.root }) };
-  const manager: PackageManager | undefined = detectPackageManager(ctx);
+  const lookup = { os: host.os, env, ...(opts?.root === undefined ? {} : { root: opts.root }) };
+  const manager: PackageManager | undefined = detectPackageManager(lookup);
   const install = (needs: Need[]) =>
     installCommand(manager, needs, opts?.uid === undefined ? undefined : { uid: opts.uid });
-  const checks: DoctorCheck[] = [];
-  const proofs: AcceleratorProof[] = [];
+  return { opts, host, arch, env, lookup, install, proofs: [] };
+}
 
+function hostPlatform({ host }: DoctorContext): Finding {
   const platform = `${host.os}/${host.arch}`;
-  if (host.os === "unknown" || !isGuestArch(String(host.arch))) {
-    checks.push(
-      check(
-        "host",
-        "Host platform",
-        "fail",
-        `${platform} is not supported`,
-        "Run on Linux or macOS on amd64 or arm64",
-      ),
+  if (host.os === "unknown" || !isGuestArch(String(host.arch)))
+    return finding("fail", `${platform} is not supported`, "Run on Linux or macOS on amd64 or arm64");
+  if (host.os === "windows")
+    return finding(
+      "warn",
+      `${platform}: QEMU runs with WHPX, but the emulator is only tested on Linux and macOS; unix sockets need Windows 10 1803+`,
+      "Use WSL2 (Linux) for the supported path",
     );
-  } else if (host.os === "windows") {
-    checks.push(
-      check(
-        "host",
-        "Host platform",
-        "warn",
-        `${platform}: QEMU runs with WHPX, but the emulator is only tested on Linux and macOS; unix sockets need Windows 10 1803+`,
-        "Use WSL2 (Linux) for the supported path",
-      ),
-    );
-  } else {
-    checks.push(
-      check("host", "Host platform", "ok", `${platform}, native guests: ${host.nativeGuestArchs.join(", ")}`),
-    );
-  }
+  return finding("ok", `${platform}, native guests: ${host.nativeGuestArchs.join(", ")}`);
+}
 
-  let binaries: QemuBinaries | undefined;
+async function qemuBinary(ctx: DoctorContext): Promise<Finding> {
   try {
-    binaries = await findQemu(arch, ctx);
-    checks.push(
-      check("qemu", `QEMU for ${arch} guests`, "ok", `${binaries.system} (from ${binaries.source})`),
-    );
+    ctx.binaries = await findQemu(ctx.arch, ctx.lookup);
+    return finding("ok", `${ctx.binaries.system} (from ${ctx.binaries.source})`);
   } catch (error) {
     const override = (error as HostDetectError).code === "QEMU_OVERRIDE_INVALID";
-    checks.push(
-      check(
-        "qemu",
-        `QEMU for ${arch} guests`,
-        "fail",
-        (error as Error).message,
-        override
-          ? `Unset ${QEMU_ENV[arch]} or point it at a qemu-system binary`
-          : install([`qemu-${arch}`, "qemu-img"]),
-      ),
+    return finding(
+      "fail",
+      (error as Error).message,
+      override
+        ? `Unset ${QEMU_ENV[ctx.arch]} or point it at a qemu-system binary`
+        : ctx.install([`qemu-${ctx.arch}`, "qemu-img"]),
     );
   }
-  if (binaries !== undefined) {
-    checks.push(
-      binaries.img === undefined
-        ? check(
-            "qemu-img",
-            "qemu-img",
-            "fail",
-            "qemu-img was not found; it creates instance disk overlays",
-            install(["qemu-img"]),
-          )
-        : check("qemu-img", "qemu-img", "ok", binaries.img),
+}
+
+function qemuImg({ binaries, install }: DoctorContext): Finding | undefined {
+  if (binaries === undefined) return undefined;
+  return binaries.img === undefined
+    ? finding("fail", "qemu-img was not found; it creates instance disk overlays", install(["qemu-img"]))
+    : finding("ok", binaries.img);
+}
+
+async function qemuVersionFinding(ctx: DoctorContext): Promise<Finding | undefined> {
+  const { binaries, opts, arch, install } = ctx;
+  if (binaries === undefined) return undefined;
+  try {
+    const abilities = await probeQemu(binaries.system, {
+      ...(opts?.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
+      ...(opts?.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+    });
+    ctx.abilities = abilities;
+    const v = abilities.version;
+    return v.major < 4
+      ? finding("warn", `QEMU ${v.text} is older than 4.0, the oldest tested`, install([`qemu-${arch}`]))
+      : finding("ok", `QEMU ${v.text}; accelerators built in: ${abilities.accelerators.join(", ")}`);
+  } catch (error) {
+    return finding("fail", (error as Error).message, install([`qemu-${arch}`]));
+  }
+}
+
+function snapshotMethod({ abilities, arch, install }: DoctorContext): Finding | undefined {
+  if (abilities === undefined) return undefined;
+  const caps = abilities.migrationCapabilities;
+  if (caps.includes("x-ignore-shared") && abilities.memoryBackendFile)
+    return finding(
+      "ok",
+      "x-ignore-shared with a file-backed RAM template: resume maps RAM instead of loading it",
     );
-  }
+  return finding(
+    "warn",
+    `this QEMU lacks ${caps.includes("x-ignore-shared") ? "memory-backend-file" : "the x-ignore-shared capability"}: ` +
+      `resume loads the whole RAM from a ${abilities.fileMigration ? "file:" : "exec:"} stream, which is slower`,
+    `Upgrade QEMU: ${install([`qemu-${arch}`])}`,
+  );
+}
 
-  let abilities: QemuAbilities | undefined;
-  if (binaries !== undefined) {
-    try {
-      abilities = await probeQemu(binaries.system, {
-        ...(opts?.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
-        ...(opts?.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
-      });
-      const v = abilities.version;
-      checks.push(
-        v.major < 4
-          ? check(
-              "qemu-version",
-              "QEMU version",
-              "warn",
-              `QEMU ${v.text} is older than 4.0, the oldest tested`,
-              install([`qemu-${arch}`]),
-            )
-          : check(
-              "qemu-version",
-              "QEMU version",
-              "ok",
-              `QEMU ${v.text}; accelerators built in: ${abilities.accelerators.join(", ")}`,
-            ),
-      );
-    } catch (error) {
-      checks.push(
-        check("qemu-version", "QEMU version", "fail", (error as Error).message, install([`qemu-${arch}`])),
-      );
-    }
-  }
-
-  if (abilities !== undefined) {
-    const caps = abilities.migrationCapabilities;
-    if (caps.includes("x-ignore-shared") && abilities.memoryBackendFile) {
-      checks.push(
-        check(
-          "snapshot",
-          "Snapshot method",
-          "ok",
-          "x-ignore-shared with a file-backed RAM template: resume maps RAM instead of loading it",
-        ),
-      );
-    } else {
-      checks.push(
-        check(
-          "snapshot",
-          "Snapshot method",
+async function acceleration(ctx: DoctorContext): Promise<Finding | undefined> {
+  const { abilities, binaries, opts, host, arch } = ctx;
+  if (abilities === undefined) return undefined;
+  try {
+    const choice = await chooseProvenAccelerator({
+      qemu: (binaries as QemuBinaries).system,
+      abilities,
+      env: ctx.env,
+      os: host.os,
+      guestArch: arch,
+      hostArch: String(host.arch),
+      ...(opts?.excludeAccelerators === undefined ? {} : { exclude: opts.excludeAccelerators }),
+      ...(opts?.knownProofs === undefined ? {} : { known: opts.knownProofs }),
+      ...(opts?.machine === undefined ? {} : { machine: opts.machine }),
+      ...(opts?.cpu === undefined ? {} : { cpu: opts.cpu }),
+      ...(opts?.proofTimeoutMs === undefined ? {} : { timeoutMs: opts.proofTimeoutMs }),
+      ...(opts?.root === undefined ? {} : { root: opts.root }),
+    });
+    // Another platform's accelerator is no news to the user.
+    const elsewhere = (accel: string) =>
+      Object.entries(ACCELERATOR_OS).some(([a, os]) => a === accel && os !== host.os);
+    const rejected = choice.rejected.filter((r) => !elsewhere(r.accel)).map((r) => `${r.accel}: ${r.reason}`);
+    ctx.proofs.push(...choice.proofs);
+    const proven = choice.proof?.works ? ` (proven: ${choice.proof.reason} in ${choice.proof.ms} ms)` : "";
+    const detail = [
+      `${choice.accel}${choice.overridden ? " (EMULATOR_ACCEL)" : ""}${proven}`,
+      ...rejected,
+    ].join("; ");
+    const native = host.nativeGuestArchs.includes(arch);
+    return choice.accel === "tcg" && !choice.overridden
+      ? finding(
           "warn",
-          `this QEMU lacks ${caps.includes("x-ignore-shared") ? "memory-backend-file" : "the x-ignore-shared capability"}: ` +
-            `resume loads the whole RAM from a ${abilities.fileMigration ? "file:" : "exec:"} stream, which is slower`,
-          `Upgrade QEMU: ${install([`qemu-${arch}`])}`,
-        ),
-      );
-    }
-
-    try {
-      const choice = await chooseProvenAccelerator({
-        qemu: (binaries as QemuBinaries).system,
-        abilities,
-        env,
-        os: host.os,
-        guestArch: arch,
-        hostArch: String(host.arch),
-        ...(opts?.excludeAccelerators === undefined ? {} : { exclude: opts.excludeAccelerators }),
-        ...(opts?.knownProofs === undefined ? {} : { known: opts.knownProofs }),
-        ...(opts?.machine === undefined ? {} : { machine: opts.machine }),
-        ...(opts?.cpu === undefined ? {} : { cpu: opts.cpu }),
-        ...(opts?.proofTimeoutMs === undefined ? {} : { timeoutMs: opts.proofTimeoutMs }),
-        ...(opts?.root === undefined ? {} : { root: opts.root }),
-      });
-      // Another platform's accelerator is no news to the user.
-      const elsewhere = (accel: string) =>
-        Object.entries(ACCELERATOR_OS).some(([a, os]) => a === accel && os !== host.os);
-      const rejected = choice.rejected
-        .filter((r) => !elsewhere(r.accel))
-        .map((r) => `${r.accel}: ${r.reason}`);
-      proofs.push(...choice.proofs);
-      const proven = choice.proof?.works ? ` (proven: ${choice.proof.reason} in ${choice.proof.ms} ms)` : "";
-      const detail = [
-        `${choice.accel}${choice.overridden ? " (EMULATOR_ACCEL)" : ""}${proven}`,
-        ...rejected,
-      ].join("; ");
-      const native = host.nativeGuestArchs.includes(arch);
-      checks.push(
-        choice.accel === "tcg" && !choice.overridden
-          ? check(
-              "accelerator",
-              "Hardware acceleration",
-              "warn",
-              `${detail}. Guests run emulated (tcg), several times slower`,
-              accelFix(choice, host.os, native),
-            )
-          : check("accelerator", "Hardware acceleration", "ok", detail),
-      );
-    } catch (error) {
-      checks.push(
-        check(
-          "accelerator",
-          "Hardware acceleration",
-          "fail",
-          (error as Error).message,
-          "Unset EMULATOR_ACCEL or fix what it names",
-        ),
-      );
-    }
+          `${detail}. Guests run emulated (tcg), several times slower`,
+          accelFix(choice, host.os, native),
+        )
+      : finding("ok", detail);
+  } catch (error) {
+    return finding("fail", (error as Error).message, "Unset EMULATOR_ACCEL or fix what it names");
   }
+}
 
+async function uefiFirmware({ arch, env, opts, install }: DoctorContext): Promise<Finding> {
   try {
     const { matches, warnings } = await listFirmware(arch, {
       env,
@@ -259,30 +228,51 @@ export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
     });
     const found = matches[0];
     const skipped = warnings.length === 0 ? "" : ` (${warnings.join("; ")})`;
-    if (found !== undefined) {
-      checks.push(
-        check(
-          "firmware",
-          "UEFI firmware",
-          warnings.length === 0 ? "ok" : "warn",
-          `${found.code}${found.vars ? ` + ${found.vars}` : ""}${skipped}`,
-        ),
+    if (found !== undefined)
+      return finding(
+        warnings.length === 0 ? "ok" : "warn",
+        `${found.code}${found.vars ? ` + ${found.vars}` : ""}${skipped}`,
       );
-    } else {
-      // virt (arm64) cannot boot without UEFI; x86 images boot a kernel directly or with the built-in SeaBIOS.
-      checks.push(
-        check(
-          "firmware",
-          "UEFI firmware",
-          arch === "arm64" ? "fail" : "warn",
-          `no UEFI firmware for ${arch} was found${arch === "arm64" ? "" : "; only images that boot with UEFI need it"}${skipped}`,
-          install([`firmware-${arch}`]),
-        ),
-      );
-    }
+    // virt (arm64) cannot boot without UEFI; x86 images boot a kernel directly or with the built-in SeaBIOS.
+    return finding(
+      arch === "arm64" ? "fail" : "warn",
+      `no UEFI firmware for ${arch} was found${arch === "arm64" ? "" : "; only images that boot with UEFI need it"}${skipped}`,
+      install([`firmware-${arch}`]),
+    );
   } catch (error) {
-    checks.push(check("firmware", "UEFI firmware", "fail", (error as Error).message));
+    return finding("fail", (error as Error).message);
   }
+}
 
-  return { ok: checks.every((c) => c.status !== "fail"), checks, proofs };
+/**
+ * The checks, in report order. A check that needs what an earlier one did not find (no QEMU binary, no probe)
+ * finds nothing and is left out of the report.
+ */
+const CHECKS: readonly {
+  id: string;
+  title: string | ((ctx: DoctorContext) => string);
+  run: (ctx: DoctorContext) => Finding | undefined | Promise<Finding | undefined>;
+}[] = [
+  { id: "host", title: "Host platform", run: hostPlatform },
+  { id: "qemu", title: (ctx) => `QEMU for ${ctx.arch} guests`, run: qemuBinary },
+  { id: "qemu-img", title: "qemu-img", run: qemuImg },
+  { id: "qemu-version", title: "QEMU version", run: qemuVersionFinding },
+  { id: "snapshot", title: "Snapshot method", run: snapshotMethod },
+  { id: "accelerator", title: "Hardware acceleration", run: acceleration },
+  { id: "firmware", title: "UEFI firmware", run: uefiFirmware },
+];
+
+/**
+ * Every check the emulator depends on, each with what was found and, when something is wrong, the command that
+ * fixes it on this platform. Never throws: a failing step becomes a failed check. `ok` is false when the emulator
+ * cannot run at all; warnings (tcg only, a slower snapshot method) leave it true.
+ */
+export async function doctor(opts?: DoctorOptions): Promise<DoctorReport> {
+  const ctx = doctorContext(opts);
+  const checks: DoctorCheck[] = [];
+  for (const { id, title, run } of CHECKS) {
+    const found = await run(ctx);
+    if (found !== undefined) checks.push(check(id, typeof title === "string" ? title : title(ctx), found));
+  }
+  return { ok: checks.every((c) => c.status !== "fail"), checks, proofs: ctx.proofs };
 }

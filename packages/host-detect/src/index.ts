@@ -1,12 +1,9 @@
 export {
   ACCEL_ENV,
-  ACCELERATOR_OS,
-  ACCELERATORS,
   type Accelerator,
   type AcceleratorChoice,
   type ChooseAcceleratorOptions,
   chooseAccelerator,
-  KVM_DEVICE,
   type KvmDeviceStatus,
   kvmDeviceStatus,
 } from "./accel.js";
@@ -18,16 +15,9 @@ export {
   doctor,
 } from "./doctor.js";
 export { HostDetectError, type HostDetectErrorCode } from "./errors.js";
-export { type FindQemuOptions, findQemu, QEMU_ENV, QEMU_IMG_ENV, type QemuBinaries } from "./find-qemu.js";
-export {
-  DEFAULT_EXCLUDED_FEATURES,
-  type Firmware,
-  type FirmwareOptions,
-  findFirmware,
-  firmwareSearchDirs,
-  listFirmware,
-} from "./firmware.js";
-export { type GuestArch, type HostInfo, type HostOs, hostInfo, normalizeArch } from "./host.js";
+export { type FindQemuOptions, findQemu, type QemuBinaries } from "./find-qemu.js";
+export { type Firmware, type FirmwareOptions, findFirmware, listFirmware } from "./firmware.js";
+export { type GuestArch, type HostInfo, type HostOs, hostInfo } from "./host.js";
 export {
   detectPackageManager,
   installCommand,
@@ -36,8 +26,6 @@ export {
   packageNames,
 } from "./packages.js";
 export {
-  clearProbeCache,
-  DEFAULT_PROBE_TIMEOUT_MS,
   type ProbeOptions,
   parseQemuVersion,
   probeQemu,
@@ -49,7 +37,6 @@ export {
   type AcceleratorProof,
   type ChooseProvenOptions,
   chooseProvenAccelerator,
-  DEFAULT_PROOF_TIMEOUT_MS,
   type ProvenChoice,
   type ProveOptions,
   proveAccelerator,

@@ -1,7 +1,8 @@
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { findQemu, HostDetectError, hostInfo, normalizeArch } from "../src/index.js";
+import { normalizeArch } from "../src/host.js";
+import { findQemu, HostDetectError, hostInfo } from "../src/index.js";
 import { put, REAL_QEMU, script, tempRoot } from "./helpers.js";
 
 const EXE = script("exit 0");

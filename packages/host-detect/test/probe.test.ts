@@ -4,8 +4,8 @@ import { readdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { QmpClient } from "@stack/qmp";
 import { beforeEach, describe, expect, it } from "vitest";
-import { clearProbeCache, HostDetectError, parseQemuVersion, probeQemu, qemuVersion } from "../src/index.js";
-import { hasFileMigration } from "../src/probe.js";
+import { HostDetectError, parseQemuVersion, probeQemu, qemuVersion } from "../src/index.js";
+import { clearProbeCache, hasFileMigration } from "../src/probe.js";
 import { put, REAL_QEMU, script, tempRoot } from "./helpers.js";
 
 beforeEach(() => clearProbeCache());

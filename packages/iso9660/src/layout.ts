@@ -379,19 +379,28 @@ function posixIdentity(
   return { serial, links };
 }
 
-export function layout(root: DirNode, opts: LayoutOptions): Plan {
-  const extents = opts.extents ?? DEFAULT_EXTENTS;
-  if (extents.section % SECTOR !== 0 || extents.section > extents.max)
-    throw new Error("internal: sections must be whole sectors and fit in one extent");
-  checkFileSizes(root, opts.level, extents.max);
-  const primary = primaryTree(root, opts);
-  const joliet = opts.joliet ? jolietTree(root) : [];
+type Extents = { max: number; section: number };
+
+/** Encodes one directory's records, given the locations known so far and where its continuation areas go. */
+type EncodeDir = (dir: LaidDir, loc: Locations, ce: ContinuationAreas) => DirectoryRecordFields[];
+
+/** What a record needs that does not depend on locations, encoded once and shared by both passes. */
+interface Invariants {
+  dateOf(date: Date): { record: Buffer; tf: Buffer };
+  /** PX and TF of `node`, followed by `extra`. */
+  suFor(node: TreeNode, extra: Buffer[]): Buffer[];
+  /** NM, and SL for a symlink. */
+  namesFor(node: TreeNode): Buffer[];
+  /** The Rock Ridge entries of a member's record (RE for a relocated directory). */
+  memberSu(m: Member): Buffer[];
+}
+
+function invariants(root: DirNode, primary: { rrMoved: LaidDir | null }): Invariants {
   const rrMovedNode = primary.rrMoved;
   const identity = posixIdentity(root, rrMovedNode?.node ?? null);
   const rrMovedLinks = rrMovedNode ? 2 + rrMovedNode.members.length : 0;
   const links = (n: TreeNode) => (n === rrMovedNode?.node ? rrMovedLinks : identity.links(n));
 
-  // Everything that does not depend on locations is encoded once and shared by both passes.
   const dates = new Map<number, { record: Buffer; tf: Buffer }>();
   const dateOf = (date: Date) => {
     let cached = dates.get(date.getTime());
@@ -424,16 +433,22 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     m.su ??= suFor(m.node, m.kind === "relocated" ? [...namesFor(m.node), reEntry()] : namesFor(m.node));
     return m.su;
   };
+  return { dateOf, suFor, namesFor, memberSu };
+}
 
-  const record = (
-    identifier: Buffer,
-    extent: number,
-    size: number,
-    date: Date,
-    flags: number,
-    su: Buffer[] | null,
-    ce: ContinuationAreas,
-  ): DirectoryRecordFields => {
+type RecordFields = (
+  identifier: Buffer,
+  extent: number,
+  size: number,
+  date: Date,
+  flags: number,
+  su: Buffer[] | null,
+  ce: ContinuationAreas,
+) => DirectoryRecordFields;
+
+/** One directory record; system use that does not fit goes to continuation areas reserved in `ce`. */
+function recordFields(dateOf: Invariants["dateOf"]): RecordFields {
+  return (identifier, extent, size, date, flags, su, ce) => {
     const recorded = dateOf(date).record;
     if (su === null) return { extent, size, date: recorded, flags, identifier, systemUse: NO_ENTRIES };
     const room = 254 - recordBaseLength(identifier.length);
@@ -451,6 +466,17 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     const first = ceEntry(places[0]!.extent, places[0]!.offset, lengths[0]!);
     return { ...fields, systemUse: [...split.inline, first] };
   };
+}
+
+/** The record encoders of both hierarchies. */
+function recordEncoders(
+  opts: LayoutOptions,
+  extents: Extents,
+  joliet: LaidDir[],
+  shared: Invariants,
+): { primaryRecords: EncodeDir; jolietRecords: EncodeDir } {
+  const { suFor, namesFor, memberSu } = shared;
+  const record = recordFields(shared.dateOf);
 
   /** Appends the records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
   const fileRecords = (
@@ -473,7 +499,7 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     }
   };
 
-  const primaryRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): DirectoryRecordFields[] => {
+  const primaryRecords: EncodeDir = (dir, loc, ce) => {
     const rr = opts.rockRidge;
     const isRoot = dir.parent === null;
     const parent = dir.parent ?? dir;
@@ -521,7 +547,7 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   };
 
   const jolietByNode = new Map(joliet.map((d) => [d.node, d]));
-  const jolietRecords = (dir: LaidDir, loc: Locations, ce: ContinuationAreas): DirectoryRecordFields[] => {
+  const jolietRecords: EncodeDir = (dir, loc, ce) => {
     const parent = dir.parent ?? dir;
     const out = [
       record(Buffer.from([0]), dir.extent, dir.sectors * SECTOR, dir.node.mtime, FLAG_DIRECTORY, null, ce),
@@ -547,7 +573,18 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
     return out;
   };
 
-  // Pass 1: record sizes do not depend on locations, so encoding with dummy locations sizes everything.
+  return { primaryRecords, jolietRecords };
+}
+
+/**
+ * Pass 1: record sizes do not depend on locations, so encoding with dummy locations sizes every directory and
+ * its continuation areas.
+ */
+function sizeDirectories(
+  primary: { dirs: LaidDir[]; byNode: Map<DirNode, LaidDir> },
+  joliet: LaidDir[],
+  encoders: { primaryRecords: EncodeDir; jolietRecords: EncodeDir },
+): void {
   const sizing: Locations = {
     isoDir: primary.byNode,
     fileExtent: new Map(),
@@ -556,36 +593,60 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   const noCe = new ContinuationAreas(0, null);
   for (const d of primary.dirs) {
     const sizingCe = new ContinuationAreas(0, null);
-    d.sectors = packRecords(primaryRecords(d, sizing, sizingCe)).sectors;
+    d.sectors = packRecords(encoders.primaryRecords(d, sizing, sizingCe)).sectors;
     d.ceSectors = sizingCe.used;
   }
-  for (const d of joliet) d.sectors = packRecords(jolietRecords(d, sizing, noCe)).sectors;
+  for (const d of joliet) d.sectors = packRecords(encoders.jolietRecords(d, sizing, noCe)).sectors;
+}
 
-  const pathTable = (dirs: LaidDir[], encode: (id: string) => Buffer, bigEndian: boolean) =>
-    Buffer.concat(
-      dirs.map((d) =>
-        pathTableRecord(
-          d.parent === null ? Buffer.from([0]) : encode(d.id),
-          d.extent,
-          (d.parent ?? d).number,
-          bigEndian,
-        ),
+function pathTable(dirs: LaidDir[], encode: (id: string) => Buffer, bigEndian: boolean): Buffer {
+  return Buffer.concat(
+    dirs.map((d) =>
+      pathTableRecord(
+        d.parent === null ? Buffer.from([0]) : encode(d.id),
+        d.extent,
+        (d.parent ?? d).number,
+        bigEndian,
       ),
-    );
-  const latin1 = (id: string) => Buffer.from(id, "latin1");
-  const isoPathTableSize = pathTable(primary.dirs, latin1, false).length;
-  const jolietPathTableSize = opts.joliet ? pathTable(joliet, ucs2be, false).length : 0;
+    ),
+  );
+}
 
-  // Pass 2: allocate sectors.
-  let next = FIRST_DESCRIPTOR + 1 + (opts.joliet ? 1 : 0) + 1;
+const latin1 = (id: string) => Buffer.from(id, "latin1");
+
+/** Where everything goes: path tables, directory extents (with their continuation areas), the zero block, files. */
+interface Allocation {
+  isoPathTableSize: number;
+  jolietPathTableSize: number;
+  /** First sectors of the L and M path tables of each hierarchy. */
+  isoL: number;
+  isoM: number;
+  jolL: number;
+  jolM: number;
+  /** The shared sector empty files and symlinks point at: the last sector of the metadata. */
+  zeroBlock: number;
+  files: PlannedFile[];
+  fileExtent: Map<FileNode, number>;
+  totalSectors: number;
+}
+
+/** Pass 2: allocate sectors. Sets every directory's extent. */
+function allocateSectors(
+  primary: { dirs: LaidDir[]; rrMoved: LaidDir | null },
+  joliet: LaidDir[],
+  withJoliet: boolean,
+): Allocation {
+  const isoPathTableSize = pathTable(primary.dirs, latin1, false).length;
+  const jolietPathTableSize = withJoliet ? pathTable(joliet, ucs2be, false).length : 0;
+  let next = FIRST_DESCRIPTOR + 1 + (withJoliet ? 1 : 0) + 1;
   const isoL = next;
   next += sectorsFor(isoPathTableSize);
   const isoM = next;
   next += sectorsFor(isoPathTableSize);
   const jolL = next;
-  next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
+  next += withJoliet ? sectorsFor(jolietPathTableSize) : 0;
   const jolM = next;
-  next += opts.joliet ? sectorsFor(jolietPathTableSize) : 0;
+  next += withJoliet ? sectorsFor(jolietPathTableSize) : 0;
   for (const d of [...extentOrder(primary), ...joliet]) {
     d.extent = next;
     next += d.sectors + d.ceSectors;
@@ -603,46 +664,62 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   }
   // libarchive recognises an image only when it can read 16 sectors past the system area.
   const totalSectors = Math.max(next, MIN_SECTORS);
-
-  // Pass 3: encode everything with real locations.
-  const metadata = Buffer.alloc((zeroBlock + 1) * SECTOR);
-  const loc: Locations = { isoDir: primary.byNode, fileExtent, zeroBlock };
-  const writeDirs = (
-    dirs: LaidDir[],
-    encode: (d: LaidDir, ce: ContinuationAreas) => DirectoryRecordFields[],
-  ) => {
-    for (const d of dirs) {
-      const ce = new ContinuationAreas(d.extent + d.sectors, metadata);
-      const records = encode(d, ce);
-      const packed = packRecords(records);
-      if (packed.sectors !== d.sectors || ce.used !== d.ceSectors)
-        throw new Error(`internal: directory ${d.node.path} changed size`);
-      for (const [i, r] of records.entries())
-        writeDirectoryRecord(metadata, d.extent * SECTOR + packed.offsets[i]!, r);
-    }
+  return {
+    isoPathTableSize,
+    jolietPathTableSize,
+    isoL,
+    isoM,
+    jolL,
+    jolM,
+    zeroBlock,
+    files,
+    fileExtent,
+    totalSectors,
   };
-  writeDirs(primary.dirs, (d, ce) => primaryRecords(d, loc, ce));
-  writeDirs(joliet, (d, ce) => jolietRecords(d, loc, ce));
+}
 
-  const rootRecord = (dirs: LaidDir[]) =>
-    directoryRecord({
-      extent: dirs[0]!.extent,
-      size: dirs[0]!.sectors * SECTOR,
-      date: dirDate(dirs[0]!.node.mtime),
-      flags: FLAG_DIRECTORY,
-      identifier: Buffer.from([0]),
-    });
-  const common = { volumeSpaceSize: totalSectors, date: opts.date, systemId: "", applicationId: "" };
+/** Pass 3, directories: encodes each with real locations into `metadata`, checking it kept its pass-1 size. */
+function writeDirectories(metadata: Buffer, dirs: LaidDir[], encode: EncodeDir, loc: Locations): void {
+  for (const d of dirs) {
+    const ce = new ContinuationAreas(d.extent + d.sectors, metadata);
+    const records = encode(d, loc, ce);
+    const packed = packRecords(records);
+    if (packed.sectors !== d.sectors || ce.used !== d.ceSectors)
+      throw new Error(`internal: directory ${d.node.path} changed size`);
+    for (const [i, r] of records.entries())
+      writeDirectoryRecord(metadata, d.extent * SECTOR + packed.offsets[i]!, r);
+  }
+}
+
+function rootRecord(dirs: LaidDir[]): Buffer {
+  return directoryRecord({
+    extent: dirs[0]!.extent,
+    size: dirs[0]!.sectors * SECTOR,
+    date: dirDate(dirs[0]!.node.mtime),
+    flags: FLAG_DIRECTORY,
+    identifier: Buffer.from([0]),
+  });
+}
+
+/** Pass 3, the rest: volume descriptors (primary, Joliet, terminator) and both path tables of each hierarchy. */
+function writeDescriptorsAndPathTables(
+  metadata: Buffer,
+  opts: LayoutOptions,
+  primaryDirs: LaidDir[],
+  joliet: LaidDir[],
+  at: Allocation,
+): void {
+  const common = { volumeSpaceSize: at.totalSectors, date: opts.date, systemId: "", applicationId: "" };
   let descriptor = FIRST_DESCRIPTOR;
   volumeDescriptor({
     ...common,
     type: 1,
     joliet: false,
     volumeId: opts.volumeId,
-    pathTableSize: isoPathTableSize,
-    lPathTable: isoL,
-    mPathTable: isoM,
-    rootRecord: rootRecord(primary.dirs),
+    pathTableSize: at.isoPathTableSize,
+    lPathTable: at.isoL,
+    mPathTable: at.isoM,
+    rootRecord: rootRecord(primaryDirs),
   }).copy(metadata, descriptor++ * SECTOR);
   if (opts.joliet) {
     volumeDescriptor({
@@ -651,18 +728,35 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
       joliet: true,
       // The Joliet label field holds 16 UCS-2 characters.
       volumeId: opts.volumeId.slice(0, 16),
-      pathTableSize: jolietPathTableSize,
-      lPathTable: jolL,
-      mPathTable: jolM,
+      pathTableSize: at.jolietPathTableSize,
+      lPathTable: at.jolL,
+      mPathTable: at.jolM,
       rootRecord: rootRecord(joliet),
     }).copy(metadata, descriptor++ * SECTOR);
   }
   terminatorDescriptor().copy(metadata, descriptor * SECTOR);
-  pathTable(primary.dirs, latin1, false).copy(metadata, isoL * SECTOR);
-  pathTable(primary.dirs, latin1, true).copy(metadata, isoM * SECTOR);
+  pathTable(primaryDirs, latin1, false).copy(metadata, at.isoL * SECTOR);
+  pathTable(primaryDirs, latin1, true).copy(metadata, at.isoM * SECTOR);
   if (opts.joliet) {
-    pathTable(joliet, ucs2be, false).copy(metadata, jolL * SECTOR);
-    pathTable(joliet, ucs2be, true).copy(metadata, jolM * SECTOR);
+    pathTable(joliet, ucs2be, false).copy(metadata, at.jolL * SECTOR);
+    pathTable(joliet, ucs2be, true).copy(metadata, at.jolM * SECTOR);
   }
-  return { metadata, files, totalSectors };
+}
+
+export function layout(root: DirNode, opts: LayoutOptions): Plan {
+  const extents = opts.extents ?? DEFAULT_EXTENTS;
+  if (extents.section % SECTOR !== 0 || extents.section > extents.max)
+    throw new Error("internal: sections must be whole sectors and fit in one extent");
+  checkFileSizes(root, opts.level, extents.max);
+  const primary = primaryTree(root, opts);
+  const joliet = opts.joliet ? jolietTree(root) : [];
+  const encoders = recordEncoders(opts, extents, joliet, invariants(root, primary));
+  sizeDirectories(primary, joliet, encoders);
+  const at = allocateSectors(primary, joliet, opts.joliet);
+  const metadata = Buffer.alloc((at.zeroBlock + 1) * SECTOR);
+  const loc: Locations = { isoDir: primary.byNode, fileExtent: at.fileExtent, zeroBlock: at.zeroBlock };
+  writeDirectories(metadata, primary.dirs, encoders.primaryRecords, loc);
+  writeDirectories(metadata, joliet, encoders.jolietRecords, loc);
+  writeDescriptorsAndPathTables(metadata, opts, primary.dirs, joliet, at);
+  return { metadata, files: at.files, totalSectors: at.totalSectors };
 }

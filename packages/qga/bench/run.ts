@@ -8,7 +8,8 @@
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { encodeJson, LineDecoder, QgaClient } from "../src/index.js";
+import { encodeJson, LineDecoder } from "../src/framing.js";
+import { QgaClient } from "../src/index.js";
 import { startAgent } from "../test/agent.js";
 import { bootDevImage, buildDevImage } from "../test/dev-vm.js";
 

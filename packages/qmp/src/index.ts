@@ -1,13 +1,11 @@
 export { QmpClient } from "./client.js";
 export { QmpError, type QmpErrorCode, type QmpErrorOptions } from "./errors.js";
-export { DEFAULT_MAX_LINE_BYTES, encodeMessage, LineDecoder } from "./framing.js";
 export {
   type MemoryBackendOptions,
   type MemoryBackendParts,
   memoryBackend,
   memoryBackendArgs,
 } from "./memory.js";
-export { REDACTED, redactLine } from "./redact.js";
 export type {
   ConnectOptions,
   ExecuteOptions,
@@ -24,7 +22,6 @@ export type {
 export {
   bestSaveMethod,
   chooseSaveMethod,
-  migrationUri,
   type RestoreOptions,
   readsStateByPath,
   restoreVmState,
@@ -34,5 +31,4 @@ export {
   type SaveProgress,
   type SaveResult,
   saveVmState,
-  shellQuote,
 } from "./vmstate.js";

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeMessage, LineDecoder, QmpError } from "../src/index.js";
+import { encodeMessage, LineDecoder } from "../src/framing.js";
+import { QmpError } from "../src/index.js";
 
 function feed(decoder: LineDecoder, chunks: Buffer[]): string[] {
   return chunks.flatMap((c) => decoder.push(c));

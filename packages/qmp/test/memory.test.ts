@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { memoryBackend, memoryBackendArgs, migrationUri, QmpError, shellQuote } from "../src/index.js";
+import { memoryBackend, memoryBackendArgs, QmpError } from "../src/index.js";
+import { migrationUri, shellQuote } from "../src/vmstate.js";
 
 describe("memoryBackendArgs", () => {
   it("builds the -object and -machine arguments, doubling commas in the path", () => {

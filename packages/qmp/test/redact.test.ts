@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { REDACTED, redactLine } from "../src/index.js";
+import { REDACTED, redactLine } from "../src/redact.js";
 
 describe("redactLine", () => {
   it("hides secret-named arguments at any depth but keeps the command visible", () => {
