@@ -37,6 +37,7 @@ export {
   type AcceleratorProof,
   type ChooseProvenOptions,
   chooseProvenAccelerator,
+  DEFAULT_PROOF_TIMEOUT_MS,
   type ProvenChoice,
   type ProveOptions,
   proveAccelerator,
