@@ -38,21 +38,24 @@ export function runningQemuPid(pidFile: string): number | undefined {
   }
 }
 
-/** Shell lines run as root in a private mount namespace before the CLI starts: what it sees of this host. */
+/**
+ * Shell lines run as root in a private mount namespace before the CLI starts: what it sees of this host. Tools by
+ * their full path: the CLI's environment may have no PATH worth the name (see the missing-QEMU test).
+ */
 const NAMESPACE_SETUP = {
   /** The distro's QEMU binaries are not there. */
-  hideQemu: 'for q in /usr/bin/qemu-system-*; do mount --bind /dev/null "$q"; done',
+  hideQemu: 'for q in /usr/bin/qemu-system-*; do /usr/bin/mount --bind /dev/null "$q"; done',
   /**
    * A /dev/kvm that opens read-write, whatever this host has: whether kvm works is then up to the QEMU under test
    * (see brokenKvmQemu), never to this machine's own /dev/kvm.
    */
   kvmDevice: [
-    "d=$(mktemp -d /tmp/se-dev-XXXXXX)",
-    "mount -t tmpfs -o mode=0755 se-dev $d",
-    'for n in null zero full random urandom tty; do : >"$d/$n"; mount --bind "/dev/$n" "$d/$n"; done',
-    ': >"$d/kvm"; mount --bind /dev/null "$d/kvm"',
-    'mkdir "$d/shm"; mount -t tmpfs shm "$d/shm"; ln -s /proc/self/fd "$d/fd"',
-    'mount --move "$d" /dev; rmdir "$d"',
+    "d=$(/usr/bin/mktemp -d /tmp/se-dev-XXXXXX)",
+    "/usr/bin/mount -t tmpfs -o mode=0755 se-dev $d",
+    'for n in null zero full random urandom tty; do : >"$d/$n"; /usr/bin/mount --bind "/dev/$n" "$d/$n"; done',
+    ': >"$d/kvm"; /usr/bin/mount --bind /dev/null "$d/kvm"',
+    '/usr/bin/mkdir "$d/shm"; /usr/bin/mount -t tmpfs shm "$d/shm"; /usr/bin/ln -s /proc/self/fd "$d/fd"',
+    '/usr/bin/mount --move "$d" /dev; /usr/bin/rmdir "$d"',
   ].join(" && "),
 };
 
