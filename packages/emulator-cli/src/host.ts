@@ -79,7 +79,7 @@ export async function resolveMachine(
     accelNote =
       "using tcg: a kvm boot made no progress on this host before (set EMULATOR_ACCEL=kvm to retry)";
   } else if (!host.nativeGuestArchs.includes(arch)) {
-    accelNote = `using ${accel}: a ${arch} guest on a ${host.arch} host runs emulated, and slowly`;
+    accelNote = `using ${accel}: an ${arch} guest on an ${host.arch} host runs emulated, and slowly`;
   }
   const machine: MachineSpec = { qemu: qemu.system, arch, accel };
   if ("firmware" in image.manifest.boot && image.manifest.boot.firmware === "uefi") {
