@@ -6,22 +6,19 @@ import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
 import { parseEnv } from "../src/secrets.js";
-import { devImageFixture, freePort, type Instance, PLACEHOLDERS, runCli } from "./helpers.js";
+import {
+  apiStatus,
+  devImageFixture,
+  freePort,
+  type Instance,
+  keysOf,
+  PLACEHOLDERS,
+  runCli,
+} from "./helpers.js";
 
 const TIMEOUT = 900_000;
 const dev = devImageFixture();
 let firstInstallKeys: Record<string, string> | undefined;
-
-const keysOf = (inst: Instance) =>
-  parseEnv(readFileSync(join(inst.home, "instances", "default", "keys.env"), "utf8"));
-
-async function apiStatus(inst: Instance, key: string): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/projects/current`, {
-    headers: { "x-stack-publishable-client-key": key },
-  });
-  await res.arrayBuffer();
-  return res.status;
-}
 
 async function httpStatus(url: string): Promise<number | string> {
   try {
