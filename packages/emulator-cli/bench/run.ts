@@ -1,7 +1,7 @@
 /**
  * Lifecycle benchmark with the offline dev image under this host's accelerator: cold boot, capture, resume with
  * fresh keys, resume without rotation, and quick-boot (stop -> start), each timed as the whole CLI command.
- * Ratios are against the cold boot measured in the same run.
+ * Ratios are against the cold boot measured in the same run. BENCH_ARCH=arm64 benchmarks the arm64 dev image.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -11,13 +11,18 @@ import { join, resolve } from "node:path";
 const root = resolve(import.meta.dirname, "..", "..", "..");
 const cli = join(root, "packages", "emulator-cli", "dist", "stack-emulator.js");
 const runs = Number(process.env.BENCH_RUNS ?? 5);
+const arch = process.env.BENCH_ARCH ?? "amd64";
 const home = mkdtempSync(join(tmpdir(), "se-bench-"));
 const imageOut = join(home, "img");
 
 function buildImage(): string {
-  const out = execFileSync(join(root, "guest", "build-dev-image"), ["--out", imageOut, "--json"], {
-    encoding: "utf8",
-  });
+  const out = execFileSync(
+    join(root, "guest", "build-dev-image"),
+    ["--arch", arch, "--out", imageOut, "--json"],
+    {
+      encoding: "utf8",
+    },
+  );
   return JSON.parse(out.trim().split("\n").pop() as string).path;
 }
 
@@ -109,7 +114,7 @@ const rows = [
 ] as const;
 
 console.log(
-  `\nemulator lifecycle, dev image, accel ${env.EMULATOR_ACCEL}, median of ${runs} (cold boot and capture: ${Math.min(runs, 3)}), whole CLI command (capture: as recorded by the CLI)\n`,
+  `\nemulator lifecycle, ${arch} dev image, accel ${env.EMULATOR_ACCEL}, median of ${runs} (cold boot and capture: ${Math.min(runs, 3)}), whole CLI command (capture: as recorded by the CLI)\n`,
 );
 console.log("| what | time | vs cold boot |");
 console.log("| --- | ---: | ---: |");

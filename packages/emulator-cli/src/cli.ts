@@ -13,6 +13,7 @@ import { serviceUrl } from "./health.js";
 import { hostDoctor } from "./host.js";
 import { type Image, loadImage } from "./image.js";
 import {
+  archOf,
   describeSelector,
   ensureDevImage,
   type ImageSelector,
@@ -58,17 +59,23 @@ function output(json: boolean, data: unknown, human: () => string): void {
   else process.stdout.write(`${human()}\n`);
 }
 
-async function resolveImage(ctx: Context, selector: ImageSelector, rebuild = false): Promise<Image> {
+async function resolveImage(
+  ctx: Context,
+  selector: ImageSelector,
+  flags: PullFlags,
+  rebuild = false,
+): Promise<Image> {
   switch (selector.kind) {
     case "dev":
       return ensureDevImage(ctx.layout, ctx.env, {
+        arch: archOf(flags),
         rebuild,
         onBuild: () => ctx.report.step("building the dev image from Debian packages (cached by content)"),
       });
     case "path":
       return loadImage(selector.path);
     default:
-      return storedImage(ctx.layout, selector) ?? (await pull(ctx, selector, {}));
+      return storedImage(ctx.layout, selector, flags) ?? (await pull(ctx, selector, flags));
   }
 }
 
@@ -191,13 +198,13 @@ async function ensureStarted(
   let selector = chooseSelector(ctx, flags);
   let image: Image;
   try {
-    image = await resolveImage(ctx, selector);
+    image = await resolveImage(ctx, selector, flags);
   } catch (error) {
     if (!isEmulatorError(error, "NO_IMAGE") || json || !(await offerDevImage(error))) {
       throw error;
     }
     selector = { kind: "dev" };
-    image = await resolveImage(ctx, selector);
+    image = await resolveImage(ctx, selector, flags);
   }
   ctx.report.mark("image found");
   const started = await withHostPorts(ctx, image, flags.ports);
@@ -508,7 +515,7 @@ imageFlags(
   const selector = chooseSelector(ctx, flags);
   const image =
     selector.kind === "dev" || selector.kind === "path"
-      ? await resolveImage(ctx, selector, true)
+      ? await resolveImage(ctx, selector, flags, true)
       : await pull(ctx, selector, flags);
   writeCurrentSelector(ctx.layout, selector);
   let captured = false;
@@ -528,7 +535,7 @@ imageFlags(
 ).action(async (flags: PullFlags & { image?: string }, command: Command) => {
   const { ctx, json } = context(command);
   const selector = chooseSelector(ctx, flags);
-  const image = await resolveImage(ctx, selector);
+  const image = await resolveImage(ctx, selector, flags);
   const result = await capture(await withHostPorts(ctx, image), {
     selector,
     image,

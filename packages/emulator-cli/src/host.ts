@@ -138,7 +138,7 @@ export async function resolveMachine(
   } else if (!host.nativeGuestArchs.includes(arch)) {
     accelNote = {
       level: "info",
-      message: `using ${accel}: a ${arch} guest on a ${host.arch} host runs emulated, and slowly`,
+      message: `using ${accel}: an ${arch} guest on an ${host.arch} host runs emulated, and slowly`,
     };
   }
   const machine: MachineSpec = { qemu: qemu.system, arch, accel };

@@ -103,8 +103,9 @@ function devImageIsCurrent(builder: string, out: string): boolean {
 export async function ensureDevImage(
   layout: HomeLayout,
   env: NodeJS.ProcessEnv,
-  options: { rebuild?: boolean; onBuild?: () => void } = {},
+  options: { arch?: "amd64" | "arm64"; rebuild?: boolean; onBuild?: () => void } = {},
 ): Promise<Image> {
+  const arch = options.arch ?? "amd64";
   const builder = devImageBuilder(env);
   if (!existsSync(builder)) {
     throw new EmulatorError(
@@ -113,11 +114,12 @@ export async function ensureDevImage(
       "run from a checkout of the stack-emulator repository, or set STACK_EMULATOR_DEV_IMAGE_BUILDER",
     );
   }
-  const out = storedImageDir(layout, "dev");
+  // The amd64 image keeps the name it always had, so existing homes find their snapshots.
+  const out = storedImageDir(layout, arch === "amd64" ? "dev" : `dev-${arch}`);
   if (!options.rebuild && devImageIsCurrent(builder, out)) return loadImage(out);
   options.onBuild?.();
   try {
-    await run(builder, ["--out", out, "--json"], { env, maxBuffer: 16 * 1024 * 1024 });
+    await run(builder, ["--arch", arch, "--out", out, "--json"], { env, maxBuffer: 16 * 1024 * 1024 });
   } catch (error) {
     const stderr = String((error as { stderr?: string }).stderr ?? "").trim();
     throw new EmulatorError(

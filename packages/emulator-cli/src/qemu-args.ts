@@ -50,8 +50,13 @@ function firmwareArgs(firmware: Firmware | undefined, paths: InstancePaths): str
   return args;
 }
 
+/**
+ * The machine with every property a saved state depends on (it is part of the snapshot fingerprint). virt's GIC
+ * is pinned rather than "max", which means the host's under KVM: v3, what TCG emulates for -cpu max and what
+ * current arm64 servers and HVF provide (hosts with a GICv2 only, like the Raspberry Pi 4, cannot use KVM then).
+ */
 export function machineType(arch: "amd64" | "arm64"): string {
-  return arch === "amd64" ? "q35" : "virt";
+  return arch === "amd64" ? "q35" : "virt,gic-version=3";
 }
 
 /**
@@ -95,8 +100,8 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
   // A kernel boot's loader takes boot index 0; an image that boots from its disk gives it to the disk.
   const bootFromDisk = image.kernelPath ? "" : ",bootindex=0";
   const hostfwd = services.map((s) => `hostfwd=tcp:127.0.0.1:${s.hostPort}-:${s.guestPort}`).join(",");
-  const pci =
-    machine.arch === "amd64" ? (slot: number) => `,bus=pcie.0,addr=0x${slot.toString(16)}` : () => "";
+  // q35 and virt both name their root bus pcie.0.
+  const pci = (slot: number) => `,bus=pcie.0,addr=0x${slot.toString(16)}`;
   args.push(
     "-drive",
     `file=${opt(spec.disk)},if=none,id=disk0,format=qcow2,discard=unmap`,
@@ -116,8 +121,8 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     `virtio-serial-pci,id=vser0${pci(5)}`,
     "-device",
     "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
-    "-device",
-    "vmgenid,id=vmgenid0,guid=auto",
+    // vmgenid is an ACPI device of the PC machines only; an arm64 guest reseeds from virtio-rng instead.
+    ...(machine.arch === "amd64" ? ["-device", "vmgenid,id=vmgenid0,guid=auto"] : []),
     "-device",
     `virtio-rng-pci,id=rng0${pci(6)}`,
     "-qmp",

@@ -136,14 +136,16 @@ export function freePort(): Promise<number> {
   });
 }
 
+export type GuestArch = "amd64" | "arm64";
+
 /**
  * The dev image for tests, in one place shared by every test file: the builder's content cache turns every build
  * after the first into a check.
  */
-function buildDevImage(): string {
-  const out = join(tmpdir(), "stack-emulator-test-images", "dev");
+function buildDevImage(arch: GuestArch): string {
+  const out = join(tmpdir(), "stack-emulator-test-images", arch === "amd64" ? "dev" : `dev-${arch}`);
 
-  const json = execFileSync(join(GUEST, "build-dev-image"), ["--out", out, "--json"], {
+  const json = execFileSync(join(GUEST, "build-dev-image"), ["--arch", arch, "--out", out, "--json"], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -156,6 +158,11 @@ export interface Instance {
   dashboard: number;
   backend: number;
 }
+
+/** The keys the CLI handed this instance's guest. */
+export const keysOf = (inst: Instance) => parseEnv(readFileSync(instanceFiles(inst.home).keys, "utf8"));
+
+export const apiStatus = (inst: Instance, key: string) => apiStatusWithKey(inst.backend, key);
 
 /** A fresh home with its own free ports, booting `imageDir` under TCG. */
 async function newInstance(imageDir: string): Promise<Instance> {
@@ -188,12 +195,12 @@ export interface DevImageFixture {
 }
 
 /** Hooks for a test file that boots the dev image: build it first, stop every instance after each test, clean up. */
-export function devImageFixture(): DevImageFixture {
+export function devImageFixture(arch: GuestArch = "amd64"): DevImageFixture {
   let imageDir = "";
   let imageName = "";
   const started: Instance[] = [];
   beforeAll(() => {
-    imageDir = buildDevImage();
+    imageDir = buildDevImage(arch);
     imageName = JSON.parse(readFileSync(join(imageDir, "image.json"), "utf8")).name;
   }, 600_000);
   afterEach(async () => {
@@ -220,6 +227,7 @@ export function placeholderPublishableKey(): string {
   return parseEnv(readFileSync(PLACEHOLDERS, "utf8")).STACK_PUBLISHABLE_CLIENT_KEY as string;
 }
 
+/** The backend's answer to a publishable key: 200 for the current one, 401 otherwise. */
 export async function apiStatusWithKey(backendPort: number, key: string): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${backendPort}/api/v1/projects/current`, {
     headers: { "x-stack-publishable-client-key": key },

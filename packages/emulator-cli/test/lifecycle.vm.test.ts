@@ -7,12 +7,13 @@ import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
 import { parseEnv } from "../src/secrets.js";
 import {
-  apiStatusWithKey,
+  apiStatus,
   devImageFixture,
   expectKeysAsReported,
   freePort,
   type Instance,
   instanceFiles,
+  keysOf,
   PLACEHOLDERS,
   runCli,
 } from "./helpers.js";
@@ -20,10 +21,6 @@ import {
 const TIMEOUT = 900_000;
 const dev = devImageFixture();
 let firstInstallKeys: Record<string, string> | undefined;
-
-const keysOf = (inst: Instance) => parseEnv(readFileSync(instanceFiles(inst.home).keys, "utf8"));
-
-const apiStatus = (inst: Instance, key: string) => apiStatusWithKey(inst.backend, key);
 
 async function httpStatus(url: string): Promise<number | string> {
   try {

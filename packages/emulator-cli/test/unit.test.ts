@@ -271,7 +271,27 @@ describe("QEMU command line", () => {
     expect(args).toContain("if=pflash,format=raw,readonly=on,file=/fw/code.fd");
     expect(args).toContain(`if=pflash,format=raw,file=${paths.firmwareVars.replaceAll(",", ",,")}`);
     expect(args).not.toContain("-incoming");
-    expect(args).toContain("-machine virt ");
+    expect(args).toContain("-machine virt,gic-version=3 ");
+  });
+
+  it("boots an arm64 kernel on virt with a pinned GIC, no firmware and no vmgenid", () => {
+    const args = buildQemuArgs({
+      ...base,
+      image: {
+        ...image,
+        kernelPath: "/img/Image",
+        manifest: { ...image.manifest, arch: "arm64", boot: { kernel: "Image", append: "console=ttyAMA0" } },
+      },
+      machine: { qemu: "qemu-system-aarch64", arch: "arm64", accel: "tcg" },
+      ram: { kind: "file", path: "/snap/ram", share: true },
+      incoming: false,
+    });
+    const line = args.join(" ");
+    expect(line).toContain("-machine virt,gic-version=3,memory-backend=ram0 -accel tcg -cpu max");
+    expect(line).toContain("-kernel /img/Image -initrd /img/initrd.img -append console=ttyAMA0");
+    expect(line).not.toContain("vmgenid");
+    expect(line).not.toContain("pflash");
+    expect(line).toContain("virtio-rng-pci,id=rng0,bus=pcie.0,addr=0x6");
   });
 });
 
@@ -288,32 +308,35 @@ describe("the device layout", () => {
     return layout;
   }
 
-  it("is the one guest/build-image provisions the real image with", () => {
-    const out = execFileSync(
-      join(import.meta.dirname, "..", "..", "..", "guest", "build-image"),
-      ["--dry-run", "--arch", "amd64"],
-      {
-        encoding: "utf8",
-      },
-    );
-    const build = pciLayout(out.slice(0, out.indexOf("\n\n")).split("\n"));
-    // The cloud-init seed disk exists only while the image is built.
-    delete build["0x7"];
-    const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
-    const ours = buildQemuArgs({
-      image: {
-        dir: "/i",
-        diskPath: "/i/d",
-        manifest: { memoryMiB: 4096, cpus: 4, boot: { firmware: "bios" } },
-      } as never,
-      paths,
-      disk: paths.disk,
-      services: [],
-      machine: { qemu: "qemu", arch: "amd64", accel: "tcg" },
-      ram: { kind: "anonymous" },
-      incoming: false,
-    });
-    expect(pciLayout(ours)).toEqual(build);
-    expect(Object.keys(build).length).toBeGreaterThanOrEqual(5);
-  });
+  it.each(["amd64", "arm64"] as const)(
+    "is the one guest/build-image provisions the real %s image with",
+    (arch) => {
+      const out = execFileSync(
+        join(import.meta.dirname, "..", "..", "..", "guest", "build-image"),
+        ["--dry-run", "--arch", arch],
+        {
+          encoding: "utf8",
+        },
+      );
+      const build = pciLayout(out.slice(0, out.indexOf("\n\n")).split("\n"));
+      // The cloud-init seed disk exists only while the image is built.
+      delete build["0x7"];
+      const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
+      const ours = buildQemuArgs({
+        image: {
+          dir: "/i",
+          diskPath: "/i/d",
+          manifest: { memoryMiB: 4096, cpus: 4, boot: { firmware: "bios" } },
+        } as never,
+        paths,
+        disk: paths.disk,
+        services: [],
+        machine: { qemu: "qemu", arch, accel: "tcg" },
+        ram: { kind: "anonymous" },
+        incoming: false,
+      });
+      expect(pciLayout(ours)).toEqual(build);
+      expect(Object.keys(build).length).toBeGreaterThanOrEqual(5);
+    },
+  );
 });

@@ -1,0 +1,57 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseEnv } from "../src/secrets.js";
+import { apiStatus, devImageFixture, keysOf, PLACEHOLDERS, runCli } from "./helpers.js";
+
+// An arm64 guest under TCG on this amd64 machine: a cold boot takes 15-25 s, the whole file about a minute.
+const TIMEOUT = 300_000;
+const dev = devImageFixture("arm64");
+const placeholderKey = parseEnv(readFileSync(PLACEHOLDERS, "utf8")).STACK_PUBLISHABLE_CLIENT_KEY as string;
+
+describe("the arm64 dev image on virt", () => {
+  it(
+    "cold boots and captures, resumes with fresh keys, quick-boots with the same keys",
+    async () => {
+      const inst = await dev.instance();
+      const run = async (...args: string[]) => {
+        const result = await runCli([...args, "--json"], inst.env);
+        expect(result.code, result.stderr).toBe(0);
+        return result.json;
+      };
+
+      const first = await run("start");
+      expect(first.boot).toBe("snapshot");
+      expect(first.snapshotMethod).toBe("x-ignore-shared");
+      expect(first.rotation).toBe("rotated");
+      const status = await run("status");
+      expect(status.image).toContain("stack-emulator-dev-arm64");
+      expect(status.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
+      const keys = keysOf(inst);
+      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      expect(await apiStatus(inst, placeholderKey)).toBe(401);
+
+      // A resume of the pristine snapshot gives this install new keys; the placeholder and the old keys are dead.
+      await run("reset");
+      const resumed = await run("start");
+      expect(resumed.boot).toBe("snapshot");
+      const fresh = keysOf(inst);
+      expect(fresh.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
+      expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+      expect(await apiStatus(inst, placeholderKey)).toBe(401);
+
+      expect((await run("stop")).saved).toBe(true);
+      const quick = await run("start");
+      expect(quick.boot).toBe("quick-boot");
+      expect(keysOf(inst)).toEqual(fresh);
+      expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+
+      // The power button (a gpio-keys key on virt: no firmware, no ACPI) shuts the guest down by itself.
+      await run("stop", "--no-save");
+      const serial = readFileSync(join(inst.home, "instances", "default", "serial.log"), "utf8");
+      expect(serial).toMatch(/reboot: Power down\s*$/);
+    },
+    TIMEOUT,
+  );
+});
