@@ -490,10 +490,18 @@ async function follow(file: string): Promise<void> {
 
 program
   .command("doctor")
-  .description("check the host: QEMU, accelerator, firmware; each problem with its fix")
-  .action(async (_flags: unknown, command: Command) => {
+  .description(
+    "check the host: QEMU, accelerator (proven by running a guest), firmware; each problem with its fix",
+  )
+  .addOption(
+    new Option("--arch <arch>", "check for guests of this architecture (default: the host's)").choices([
+      "amd64",
+      "arm64",
+    ]),
+  )
+  .action(async (flags: { arch?: "amd64" | "arm64" }, command: Command) => {
     const { ctx, json } = context(command);
-    const report = await hostDoctor(ctx.layout, ctx.env);
+    const report = await hostDoctor(ctx.layout, ctx.env, flags.arch);
     output(json, report, () =>
       report.checks
         .map(

@@ -170,8 +170,12 @@ export async function resolveMachine(
 }
 
 /** host-detect's doctor with this CLI's memory of accelerator proofs: known answers reused, new ones kept. */
-export async function hostDoctor(layout: HomeLayout, env: NodeJS.ProcessEnv): Promise<DoctorReport> {
-  const arch = hostInfo().nativeGuestArchs[0] ?? "amd64";
+export async function hostDoctor(
+  layout: HomeLayout,
+  env: NodeJS.ProcessEnv,
+  guestArch?: "amd64" | "arm64",
+): Promise<DoctorReport> {
+  const arch = guestArch ?? hostInfo().nativeGuestArchs[0] ?? "amd64";
   const cacheDir = join(layout.home, "cache");
   let key: HostKey | undefined;
   try {
