@@ -5,7 +5,9 @@ import { EmulatorError } from "./errors.js";
 import { type ResolvedMachine, resolveMachine } from "./host.js";
 import type { Image } from "./image.js";
 import type { ImageSelector } from "./image-store.js";
+import type { InstancePaths } from "./paths.js";
 import { assertPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
+import type { RamSpec } from "./qemu-args.js";
 import {
   type Fingerprint,
   fingerprintOf,
@@ -33,6 +35,8 @@ export interface BootInputs {
   readonly method?: SaveMethod;
   readonly snapshot: SnapshotFiles;
   readonly noRotation: boolean;
+  /** The RAM this instance boots with and resumes its own saved state into (see instanceRam). */
+  readonly ownRam: RamSpec;
 }
 
 /** Ports free, QEMU found and its accelerator proven, config disk written. */
@@ -55,8 +59,21 @@ export async function prepareBoot(ctx: Context, options: StartOptions): Promise<
     configHash: configHash(config),
     snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
     noRotation: options.noRotation,
+    ownRam: instanceRam(resolved, paths),
     ...(method ? { method } : {}),
   };
+}
+
+/**
+ * Guest RAM in the instance's own file, shared, where QEMU can then skip it when saving (`x-ignore-shared`): a `stop`
+ * writes device state only and the next start maps the file again, both in time that does not grow with the RAM
+ * size. Elsewhere anonymous RAM, saved whole.
+ */
+function instanceRam(resolved: ResolvedMachine, paths: InstancePaths): RamSpec {
+  const { abilities } = resolved;
+  return abilities.memoryBackendFile && abilities.migrationCapabilities.includes("x-ignore-shared")
+    ? { kind: "file", path: paths.ram, share: true }
+    : { kind: "anonymous" };
 }
 
 /**

@@ -9,7 +9,7 @@ import { EmulatorError, isEmulatorError } from "./errors.js";
 import { rememberAcceleratorFailure } from "./host.js";
 import { resumeSaved, resumeSnapshot } from "./resume.js";
 import { fingerprintDifferences, readSnapshot } from "./snapshot.js";
-import { dropSuspend, readSuspend, type SuspendRecord } from "./suspend.js";
+import { dropSuspend, ramOutsideStream, readSuspend, type SuspendRecord } from "./suspend.js";
 
 /** Says why a faster path was not taken: printed now, kept in the instance state for `status`. */
 export type Note = (why: string) => void;
@@ -25,7 +25,7 @@ function gatherFacts(inputs: BootInputs): { facts: BootFacts; saved?: SuspendRec
   if (saved) {
     facts.saved = {
       differences: fingerprintDifferences(saved.fingerprint, fingerprint(inputs, saved.method)),
-      ramMissing: saved.ram.kind === "file" && !existsSync(saved.ram.path),
+      ramMissing: saved.ram.kind === "file" && ramOutsideStream(saved) && !existsSync(saved.ram.path),
     };
   }
   if (inputs.method) {

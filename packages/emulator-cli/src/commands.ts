@@ -13,7 +13,7 @@ import { acquireLock } from "./lock.js";
 import type { InstancePaths } from "./paths.js";
 import { commandLine, identify, isSameProcess } from "./process-identity.js";
 import { removeAbandonedStaging } from "./staging.js";
-import { SUSPEND_METHOD, saveSuspend } from "./suspend.js";
+import { saveSuspend, suspendMethod } from "./suspend.js";
 import { connectQmp, removeRuntimeFiles, terminate, waitForExit } from "./vm.js";
 
 export type { StartOptions } from "./boot-inputs.js";
@@ -112,9 +112,10 @@ export async function start(ctx: Context, options: StartOptions): Promise<StartR
       startedAt: new Date().toISOString(),
       readyMs: msSince(started),
       socketDir: paths.socketDir,
-      suspendFingerprint: fingerprint(inputs, SUSPEND_METHOD),
+      suspendFingerprint: fingerprint(inputs, suspendMethod(outcome.ram)),
+      ram: outcome.ram,
+      resumeRam: inputs.ownRam,
       ...(outcome.method ? { snapshotMethod: outcome.method } : {}),
-      ...(outcome.ram.kind === "file" ? { ramFile: outcome.ram.path } : {}),
       ...(reasons.length ? { fallbackReason: reasons.join("; ") } : {}),
     };
     writeState(paths, state);
@@ -228,6 +229,8 @@ async function stopLocked(ctx: Context, mode: StopMode): Promise<StopResult> {
   report.step("stopping QEMU");
   await terminate(state.qemu, qmp);
   removeRuntimeFiles(paths);
+  // Guest RAM is worth keeping only with the saved state that needs it.
+  if (!saved) rmSync(paths.ram, { force: true });
   clearState(paths);
   return { wasRunning: true, saved, ...(warning ? { warning } : {}) };
 }

@@ -3,6 +3,7 @@ import { writeFileAtomic } from "./fs-atomic.js";
 import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
 import type { ProcessIdentity } from "./process-identity.js";
+import type { RamSpec } from "./qemu-args.js";
 import type { Fingerprint } from "./snapshot.js";
 
 export type BootKind = "cold" | "snapshot" | "quick-boot";
@@ -24,6 +25,11 @@ export interface InstanceState {
   fallbackReason?: string;
   rotation: Rotation;
   configHash: string;
+  /** The RAM this VM runs with: a stop saves it whole unless it is the instance's own shared file. */
+  ram?: RamSpec;
+  /** The RAM a quick-boot of this instance's saved state resumes into. */
+  resumeRam?: RamSpec;
+  /** Before `ram`: the private RAM file a snapshot resume ran with. */
   ramFile?: string;
   startedAt: string;
   readyMs: number;

@@ -19,6 +19,8 @@ export interface LiveVm {
 export interface Restore {
   method: SaveMethod;
   state: string;
+  /** The RAM file is this instance's own and moves on with it (see restoreVmState). */
+  ownsRamFile?: boolean;
 }
 
 /** Starts QEMU for `inputs` on `disk`; with `restore`, loads that state and lets the guest run. */
@@ -58,6 +60,7 @@ export async function launchVm(
         method: restore.method,
         path: restore.state,
         ...(viaFd ? { fd: INHERITED_STATE_FD } : {}),
+        ...(restore.ownsRamFile ? { ownsRamFile: true } : {}),
         timeoutMs: 60_000,
       });
       ctx.report.mark("state restored");

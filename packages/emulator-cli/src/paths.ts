@@ -57,6 +57,11 @@ export interface InstancePaths {
   keys: string;
   /** This instance's writable copy of the UEFI variable store. */
   firmwareVars: string;
+  /**
+   * The instance's own guest RAM (share=on) where QEMU allows it: what a `stop` leaves for the next start, so that
+   * saving and resuming write only device state, whatever the RAM size.
+   */
+  ram: string;
   /** What `stop` saved: the migration stream and its record, committed together as one directory. */
   suspend: string;
   suspendState: string;
@@ -92,6 +97,7 @@ export function instancePaths(layout: HomeLayout, name: string): InstancePaths {
     pidFile: join(dir, "qemu.pid"),
     keys: join(dir, "keys.env"),
     firmwareVars: join(dir, "efivars.fd"),
+    ram: join(dir, "ram"),
     suspend: join(dir, "suspend"),
     suspendState: join(dir, "suspend", "state"),
     suspendRecord: join(dir, "suspend", "suspend.json"),

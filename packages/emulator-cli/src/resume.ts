@@ -8,7 +8,7 @@ import { settleResumedGuest } from "./guest.js";
 import { abandon, type LiveVm, launchVm } from "./live-vm.js";
 import type { RamSpec } from "./qemu-args.js";
 import { decompressState, readSnapshot } from "./snapshot.js";
-import { dropSuspend, type SuspendRecord } from "./suspend.js";
+import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js";
 
 /** The image's snapshot, resumed on a new instance disk (an overlay on the snapshot's disk) with fresh keys. */
 export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
@@ -49,9 +49,16 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
   report.step("resuming where the last stop left off");
   // A state saved with the placeholders (or one whose keys file is gone, or from before states said) is rotated now.
   const holdsOwnKeys = record.rotation === "rotated" && existsSync(paths.keys);
+  const ownsRamFile = record.ram.kind === "file" && record.ram.share;
+  // A stream carries the whole RAM: it is loaded into a fresh file, not over what an earlier run left there.
+  if (ownsRamFile && !ramOutsideStream(record)) rmSync(paths.ram, { force: true });
   let vm: LiveVm | undefined;
   try {
-    vm = await launchVm(inputs, paths.disk, record.ram, { method: record.method, state: paths.suspendState });
+    vm = await launchVm(inputs, paths.disk, record.ram, {
+      method: record.method,
+      state: paths.suspendState,
+      ownsRamFile,
+    });
     dropSuspend(paths);
     const rotation = await settleResumedGuest(inputs, vm, record.configHash, {
       rotate: !holdsOwnKeys,

@@ -11,10 +11,20 @@ import type { Fingerprint } from "./snapshot.js";
 import { commitStaging, createStaging } from "./staging.js";
 
 /**
- * A `stop` saves the running state as a plain stream: a resumed guest's RAM is a private copy of the snapshot's
- * RAM file, so it must be written out whole (and `x-ignore-shared` only skips shared RAM).
+ * How a `stop` saves a VM running with `ram`: RAM in the instance's own shared file stays there and only device state
+ * is written (`x-ignore-shared`); any other RAM (a private copy of the snapshot's RAM file, anonymous RAM) goes into
+ * a plain stream, whole. A quick-boot of such a stream loads it into the instance's own file, so only the first
+ * stop after a snapshot resume pays for the RAM size.
  */
-export const SUSPEND_METHOD: SaveMethod = "exec";
+export function suspendMethod(ram: RamSpec): SaveMethod {
+  return ram.kind === "file" && ram.share ? "x-ignore-shared" : "exec";
+}
+
+/** The RAM of a state a stop saved: what it was running with, for states recorded before `ram` existed. */
+function runningRam(state: InstanceState): RamSpec {
+  if (state.ram) return state.ram;
+  return state.ramFile ? { kind: "file", path: state.ramFile, share: false } : { kind: "anonymous" };
+}
 
 /** The state a `stop` saved: resumed by the next `start` with the same RAM layout and method. */
 export interface SuspendRecord {
@@ -25,6 +35,11 @@ export interface SuspendRecord {
   /** Whether the guest in the saved state holds this install's keys or still the public placeholders. */
   rotation: Rotation;
   savedAt: string;
+}
+
+/** Whether the saved guest's RAM is in a file rather than in the stream: then that file must still be there. */
+export function ramOutsideStream(record: SuspendRecord): boolean {
+  return record.method === "x-ignore-shared";
 }
 
 export function readSuspend(paths: InstancePaths): SuspendRecord | undefined {
@@ -45,19 +60,21 @@ export function dropSuspend(paths: InstancePaths): void {
 export async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceState): Promise<void> {
   const { paths } = ctx;
   const staging = createStaging(paths.dir);
+  const ram = runningRam(state);
+  const method = suspendMethod(ram);
   try {
     await holdingAgent(ctx, { identity: state.qemu, qmp }, async () => {
       await qmp.stop();
       await saveVmState(qmp, {
-        method: SUSPEND_METHOD,
+        method,
         path: join(staging, basename(paths.suspendState)),
         timeoutMs: 120_000,
       });
     });
     const record: SuspendRecord = {
       fingerprint: state.suspendFingerprint,
-      method: SUSPEND_METHOD,
-      ram: state.ramFile ? { kind: "file", path: state.ramFile, share: false } : { kind: "anonymous" },
+      method,
+      ram: method === "x-ignore-shared" ? ram : (state.resumeRam ?? ram),
       configHash: state.configHash,
       rotation: state.rotation,
       savedAt: new Date().toISOString(),

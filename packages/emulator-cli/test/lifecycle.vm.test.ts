@@ -125,8 +125,20 @@ describe("emulator lifecycle with the dev image", () => {
       let qga = await QgaClient.connect(join(socketDir, "qga.sock"), { timeoutMs: 15_000 });
       await qga.setTime(new Date(Date.now() - 3600_000));
       await qga.close();
+      // Resumed into the instance's own RAM file: this stop saves device state only, not the RAM.
       await stop(inst);
+      const files = instanceFiles(inst.home);
+      expect(JSON.parse(readFileSync(files.suspendRecord, "utf8"))).toMatchObject({
+        method: "x-ignore-shared",
+        ram: { kind: "file", path: files.ram, share: true },
+      });
+      expect(statSync(files.suspendState).size).toBeLessThan(4 * 1024 * 1024);
       const again = await start(inst);
+      expect(again.boot).toBe("quick-boot");
+      const kept = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
+        headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+      });
+      expect(await kept.text()).toContain("kept across stop");
       qga = await QgaClient.connect(join(again.socketDir, "qga.sock"), { timeoutMs: 15_000 });
       const out = await qga.exec({ path: "/bin/date", args: ["+%s"], captureOutput: true });
       await qga.close();

@@ -32,7 +32,9 @@ describe("doctor", () => {
       const accel = byId(report, "accelerator");
       expect(accel.status).toBe("warn");
       expect(accel.detail).toMatch(/^tcg;/);
-      expect(accel.detail).toContain("An arm64 guest on an amd64 host is translated instruction by instruction");
+      expect(accel.detail).toContain(
+        "An arm64 guest on an amd64 host is translated instruction by instruction",
+      );
       expect(accel.fix).toMatch(/image built for this host's architecture/);
     },
   );

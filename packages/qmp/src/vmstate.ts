@@ -47,6 +47,12 @@ export interface RestoreOptions {
    * needs SCM_RIGHTS, and Node's sockets cannot send descriptors.)
    */
   fd?: number;
+  /**
+   * For `x-ignore-shared`: the RAM file belongs to this VM alone and moves on with it (it was saved from this same
+   * file with share=on, and the saved state is not resumed twice), so mapping it with share=on again is intended.
+   * Without it, a share=on RAM file is refused: a template shared by many resumes must be mapped share=off.
+   */
+  ownsRamFile?: boolean;
   /** Deadline for loading the state. Default 10 minutes. */
   timeoutMs?: number;
 }
@@ -326,11 +332,11 @@ export async function restoreVmState(q: QmpClient, opts: RestoreOptions): Promis
   const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_MIGRATION_TIMEOUT_MS);
   const a = await abilities(q);
   assertSupported(opts.method, a);
-  if (opts.method === "x-ignore-shared" && a.sharedRam) {
+  if (opts.method === "x-ignore-shared" && a.sharedRam && !opts.ownsRamFile) {
     throw new QmpError(
       "UNSUPPORTED",
       "restoring x-ignore-shared state needs the RAM file mapped with share=off (memoryBackendArgs({ share: false })); " +
-        "with share=on the resumed guest would write into the saved RAM file",
+        "with share=on the resumed guest would write into the saved RAM file (pass ownsRamFile when that is intended)",
     );
   }
   const source = path.resolve(opts.path);
