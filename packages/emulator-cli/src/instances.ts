@@ -4,7 +4,7 @@ import { createContext } from "./context.js";
 import { describeError } from "./errors.js";
 import { readState } from "./instance-state.js";
 import { type HomeLayout, instancePaths, isValidInstanceName } from "./paths.js";
-import { portsFile, readRecordedPorts, type ServicePorts } from "./port-assignment.js";
+import { readRecordedPorts, type ServicePorts } from "./port-assignment.js";
 import type { Reporter } from "./report.js";
 import { status } from "./status.js";
 
@@ -25,7 +25,7 @@ function instancePorts(layout: HomeLayout, name: string): ServicePorts {
   const paths = instancePaths(layout, name);
   const state = readState(paths);
   if (state) return Object.fromEntries(state.services.map((s) => [s.name, s.hostPort]));
-  return readRecordedPorts(portsFile(paths)) ?? {};
+  return readRecordedPorts(paths.ports) ?? {};
 }
 
 /** Ports the other instances of this home hold or will ask for again: a new pick avoids them. */

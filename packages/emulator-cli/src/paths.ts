@@ -55,6 +55,8 @@ export interface InstancePaths {
   cliLog: string;
   pidFile: string;
   keys: string;
+  /** Host ports chosen with `--ports auto`, reused by later starts. */
+  ports: string;
   /** This instance's writable copy of the UEFI variable store. */
   firmwareVars: string;
   /**
@@ -96,6 +98,7 @@ export function instancePaths(layout: HomeLayout, name: string): InstancePaths {
     cliLog: join(dir, "emulator.log"),
     pidFile: join(dir, "qemu.pid"),
     keys: join(dir, "keys.env"),
+    ports: join(dir, "ports.json"),
     firmwareVars: join(dir, "efivars.fd"),
     ram: join(dir, "ram"),
     suspend: join(dir, "suspend"),

@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import type { InstancePaths } from "./paths.js";
@@ -19,8 +19,6 @@ export function parsePortsMode(value: string): PortsMode {
 }
 
 export type ServicePorts = Record<string, number>;
-
-export const portsFile = (paths: InstancePaths) => join(paths.dir, "ports.json");
 
 export function readRecordedPorts(file: string): ServicePorts | undefined {
   try {
@@ -125,7 +123,7 @@ export async function assignPorts(
   paths: InstancePaths,
   input: Omit<PortPlanInput, "recorded" | "isFree" | "pickFree">,
 ): Promise<PortPlan> {
-  const file = portsFile(paths);
+  const file = paths.ports;
   const plan = await planPorts({
     ...input,
     recorded: readRecordedPorts(file),

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { type AppConnection, composeAppEnv, formatDotenv } from "../src/app-env.js";
 import type { EmulatorError } from "../src/errors.js";
 import { instancePaths, resolveHome } from "../src/paths.js";
-import { assignPorts, type PortPlanInput, planPorts, portsFile } from "../src/port-assignment.js";
+import { assignPorts, type PortPlanInput, planPorts } from "../src/port-assignment.js";
 import { assertPortsFree, describePortOwner, type ServiceSpec } from "../src/ports.js";
 import { childCommand } from "../src/run-child.js";
 
@@ -150,11 +150,11 @@ describe("port picking", () => {
     const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: home }), "b");
     const input = { services, env: {}, instance: "b", reserved: new Set<number>() };
     const first = await assignPorts(paths, { ...input, mode: "auto" });
-    const record = JSON.parse(readFileSync(portsFile(paths), "utf8"));
+    const record = JSON.parse(readFileSync(paths.ports, "utf8"));
     expect(record).toEqual({ version: 1, ports: first.ports });
     expect((await assignPorts(paths, input)).ports).toEqual(first.ports);
     await assignPorts(paths, { ...input, mode: "default" });
-    expect(() => readFileSync(portsFile(paths))).toThrow();
+    expect(() => readFileSync(paths.ports)).toThrow();
   });
 });
 
