@@ -1,4 +1,4 @@
-import { rmSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import type { BootInputs } from "./boot-inputs.js";
 import { timeoutMsFromEnv } from "./context.js";
 import { EmulatorError, isEmulatorError } from "./errors.js";
@@ -73,9 +73,7 @@ export async function coldBoot(inputs: BootInputs, disk: string, ram: RamSpec): 
 
 /** A cold boot that ends with this install's keys in the guest. */
 export async function coldBootWithKeys(inputs: BootInputs, disk: string): Promise<BootOutcome> {
-  const ram = inputs.ownRam;
-  // A boot starts from zeroed RAM, not from what an earlier run of this instance left in its file.
-  if (ram.kind === "file") rmSync(ram.path, { force: true });
+  const ram: RamSpec = { kind: "anonymous" };
   const vm = await coldBoot(inputs, disk, ram);
   try {
     return { vm, boot: "cold", ram, rotation: await settleBootedGuest(inputs, vm) };

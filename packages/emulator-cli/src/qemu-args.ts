@@ -5,7 +5,7 @@ import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
 
 /** Bump when the device layout changes: snapshots captured with another layout cannot be resumed. */
-export const DEVICE_LAYOUT_VERSION = 2;
+export const DEVICE_LAYOUT_VERSION = 3;
 export const CPU_MODEL = "max";
 const RAM_BACKEND_ID = "ram0";
 
@@ -78,16 +78,14 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     "-name",
     `stack-emulator,debug-threads=on`,
   ];
-  if (ram.kind === "file") {
-    const backend = memoryBackend({
-      id: RAM_BACKEND_ID,
-      path: ram.path,
-      sizeMiB: m.memoryMiB,
-      share: ram.share,
-    });
-    machineProps.push(backend.machineProperty);
-    args.push(...backend.objectArgs);
-  }
+  // Always a named backend, a file or anonymous memory: a state saved from one loads into the other.
+  const backend = memoryBackend({
+    id: RAM_BACKEND_ID,
+    sizeMiB: m.memoryMiB,
+    ...(ram.kind === "file" ? { path: ram.path, share: ram.share } : { share: false }),
+  });
+  machineProps.push(backend.machineProperty);
+  args.push(...backend.objectArgs);
   args.push("-machine", machineProps.join(","), "-accel", machine.accel, "-cpu", CPU_MODEL);
   args.push("-m", `${m.memoryMiB}M`, "-smp", String(m.cpus));
   args.push(...firmwareArgs(machine.firmware, paths));

@@ -13,8 +13,8 @@ import { commitStaging, createStaging } from "./staging.js";
 /**
  * How a `stop` saves a VM running with `ram`: RAM in the instance's own shared file stays there and only device state
  * is written (`x-ignore-shared`); any other RAM (a private copy of the snapshot's RAM file, anonymous RAM) goes into
- * a plain stream, whole. A quick-boot of a stream saved from a RAM file loads it into the instance's own file, so
- * only the first stop after a snapshot resume pays for the RAM size.
+ * a plain stream, whole. A quick-boot of such a stream loads it into the instance's own file, so only the first
+ * stop after a boot or a snapshot resume pays for the RAM size.
  */
 export function suspendMethod(ram: RamSpec): SaveMethod {
   return ram.kind === "file" && ram.share ? "x-ignore-shared" : "exec";
@@ -74,9 +74,8 @@ export async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceS
     const record: SuspendRecord = {
       fingerprint: state.suspendFingerprint,
       method,
-      // A stream restores only into RAM of the same block name: RAM in a memory backend (a file) may move to the
-      // instance's own file, anonymous RAM stays anonymous.
-      ram: ram.kind === "file" ? (state.resumeRam ?? ram) : ram,
+      // Every RAM is the same named backend (qemu-args), so a stream of any of them loads into the instance's file.
+      ram: state.resumeRam ?? ram,
       configHash: state.configHash,
       rotation: state.rotation,
       savedAt: new Date().toISOString(),

@@ -271,7 +271,7 @@ describe("QEMU command line", () => {
     expect(args).toContain("if=pflash,format=raw,readonly=on,file=/fw/code.fd");
     expect(args).toContain(`if=pflash,format=raw,file=${paths.firmwareVars.replaceAll(",", ",,")}`);
     expect(args).not.toContain("-incoming");
-    expect(args).toContain("-machine virt,gic-version=3 ");
+    expect(args).toContain("-machine virt,gic-version=3,memory-backend=ram0 ");
   });
 
   it("boots an arm64 kernel on virt with a pinned GIC, no firmware and no vmgenid", () => {

@@ -3,15 +3,18 @@ import { QmpError } from "./errors.js";
 export interface MemoryBackendOptions {
   /** RAM block name; a state saved with one id only restores into a QEMU using the same id. */
   id: string;
-  /** The RAM file (`mem-path`); QEMU creates it when missing. */
-  path: string;
+  /**
+   * The RAM file (`mem-path`); QEMU creates it when missing. Without one, anonymous memory (`memory-backend-ram`):
+   * named like the file's, so a stream saved from either restores into the other.
+   */
+  path?: string;
   sizeMiB: number;
   /** `true` to capture (writes go to the file), `false` to restore (copy-on-write, the file is never written). */
   share: boolean;
 }
 
 export interface MemoryBackendParts {
-  /** `["-object", "memory-backend-file,..."]` */
+  /** `["-object", "memory-backend-file,..."]` (or `memory-backend-ram,...`) */
   objectArgs: string[];
   /** `memory-backend=<id>`: a `-machine` property, to append to the caller's own `-machine` value. */
   machineProperty: string;
@@ -35,13 +38,17 @@ export function memoryBackend(opts: MemoryBackendOptions): MemoryBackendParts {
       `memory size must be a positive whole number of MiB, got ${opts.sizeMiB}`,
     );
   }
-  const object = [
-    "memory-backend-file",
-    `id=${opts.id}`,
-    `mem-path=${optionValue(opts.path)}`,
-    `size=${opts.sizeMiB}M`,
-    `share=${opts.share ? "on" : "off"}`,
-  ].join(",");
+  const object = (
+    opts.path === undefined
+      ? ["memory-backend-ram", `id=${opts.id}`, `size=${opts.sizeMiB}M`]
+      : [
+          "memory-backend-file",
+          `id=${opts.id}`,
+          `mem-path=${optionValue(opts.path)}`,
+          `size=${opts.sizeMiB}M`,
+          `share=${opts.share ? "on" : "off"}`,
+        ]
+  ).join(",");
   return { objectArgs: ["-object", object], machineProperty: `memory-backend=${opts.id}` };
 }
 

@@ -15,6 +15,15 @@ describe("memoryBackendArgs", () => {
     expect(`pc,accel=tcg,${parts.machineProperty}`).toBe("pc,accel=tcg,memory-backend=mem0");
   });
 
+  it("without a path, names anonymous memory like a file's, so streams move between the two", () => {
+    expect(memoryBackendArgs({ id: "ram0", sizeMiB: 256, share: false })).toEqual([
+      "-object",
+      "memory-backend-ram,id=ram0,size=256M",
+      "-machine",
+      "memory-backend=ram0",
+    ]);
+  });
+
   it("rejects ids QEMU would refuse and sizes that are not whole MiB", () => {
     expect(() => memoryBackendArgs({ id: "mem,0", path: "/r", sizeMiB: 64, share: true })).toThrow(QmpError);
     expect(() => memoryBackendArgs({ id: "mem0", path: "/r", sizeMiB: 0.5, share: true })).toThrow(
