@@ -1,8 +1,12 @@
-"use strict";
 // The little HTTP plumbing the backend and the dashboard share.
 
 function send(res, status, type, body, headers = {}) {
-  res.writeHead(status, { "content-type": type, "cache-control": "no-store", connection: "close", ...headers });
+  res.writeHead(status, {
+    "content-type": type,
+    "cache-control": "no-store",
+    connection: "close",
+    ...headers,
+  });
   res.end(body);
 }
 

@@ -1,4 +1,3 @@
-"use strict";
 // node db-migrations.js migrate|seed: what the stack server's dist/db-migrations.mjs does for prepare-app, on
 // this image's schema. Both are idempotent: prepare-app runs them at every start of the app.
 //   migrate  creates the tables ("ApiKeySet" in the shape of the stack server's, "KeyValue" for app data)
@@ -63,7 +62,8 @@ async function seed(pool) {
 }
 
 async function main(command) {
-  if (command !== "migrate" && command !== "seed") throw new Error("usage: node db-migrations.js migrate|seed");
+  if (command !== "migrate" && command !== "seed")
+    throw new Error("usage: node db-migrations.js migrate|seed");
   const pool = connect();
   try {
     await waitForDatabase(pool);

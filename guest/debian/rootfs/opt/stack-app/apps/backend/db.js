@@ -1,4 +1,3 @@
-"use strict";
 // One connection pool to the guest's PostgreSQL, shared by the server and the migrations.
 const { Pool } = require("pg");
 

@@ -1,4 +1,3 @@
-"use strict";
 // The emulator's stand-in for the stack backend, with the guest contract's endpoints (docs/architecture.md):
 // health with a real database check, the publishable-key check against the "ApiKeySet" row (which
 // rotate-secrets updates), the runtime config in use, and a key-value store kept in PostgreSQL.
@@ -57,7 +56,9 @@ async function health(res, url) {
 
 async function keyValue(req, res, name) {
   if (!KV_NAME.test(name)) {
-    return sendJson(res, 400, { error: "kv names are 1-128 characters of A-Z a-z 0-9 . _ - and do not start with ." });
+    return sendJson(res, 400, {
+      error: "kv names are 1-128 characters of A-Z a-z 0-9 . _ - and do not start with .",
+    });
   }
   if (req.method === "GET") {
     const result = await pool.query('SELECT "value" FROM "KeyValue" WHERE "name" = $1', [name]);
@@ -97,6 +98,7 @@ listen("backend", async (req, res) => {
   if (path === "/api/v1/projects/current" && req.method === "GET") {
     return sendJson(res, 200, { id: PROJECT_ID, display_name: "Stack Emulator (Debian image)" });
   }
-  if (path.startsWith("/api/v1/kv/")) return keyValue(req, res, decodeURIComponent(path.slice("/api/v1/kv/".length)));
+  if (path.startsWith("/api/v1/kv/"))
+    return keyValue(req, res, decodeURIComponent(path.slice("/api/v1/kv/".length)));
   sendJson(res, 404, { error: "not found" });
 });

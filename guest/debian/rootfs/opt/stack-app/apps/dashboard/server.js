@@ -1,4 +1,3 @@
-"use strict";
 // The emulator's stand-in for the stack dashboard: the sign-in page with the URLs in use, and a built script
 // that carries the publishable key the way a Next.js build inlines it (prepare-app fills it in on the first
 // start, rotate-secrets rewrites it on every rotation).
