@@ -1,6 +1,7 @@
 import { rmSync } from "node:fs";
 import type { ExecResult, QgaClient } from "@stack/qga";
 import type { BootInputs } from "./boot-inputs.js";
+import { timeoutMsFromEnv } from "./context.js";
 import { EmulatorError } from "./errors.js";
 import { waitHealthy } from "./health.js";
 import type { Rotation } from "./instance-state.js";
@@ -8,13 +9,18 @@ import { type LiveVm, withAgent } from "./live-vm.js";
 import { isSameProcess } from "./process-identity.js";
 import { formatEnv, generateSecrets, saveKeys } from "./secrets.js";
 
-const GUEST_COMMAND_TIMEOUT_MS = 30_000;
+/**
+ * How long the guest's own work may take: a command through the agent, or its services' health after a resume. The
+ * image sets it (a systemd guest under TCG needs minutes where the dev image needs seconds); the user may override.
+ */
+function guestTimeoutMs(inputs: BootInputs): number {
+  const fromImage = inputs.image.manifest.guest.timeoutSeconds;
+  const imageMs = typeof fromImage === "number" && fromImage > 0 ? fromImage * 1000 : 30_000;
+  return timeoutMsFromEnv(inputs.ctx.env, "STACK_EMULATOR_GUEST_TIMEOUT", imageMs);
+}
 
-async function guestExec(qga: QgaClient, path: string, what: string): Promise<void> {
-  checkGuestExit(
-    await qga.exec({ path, captureOutput: true }, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }),
-    what,
-  );
+async function guestExec(inputs: BootInputs, qga: QgaClient, path: string, what: string): Promise<void> {
+  checkGuestExit(await qga.exec({ path, captureOutput: true }, { timeoutMs: guestTimeoutMs(inputs) }), what);
 }
 
 function checkGuestExit(result: ExecResult, what: string): void {
@@ -51,13 +57,13 @@ export async function rotateSecrets(
   const secrets = generateSecrets(inputs.image.manifest.secrets);
   const pid = await qga.spawn(
     { path: inputs.image.manifest.guest.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
-    { timeoutMs: GUEST_COMMAND_TIMEOUT_MS },
+    { timeoutMs: guestTimeoutMs(inputs) },
   );
   // The guest starts the rotation program meanwhile, so the agent's hwclock run (set-time) no longer delays it.
   // Not a guarantee of order: the clock is set a few milliseconds into the program's start, while a restart of the
   // app comes after validating and storing the secrets, far later.
   await whileStarting?.();
-  checkGuestExit(await qga.waitForExit(pid, { timeoutMs: GUEST_COMMAND_TIMEOUT_MS }), "secret rotation");
+  checkGuestExit(await qga.waitForExit(pid, { timeoutMs: guestTimeoutMs(inputs) }), "secret rotation");
   saveKeys(paths.keys, secrets);
   report.mark("secrets rotated");
   return "rotated";
@@ -97,7 +103,7 @@ async function setGuestClock(inputs: BootInputs, qga: QgaClient): Promise<void> 
 /** A freshly booted guest: this install's keys, then health (the rotation restarts the app). */
 export async function settleBootedGuest(inputs: BootInputs, vm: LiveVm): Promise<Rotation> {
   const rotation = await withAgent(inputs.ctx, vm, (qga) => rotateSecrets(inputs, qga));
-  await waitServices(inputs, vm, 60_000, "after rotation");
+  await waitServices(inputs, vm, Math.max(60_000, guestTimeoutMs(inputs)), "after rotation");
   return rotation;
 }
 
@@ -119,16 +125,19 @@ export async function settleResumedGuest(
     await setGuestClock(inputs, qga);
     if (configChanged && applyConfig) {
       inputs.ctx.report.step("applying the changed runtime config in the guest");
-      await guestExec(qga, applyConfig, "applying the runtime config");
+      await guestExec(inputs, qga, applyConfig, "applying the runtime config");
     }
     return options.rotate ? rotateSecrets(inputs, qga) : undefined;
   });
   const restartsApp = (options.rotate && !inputs.noRotation) || configChanged;
   if (restartsApp) {
     const rotation = await agentWork;
-    await waitServices(inputs, vm, 30_000, options.what);
+    await waitServices(inputs, vm, guestTimeoutMs(inputs), options.what);
     return rotation;
   }
-  const [rotation] = await Promise.all([agentWork, waitServices(inputs, vm, 30_000, options.what)]);
+  const [rotation] = await Promise.all([
+    agentWork,
+    waitServices(inputs, vm, guestTimeoutMs(inputs), options.what),
+  ]);
   return rotation;
 }

@@ -21,7 +21,13 @@ export interface ImageManifest {
   cpus: number;
   configIso: { volumeId: string };
   services: ServiceSpec[];
-  guest: { rotateSecrets: string; applyConfig?: string; waitReady?: string };
+  guest: {
+    rotateSecrets: string;
+    applyConfig?: string;
+    waitReady?: string;
+    /** How long a guest command (rotation, config) and the health check after a resume may take; default 30. */
+    timeoutSeconds?: number;
+  };
   secrets: string[];
 }
 
