@@ -14,17 +14,17 @@ describe("the arm64 dev image on virt", () => {
     "cold boots and captures, resumes with fresh keys, quick-boots with the same keys",
     async () => {
       const inst = await dev.instance();
-      const run = async (...args: string[]) => {
+      const stackEmulator = async (...args: string[]) => {
         const result = await runCli([...args, "--json"], inst.env);
         expect(result.code, result.stderr).toBe(0);
         return result.json;
       };
 
-      const first = await run("start");
+      const first = await stackEmulator("start");
       expect(first.boot).toBe("snapshot");
       expect(first.snapshotMethod).toBe("x-ignore-shared");
       expect(first.rotation).toBe("rotated");
-      const status = await run("status");
+      const status = await stackEmulator("status");
       expect(status.image).toContain("stack-emulator-dev-arm64");
       expect(status.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
       const keys = keysOf(inst);
@@ -32,8 +32,8 @@ describe("the arm64 dev image on virt", () => {
       expect(await apiStatus(inst, placeholderKey)).toBe(401);
 
       // A resume of the pristine snapshot gives this install new keys; the placeholder and the old keys are dead.
-      await run("reset");
-      const resumed = await run("start");
+      await stackEmulator("reset");
+      const resumed = await stackEmulator("start");
       expect(resumed.boot).toBe("snapshot");
       const fresh = keysOf(inst);
       expect(fresh.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
@@ -41,14 +41,14 @@ describe("the arm64 dev image on virt", () => {
       expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
       expect(await apiStatus(inst, placeholderKey)).toBe(401);
 
-      expect((await run("stop")).saved).toBe(true);
-      const quick = await run("start");
+      expect((await stackEmulator("stop")).saved).toBe(true);
+      const quick = await stackEmulator("start");
       expect(quick.boot).toBe("quick-boot");
       expect(keysOf(inst)).toEqual(fresh);
       expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
 
       // The power button (a gpio-keys key on virt: no firmware, no ACPI) shuts the guest down by itself.
-      await run("stop", "--no-save");
+      await stackEmulator("stop", "--no-save");
       const serial = readFileSync(join(inst.home, "instances", "default", "serial.log"), "utf8");
       expect(serial).toMatch(/reboot: Power down\s*$/);
     },
