@@ -70,11 +70,11 @@ const OWN_RAM_FILE_FROM_MIB = 1024;
 /**
  * Where this instance's RAM lives between a stop and the next start. In its own file, shared, QEMU can skip it when
  * saving (`x-ignore-shared`): a `stop` writes device state only and the next start maps the file again, in time that
- * does not grow with the RAM size. The first stop after a boot or a snapshot resume still writes the RAM as a stream,
- * and the start after it loads that into the file, which costs more than loading it into anonymous memory (0.8 s
- * more for the 256 MiB dev image here); so small guests, whose whole-RAM stream saves and loads in under a second,
- * keep anonymous RAM. STACK_EMULATOR_INSTANCE_RAM=file|anonymous decides instead; without x-ignore-shared RAM is
- * always anonymous.
+ * does not grow with the RAM size. A snapshot resume starts the file as a sparse copy of the snapshot's (0.4 s for
+ * 413 MiB on ext4 here, a clone on btrfs/XFS/APFS); the first stop after a cold boot writes the RAM as a stream,
+ * which the next start loads into the file. Small guests, whose whole-RAM stream saves and loads in under a second,
+ * keep anonymous RAM: for the 256 MiB dev image the copy would add a tenth of a second to every resume.
+ * STACK_EMULATOR_INSTANCE_RAM=file|anonymous decides instead; without x-ignore-shared RAM is always anonymous.
  */
 function instanceRam(
   inputs: { resolved: ResolvedMachine; image: Image },

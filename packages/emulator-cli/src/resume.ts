@@ -1,4 +1,6 @@
-import { copyFileSync, existsSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { constants, copyFileSync, existsSync, rmSync } from "node:fs";
+import { promisify } from "node:util";
 import type { SaveMethod } from "@stack/qmp";
 import type { BootInputs } from "./boot-inputs.js";
 import type { BootOutcome } from "./cold-boot.js";
@@ -10,6 +12,8 @@ import type { RamSpec } from "./qemu-args.js";
 import { decompressState, readSnapshot } from "./snapshot.js";
 import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js";
 
+const run = promisify(execFile);
+
 /** The image's snapshot, resumed on a new instance disk (an overlay on the snapshot's disk) with fresh keys. */
 export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
   const { report, paths } = inputs.ctx;
@@ -20,15 +24,28 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
   else await createOverlay(inputs.resolved.qemuImg, inputs.snapshot.disk, paths.disk);
   recordInstanceDisk(paths, inputs.image.manifest.digest);
   const method = manifest.fingerprint.method as SaveMethod;
+  // An instance that keeps its own RAM file starts it as a copy of the snapshot's (a clone where the file system
+  // has them), so that even its first stop saves device state only; others map the snapshot's file copy-on-write.
+  const ownCopy = !manifest.compressed && inputs.ownRam.kind === "file";
   const ram: RamSpec = manifest.compressed
     ? { kind: "anonymous" }
-    : { kind: "file", path: inputs.snapshot.ram, share: false };
+    : ownCopy
+      ? inputs.ownRam
+      : { kind: "file", path: inputs.snapshot.ram, share: false };
   // A compressed stream is unpacked next to the instance for the restore and removed right after.
   const unpacked = manifest.compressed ? paths.restoreState : undefined;
   let vm: LiveVm | undefined;
   try {
     if (unpacked) await decompressState(inputs.snapshot.compressedState, unpacked);
-    vm = await launchVm(inputs, paths.disk, ram, { method, state: unpacked ?? inputs.snapshot.state });
+    if (ownCopy) {
+      await copyRamFile(inputs.snapshot.ram, paths.ram);
+      report.mark("RAM file copied");
+    }
+    vm = await launchVm(inputs, paths.disk, ram, {
+      method,
+      state: unpacked ?? inputs.snapshot.state,
+      ...(ownCopy ? { ownsRamFile: true } : {}),
+    });
     if (unpacked) rmSync(unpacked, { force: true });
     const rotation = await settleResumedGuest(inputs, vm, manifest.configHash, {
       rotate: true,
@@ -38,8 +55,31 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
   } catch (error) {
     await abandon(vm, paths);
     if (unpacked) rmSync(unpacked, { force: true });
+    if (ownCopy) rmSync(paths.ram, { force: true });
     rmSync(paths.disk, { force: true });
     throw error;
+  }
+}
+
+/**
+ * A copy of a sparse RAM file that stays sparse: GNU cp clones where the file system can (btrfs, XFS) and copies
+ * only the data extents elsewhere (ext4: about 0.4 s for the Debian image's 413 MiB here); macOS clones on APFS.
+ */
+async function copyRamFile(from: string, to: string): Promise<void> {
+  rmSync(to, { force: true });
+  if (process.platform === "darwin") {
+    copyFileSync(from, to, constants.COPYFILE_FICLONE);
+    return;
+  }
+  try {
+    await run("cp", ["--sparse=always", "--reflink=auto", from, to]);
+  } catch (error) {
+    rmSync(to, { force: true });
+    throw new EmulatorError(
+      "DISK_FAILED",
+      `could not copy the snapshot's RAM file to ${to}: ${String((error as { stderr?: string }).stderr ?? (error as Error).message).trim()}`,
+      "check free disk space under STACK_EMULATOR_HOME, or set STACK_EMULATOR_INSTANCE_RAM=anonymous",
+    );
   }
 }
 
