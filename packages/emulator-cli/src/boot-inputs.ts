@@ -71,9 +71,10 @@ const OWN_RAM_FILE_FROM_MIB = 1024;
  * Where this instance's RAM lives between a stop and the next start. In its own file, shared, QEMU can skip it when
  * saving (`x-ignore-shared`): a `stop` writes device state only and the next start maps the file again, in time that
  * does not grow with the RAM size. A snapshot resume starts the file as a sparse copy of the snapshot's (done
- * 0.3-0.5 s into the command for 400 MiB on ext4 here, a clone on btrfs/XFS/APFS); the first stop after a cold boot writes the RAM as a stream,
- * which the next start loads into the file. Small guests, whose whole-RAM stream saves and loads in under a second,
- * keep anonymous RAM: for the 256 MiB dev image the copy would add a tenth of a second to every resume.
+ * 0.3-0.5 s into the command for 400 MiB on ext4 here, a clone on btrfs/XFS/APFS); the first stop after a cold
+ * boot writes the RAM as a stream, which the next start loads into the file. Small guests, whose whole-RAM stream
+ * saves and loads in under a second, keep anonymous RAM: for the 256 MiB dev image the copy would add a tenth of a
+ * second to every resume.
  * STACK_EMULATOR_INSTANCE_RAM=file|anonymous decides instead; without x-ignore-shared RAM is always anonymous.
  */
 function instanceRam(
