@@ -3,6 +3,7 @@ import { release } from "node:os";
 import { join } from "node:path";
 import {
   ACCEL_ENV,
+  ACCELERATOR_OS,
   type Accelerator,
   type AcceleratorProof,
   chooseProvenAccelerator,
@@ -36,6 +37,8 @@ interface RememberedProof extends AcceleratorProof {
 
 interface HostFacts {
   accelerators?: RememberedProof[];
+  /** Why-tcg messages already shown on this host: each is said once, `doctor` says it every time. */
+  told?: string[];
 }
 
 function readHostFacts(layout: HomeLayout): HostFacts {
@@ -69,6 +72,15 @@ function rememberProofs(layout: HomeLayout, key: HostKey, proofs: AcceleratorPro
   );
   facts.accelerators = [...kept, ...fresh];
   writeFileAtomic(layout.hostFacts, `${JSON.stringify(facts, null, 2)}\n`);
+}
+
+/** Whether `message` is new to this host's user; it is remembered as told either way. */
+function firstTelling(layout: HomeLayout, message: string): boolean {
+  const facts = readHostFacts(layout);
+  if (facts.told?.includes(message)) return false;
+  facts.told = [...(facts.told ?? []), message];
+  writeFileAtomic(layout.hostFacts, `${JSON.stringify(facts, null, 2)}\n`);
+  return true;
 }
 
 /** A boot under a hardware accelerator failed where tcg would not have: remembered like a failed proof. */
@@ -128,9 +140,13 @@ export async function resolveMachine(
   rememberProofs(layout, key, choice.proofs);
   const { accel } = choice;
   let accelNote: ResolvedMachine["accelNote"];
+  // Why this host's own accelerator is not used: said on the first start that finds it so (doctor says it always).
+  const own = choice.rejected.find((r) => (ACCELERATOR_OS as Record<string, string>)[r.accel] === host.os);
+  const whyTcg =
+    accel === "tcg" && !choice.overridden && own ? `${own.accel} is not usable: ${own.reason}` : undefined;
   const failedNow = choice.proofs.find((p) => !p.works);
   if (failedNow && !choice.overridden) {
-    // Said once, when found out; later starts use tcg without repeating it (doctor and host.json keep the reason).
+    if (whyTcg) firstTelling(layout, whyTcg);
     accelNote = {
       level: "warn",
       message: `${failedNow.accel} cannot run guests on this host (${failedNow.reason}); using ${accel}, remembered in ${layout.hostFacts} (${ACCEL_ENV}=${failedNow.accel} proves it again)`,
@@ -140,6 +156,8 @@ export async function resolveMachine(
       level: "info",
       message: `using ${accel}: an ${arch} guest on an ${host.arch} host runs emulated, and slowly`,
     };
+  } else if (whyTcg && firstTelling(layout, whyTcg)) {
+    accelNote = { level: "info", message: `using tcg, ${whyTcg} (\`stack-emulator doctor\` says more)` };
   }
   const machine: MachineSpec = { qemu: qemu.system, arch, accel };
   if ("firmware" in image.manifest.boot && image.manifest.boot.firmware === "uefi") {

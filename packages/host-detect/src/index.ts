@@ -1,5 +1,6 @@
 export {
   ACCEL_ENV,
+  ACCELERATOR_OS,
   type Accelerator,
   type AcceleratorChoice,
   type ChooseAcceleratorOptions,
