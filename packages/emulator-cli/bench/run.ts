@@ -64,6 +64,12 @@ function measure(label: string, times: number, fn: () => number): { label: strin
 
 const reset = () => cliJson(["reset"]);
 
+// A bench that fails midway must not leave VMs on its ports or its home behind.
+process.on("exit", () => {
+  spawnSync(process.execPath, [cli, "stop", "--all", "--no-save"], { env });
+  rmSync(home, { recursive: true, force: true });
+});
+
 const cold = measure("cold boot to healthy, fresh keys", Math.min(runs, 3), () => {
   reset();
   const { ms, json } = cliJson(["start"], { EMULATOR_NO_SNAPSHOT: "1" });
@@ -182,4 +188,3 @@ memory.forEach(({ pss, rss }, i) => {
     `| ${instanceNames[i]} | ${(pss / 1024).toFixed(1)} MiB | ${(rss / 1024).toFixed(1)} MiB | ${(pss / first).toFixed(3)}x |`,
   );
 });
-rmSync(home, { recursive: true, force: true });
