@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { constants, copyFileSync, existsSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { EmulatorError } from "./errors.js";
@@ -7,6 +7,11 @@ import { writeFileAtomic } from "./fs-atomic.js";
 import type { InstancePaths } from "./paths.js";
 
 const run = promisify(execFile);
+
+/** What a failed command said: its stderr, else the error's own message. */
+function commandOutput(error: unknown): string {
+  return String((error as { stderr?: string }).stderr ?? (error as Error).message).trim();
+}
 
 /** A new qcow2 overlay on `backing`: the VM writes there, the backing image is never changed. */
 export async function createOverlay(qemuImg: string, backing: string, overlay: string): Promise<void> {
@@ -16,8 +21,31 @@ export async function createOverlay(qemuImg: string, backing: string, overlay: s
   } catch (error) {
     throw new EmulatorError(
       "DISK_FAILED",
-      `qemu-img could not create ${overlay}: ${String((error as { stderr?: string }).stderr ?? (error as Error).message).trim()}`,
+      `qemu-img could not create ${overlay}: ${commandOutput(error)}`,
       "check free disk space and permissions under STACK_EMULATOR_HOME",
+    );
+  }
+}
+
+/**
+ * A copy of a sparse RAM file that stays sparse: GNU cp clones where the file system can (btrfs, XFS) and copies
+ * only the data extents elsewhere (ext4: done 0.3-0.5 s into the command, Node's start-up included, for the Debian
+ * image's 400 MiB here); macOS clones on APFS.
+ */
+export async function copyRamFile(from: string, to: string): Promise<void> {
+  rmSync(to, { force: true });
+  if (process.platform === "darwin") {
+    copyFileSync(from, to, constants.COPYFILE_FICLONE);
+    return;
+  }
+  try {
+    await run("cp", ["--sparse=always", "--reflink=auto", from, to]);
+  } catch (error) {
+    rmSync(to, { force: true });
+    throw new EmulatorError(
+      "DISK_FAILED",
+      `could not copy the snapshot's RAM file to ${to}: ${commandOutput(error)}`,
+      "check free disk space under STACK_EMULATOR_HOME, or set STACK_EMULATOR_INSTANCE_RAM=anonymous",
     );
   }
 }

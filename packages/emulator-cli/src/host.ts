@@ -57,6 +57,13 @@ interface HostKey {
 const sameHost = (p: RememberedProof, key: HostKey) =>
   p.kernel === release() && p.qemu === key.qemu && p.qemuVersion === key.qemuVersion;
 
+/** Changes host.json in one read and one atomic write. */
+function updateHostFacts(layout: HomeLayout, change: (facts: HostFacts) => void): void {
+  const facts = readHostFacts(layout);
+  change(facts);
+  writeFileAtomic(layout.hostFacts, `${JSON.stringify(facts, null, 2)}\n`);
+}
+
 /** The answers remembered for this kernel and QEMU. */
 function knownProofs(layout: HomeLayout, key: HostKey): AcceleratorProof[] {
   return (readHostFacts(layout).accelerators ?? []).filter((p) => sameHost(p, key));
@@ -65,21 +72,21 @@ function knownProofs(layout: HomeLayout, key: HostKey): AcceleratorProof[] {
 /** Keeps each answer, replacing an older one for the same accelerator, guest architecture, kernel and QEMU. */
 function rememberProofs(layout: HomeLayout, key: HostKey, proofs: AcceleratorProof[]): void {
   if (proofs.length === 0) return;
-  const facts = readHostFacts(layout);
   const fresh = proofs.map((p) => ({ ...p, kernel: release(), ...key, at: new Date().toISOString() }));
-  const kept = (facts.accelerators ?? []).filter(
-    (old) => !fresh.some((p) => p.accel === old.accel && p.arch === old.arch && sameHost(old, key)),
-  );
-  facts.accelerators = [...kept, ...fresh];
-  writeFileAtomic(layout.hostFacts, `${JSON.stringify(facts, null, 2)}\n`);
+  updateHostFacts(layout, (facts) => {
+    const kept = (facts.accelerators ?? []).filter(
+      (old) => !fresh.some((p) => p.accel === old.accel && p.arch === old.arch && sameHost(old, key)),
+    );
+    facts.accelerators = [...kept, ...fresh];
+  });
 }
 
 /** Whether `message` is new to this host's user; it is remembered as told either way. */
 function firstTelling(layout: HomeLayout, message: string): boolean {
-  const facts = readHostFacts(layout);
-  if (facts.told?.includes(message)) return false;
-  facts.told = [...(facts.told ?? []), message];
-  writeFileAtomic(layout.hostFacts, `${JSON.stringify(facts, null, 2)}\n`);
+  if (readHostFacts(layout).told?.includes(message)) return false;
+  updateHostFacts(layout, (facts) => {
+    facts.told = [...(facts.told ?? []), message];
+  });
   return true;
 }
 

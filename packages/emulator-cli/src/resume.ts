@@ -1,18 +1,14 @@
-import { execFile } from "node:child_process";
-import { constants, copyFileSync, existsSync, rmSync } from "node:fs";
-import { promisify } from "node:util";
+import { copyFileSync, existsSync, rmSync } from "node:fs";
 import type { SaveMethod } from "@stack/qmp";
 import type { BootInputs } from "./boot-inputs.js";
 import type { BootOutcome } from "./cold-boot.js";
-import { createOverlay, recordInstanceDisk } from "./disks.js";
+import { copyRamFile, createOverlay, recordInstanceDisk } from "./disks.js";
 import { EmulatorError } from "./errors.js";
 import { settleResumedGuest } from "./guest.js";
 import { abandon, type LiveVm, launchVm } from "./live-vm.js";
 import type { RamSpec } from "./qemu-args.js";
 import { decompressState, readSnapshot } from "./snapshot.js";
 import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js";
-
-const run = promisify(execFile);
 
 /** The image's snapshot, resumed on a new instance disk (an overlay on the snapshot's disk) with fresh keys. */
 export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
@@ -58,29 +54,6 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
     if (ownCopy) rmSync(paths.ram, { force: true });
     rmSync(paths.disk, { force: true });
     throw error;
-  }
-}
-
-/**
- * A copy of a sparse RAM file that stays sparse: GNU cp clones where the file system can (btrfs, XFS) and copies
- * only the data extents elsewhere (ext4: done 0.3-0.5 s into the command, Node's start-up included, for the Debian
- * image's 400 MiB here); macOS clones on APFS.
- */
-async function copyRamFile(from: string, to: string): Promise<void> {
-  rmSync(to, { force: true });
-  if (process.platform === "darwin") {
-    copyFileSync(from, to, constants.COPYFILE_FICLONE);
-    return;
-  }
-  try {
-    await run("cp", ["--sparse=always", "--reflink=auto", from, to]);
-  } catch (error) {
-    rmSync(to, { force: true });
-    throw new EmulatorError(
-      "DISK_FAILED",
-      `could not copy the snapshot's RAM file to ${to}: ${String((error as { stderr?: string }).stderr ?? (error as Error).message).trim()}`,
-      "check free disk space under STACK_EMULATOR_HOME, or set STACK_EMULATOR_INSTANCE_RAM=anonymous",
-    );
   }
 }
 
