@@ -125,7 +125,7 @@ export function httpGet(port: number, path = "/"): Promise<{ status: number; bod
   });
 }
 
-async function postgresBinDir(): Promise<string> {
+export async function postgresBinDir(): Promise<string> {
   const versions = (await readdir("/usr/lib/postgresql")).sort((a, b) => Number(b) - Number(a));
   if (versions.length === 0) throw new Error("PostgreSQL is not installed (apt-get install postgresql)");
   return `/usr/lib/postgresql/${versions[0]}/bin`;

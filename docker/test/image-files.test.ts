@@ -316,10 +316,14 @@ describe("Dockerfile consistency", () => {
       const copies = [...text.matchAll(/^COPY (?:--\S+ )*(\S+) (\S+)$/gm)].map(
         (m) => [m[1]!, m[2]!] as const,
       );
-      expect(copies.length).toBe(5);
+      expect(copies.length).toBe(6);
       for (const [src] of copies) await access(join(dockerDir, src));
       const dest = new Map(copies);
       expect(dest.get("lib/secret-input.sh")).toBe("/usr/local/lib/stack-emulator/secret-input.sh");
+      // rotate-secrets runs the supervisord client from beside secret-input.sh.
+      expect(dest.get("lib/supervisor-control.py")).toBe(
+        "/usr/local/lib/stack-emulator/supervisor-control.py",
+      );
       expect(dest.get("rotate-secrets")).toBe("/usr/local/bin/rotate-secrets");
       // The defaults baked into the scripts match where the image puts things.
       const rotate = await readFile(join(dockerDir, "rotate-secrets"), "utf8");

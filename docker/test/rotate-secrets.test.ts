@@ -13,6 +13,7 @@ import {
   eventually,
   PLACEHOLDERS,
   type Postgres,
+  postgresBinDir,
   randomSecrets,
   run,
   type Secrets,
@@ -235,6 +236,15 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       expect(r.stderr).toMatch(/cannot reach supervisord .* nothing was changed/);
     });
 
+    it("rejects valid input naming a program supervisord does not have", async () => {
+      const r = await rotate(secretLines(good), { STACK_ROTATE_PROGRAMS: "app:backend app:nosuch" });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/supervisord has no app:nosuch/);
+      expect(r.stderr).toMatch(
+        /cannot reach supervisord or it has no app:backend app:nosuch .* nothing was changed/,
+      );
+    });
+
     it("left the database, the files and the running programs as they were", async () => {
       await expect(access(pwned())).rejects.toThrow();
       const after = await snapshot();
@@ -337,6 +347,24 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
     }, "both programs to be restarted");
     expect(restarted.backend.publishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
     expect(isAlive(before.apps.backend.pid)).toBe(false);
+  });
+
+  it("restarts only the programs it is given, with the psql STACK_ROTATE_PSQL names", async () => {
+    await rm(join(rotateEnv.STACK_ROTATE_STATE_DIR!, "applied"));
+    const before = await snapshot();
+    const r = await rotate(secretLines(good), {
+      STACK_ROTATE_PROGRAMS: "app:backend",
+      // The binary behind Debian's Perl wrapper (/usr/bin/psql), which the Debian image names.
+      STACK_ROTATE_PSQL: join(await postgresBinDir(), "psql"),
+    });
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(/rotated \(restart only\); restarted app:backend$/m);
+    const restarted = await eventually(async () => {
+      const a = await apps();
+      return a.backend.pid !== before.apps.backend.pid ? a : undefined;
+    }, "the backend to be restarted");
+    expect(restarted.dashboard.pid).toBe(before.apps.dashboard.pid);
+    expect(restarted.backend.publishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
   });
 
   it("rejects bad input after a rotation without touching the rotated state", async () => {
