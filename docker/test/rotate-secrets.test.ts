@@ -234,6 +234,9 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       const r = await rotate(secretLines(good), { STACK_SUPERVISOR_RUN_DIR: join(dir, "elsewhere") });
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/cannot reach supervisord .* nothing was changed/);
+      // The client's own words, and no shell noise from its pipes closing early.
+      expect(r.stderr).toMatch(/supervisor-control: cannot talk to supervisord/);
+      expect(r.stderr).not.toMatch(/file descriptor/i);
     });
 
     it("rejects valid input naming a program supervisord does not have", async () => {
