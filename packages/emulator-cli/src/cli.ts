@@ -19,10 +19,10 @@ import {
   type ImageSelector,
   type PullFlags,
   parseImageSelector,
-  readCurrentSelector,
+  readCurrentImage,
   selectorFromFlags,
   storedImage,
-  writeCurrentSelector,
+  writeCurrentImage,
 } from "./image-store.js";
 import { readState } from "./instance-state.js";
 import { listInstances, reservedPorts, stopAll } from "./instances.js";
@@ -85,14 +85,23 @@ async function pull(ctx: Context, selector: ImageSelector, flags: PullFlags): Pr
   return pullImage(ctx, selector, flags);
 }
 
-function chooseSelector(ctx: Context, flags: PullFlags & { image?: string }): ImageSelector {
+/** The image to use, and the flags to find it with: the last image's architecture unless --arch says otherwise. */
+function chooseImage<F extends PullFlags & { image?: string }>(
+  ctx: Context,
+  flags: F,
+): { selector: ImageSelector; flags: F } {
   const explicit = flags.image ?? ctx.env.STACK_EMULATOR_IMAGE;
-  if (explicit) return parseImageSelector(explicit);
+  if (explicit) return { selector: parseImageSelector(explicit), flags };
   const fromFlags = selectorFromFlags(flags);
-  if (fromFlags) return fromFlags;
-  const current = readCurrentSelector(ctx.layout);
-  if (current) return parseImageSelector(current);
-  return { kind: "release" };
+  if (fromFlags) return { selector: fromFlags, flags };
+  const current = readCurrentImage(ctx.layout);
+  if (current) {
+    return {
+      selector: parseImageSelector(current.selector),
+      flags: { ...flags, arch: flags.arch ?? current.arch },
+    };
+  }
+  return { selector: { kind: "release" }, flags };
 }
 
 const program = new Command("stack-emulator")
@@ -195,16 +204,17 @@ async function ensureStarted(
     if (flags.ports) ctx.report.info("already running: --ports applies from the next start");
     return { ctx, result: { alreadyRunning: true, state: running } };
   }
-  let selector = chooseSelector(ctx, flags);
+  const chosen = chooseImage(ctx, flags);
+  let selector = chosen.selector;
   let image: Image;
   try {
-    image = await resolveImage(ctx, selector, flags);
+    image = await resolveImage(ctx, selector, chosen.flags);
   } catch (error) {
     if (!isEmulatorError(error, "NO_IMAGE") || json || !(await offerDevImage(error))) {
       throw error;
     }
     selector = { kind: "dev" };
-    image = await resolveImage(ctx, selector, flags);
+    image = await resolveImage(ctx, selector, chosen.flags);
   }
   ctx.report.mark("image found");
   const started = await withHostPorts(ctx, image, flags.ports);
@@ -214,7 +224,7 @@ async function ensureStarted(
     noSnapshot: Boolean(flags.skipSnapshot) || ctx.env.EMULATOR_NO_SNAPSHOT === "1",
     noRotation: ctx.env.EMULATOR_NO_ROTATION === "1",
   });
-  writeCurrentSelector(ctx.layout, selector);
+  writeCurrentImage(ctx.layout, selector, image.manifest.arch);
   return { ctx: started, result };
 }
 
@@ -520,12 +530,13 @@ imageFlags(
     .option("--skip-snapshot", "download only; the first start cold boots and captures"),
 ).action(async (flags: PullFlags & { image?: string; skipSnapshot?: boolean }, command: Command) => {
   const { ctx, json } = context(command);
-  const selector = chooseSelector(ctx, flags);
+  const chosen = chooseImage(ctx, flags);
+  const selector = chosen.selector;
   const image =
     selector.kind === "dev" || selector.kind === "path"
-      ? await resolveImage(ctx, selector, flags, true)
-      : await pull(ctx, selector, flags);
-  writeCurrentSelector(ctx.layout, selector);
+      ? await resolveImage(ctx, selector, chosen.flags, true)
+      : await pull(ctx, selector, chosen.flags);
+  writeCurrentImage(ctx.layout, selector, image.manifest.arch);
   let captured = false;
   if (!flags.skipSnapshot && ctx.env.EMULATOR_NO_SNAPSHOT !== "1") {
     await capture(await withHostPorts(ctx, image), { selector, image, noSnapshot: false, noRotation: false });
@@ -542,8 +553,9 @@ imageFlags(
   program.command("capture").description("capture the image's snapshot now (the emulator must be stopped)"),
 ).action(async (flags: PullFlags & { image?: string }, command: Command) => {
   const { ctx, json } = context(command);
-  const selector = chooseSelector(ctx, flags);
-  const image = await resolveImage(ctx, selector, flags);
+  const chosen = chooseImage(ctx, flags);
+  const selector = chosen.selector;
+  const image = await resolveImage(ctx, selector, chosen.flags);
   const result = await capture(await withHostPorts(ctx, image), {
     selector,
     image,

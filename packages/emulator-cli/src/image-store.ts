@@ -58,18 +58,36 @@ export function storedImageDir(layout: HomeLayout, name: string): string {
 
 const currentFile = (layout: HomeLayout) => join(layout.images, "current");
 
-/** The image the last successful start used, so a plain `start` keeps using it. */
-export function readCurrentSelector(layout: HomeLayout): string | undefined {
+/**
+ * The image the last successful start or pull used, and its architecture: a plain `start` keeps using both (the
+ * dev, release, pr and run images exist once per architecture).
+ */
+export interface CurrentImage {
+  selector: string;
+  arch?: "amd64" | "arm64";
+}
+
+export function readCurrentImage(layout: HomeLayout): CurrentImage | undefined {
+  let text: string;
   try {
-    return readFileSync(currentFile(layout), "utf8").trim() || undefined;
+    text = readFileSync(currentFile(layout), "utf8");
   } catch {
     return undefined;
   }
+  // Line 1: the selector; then `arch=<arch>` (files written before it have the selector only).
+  const [selector, ...rest] = text.split("\n").map((line) => line.trim());
+  if (!selector) return undefined;
+  const arch = rest.find((line) => line.startsWith("arch="))?.slice("arch=".length);
+  return arch === "amd64" || arch === "arm64" ? { selector, arch } : { selector };
 }
 
-export function writeCurrentSelector(layout: HomeLayout, selector: ImageSelector): void {
+export function writeCurrentImage(
+  layout: HomeLayout,
+  selector: ImageSelector,
+  arch: "amd64" | "arm64",
+): void {
   mkdirSync(layout.images, { recursive: true });
-  writeFileAtomic(currentFile(layout), `${describeSelector(selector)}\n`);
+  writeFileAtomic(currentFile(layout), `${describeSelector(selector)}\narch=${arch}\n`);
 }
 
 function devImageBuilder(env: NodeJS.ProcessEnv): string {

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { QmpClient } from "@stack/qmp";
 import type { Context } from "./context.js";
 import { checkServices, type ServiceHealth } from "./health.js";
-import { readCurrentSelector } from "./image-store.js";
+import { readCurrentImage } from "./image-store.js";
 import { readState } from "./instance-state.js";
 import { isSameProcess } from "./process-identity.js";
 import { keysFileInUse } from "./secrets.js";
@@ -36,8 +36,8 @@ export async function status(ctx: Context): Promise<StatusReport> {
   const savedState = existsSync(paths.suspend);
   const base = { instance: ctx.name, home: layout.home, savedState };
   if (!state) {
-    const selector = readCurrentSelector(layout);
-    return { ...base, state: "stopped", services: [], ...(selector ? { image: selector } : {}) };
+    const current = readCurrentImage(layout);
+    return { ...base, state: "stopped", services: [], ...(current ? { image: current.selector } : {}) };
   }
   const snapshot = readSnapshot(snapshotFiles(pristineSnapshotDir(layout, state.image.name))).manifest;
   const details = {

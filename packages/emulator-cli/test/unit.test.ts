@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/config-disk.js";
 import type { EmulatorError } from "../src/errors.js";
-import { parseImageSelector } from "../src/image-store.js";
+import { parseImageSelector, readCurrentImage, writeCurrentImage } from "../src/image-store.js";
 import { acquireLock } from "../src/lock.js";
 import { instancePaths, resolveHome } from "../src/paths.js";
 import { assertPortsFree, parsePort, resolveServicePorts, type ServiceSpec } from "../src/ports.js";
@@ -105,6 +105,20 @@ describe("image selectors", () => {
     expect(parseImageSelector("./images/x").kind).toBe("path");
     expect(codeOf(() => parseImageSelector("latest-and-greatest"))).toBe("UNKNOWN_IMAGE");
     expect(codeOf(() => parseImageSelector("pr:abc"))).toBe("UNKNOWN_IMAGE");
+  });
+
+  it("remembers the last image with its architecture, and reads what older versions wrote", () => {
+    const layout = resolveHome({ STACK_EMULATOR_HOME: mkdtempSync(join(tmpdir(), "current-")) });
+    expect(readCurrentImage(layout)).toBeUndefined();
+    // `start --image dev --arch arm64`: a later plain `start` must not fall back to the host's architecture.
+    writeCurrentImage(layout, { kind: "dev" }, "arm64");
+    expect(readCurrentImage(layout)).toEqual({ selector: "dev", arch: "arm64" });
+    writeCurrentImage(layout, { kind: "pr", number: 7 }, "amd64");
+    expect(readCurrentImage(layout)).toEqual({ selector: "pr:7", arch: "amd64" });
+    writeFileSync(join(layout.images, "current"), "release:emulator-main-latest\n");
+    expect(readCurrentImage(layout)).toEqual({ selector: "release:emulator-main-latest" });
+    writeFileSync(join(layout.images, "current"), "dev\narch=sparc\n");
+    expect(readCurrentImage(layout)).toEqual({ selector: "dev" });
   });
 });
 
