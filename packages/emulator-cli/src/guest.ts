@@ -103,6 +103,7 @@ async function setGuestClock(inputs: BootInputs, qga: QgaClient): Promise<void> 
 /** A freshly booted guest: this install's keys, then health (the rotation restarts the app). */
 export async function settleBootedGuest(inputs: BootInputs, vm: LiveVm): Promise<Rotation> {
   const rotation = await withAgent(inputs.ctx, vm, (qga) => rotateSecrets(inputs, qga));
+  inputs.ctx.report.step("waiting for the restarted app");
   await waitServices(inputs, vm, Math.max(60_000, guestTimeoutMs(inputs)), "after rotation");
   return rotation;
 }
@@ -132,6 +133,8 @@ export async function settleResumedGuest(
   const restartsApp = (options.rotate && !inputs.noRotation) || configChanged;
   if (restartsApp) {
     const rotation = await agentWork;
+    // On a large guest this is seconds: the app's processes start again from nothing.
+    inputs.ctx.report.step("waiting for the restarted app");
     await waitServices(inputs, vm, guestTimeoutMs(inputs), options.what);
     return rotation;
   }
