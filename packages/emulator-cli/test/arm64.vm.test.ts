@@ -1,13 +1,18 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseEnv } from "../src/secrets.js";
-import { apiStatus, devImageFixture, keysOf, PLACEHOLDERS, runCli } from "./helpers.js";
+import {
+  apiStatus,
+  devImageFixture,
+  expectKeysReplaced,
+  keysOf,
+  placeholderPublishableKey,
+  runCli,
+} from "./helpers.js";
 
 // An arm64 guest under TCG on this amd64 machine: a cold boot takes 15-25 s, the whole file about a minute.
 const TIMEOUT = 300_000;
 const dev = devImageFixture("arm64");
-const placeholderKey = parseEnv(readFileSync(PLACEHOLDERS, "utf8")).STACK_PUBLISHABLE_CLIENT_KEY as string;
 
 describe("the arm64 dev image on virt", () => {
   it(
@@ -29,17 +34,13 @@ describe("the arm64 dev image on virt", () => {
       expect(status.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
       const keys = keysOf(inst);
       expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-      expect(await apiStatus(inst, placeholderKey)).toBe(401);
+      expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);
 
       // A resume of the pristine snapshot gives this install new keys; the placeholder and the old keys are dead.
       await stackEmulator("reset");
       const resumed = await stackEmulator("start");
       expect(resumed.boot).toBe("snapshot");
-      const fresh = keysOf(inst);
-      expect(fresh.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
-      expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
-      expect(await apiStatus(inst, placeholderKey)).toBe(401);
+      const fresh = await expectKeysReplaced(inst, keys);
 
       expect((await stackEmulator("stop")).saved).toBe(true);
       const quick = await stackEmulator("start");

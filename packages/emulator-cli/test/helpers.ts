@@ -258,6 +258,22 @@ export async function expectKeysAsReported(
   }
 }
 
+/**
+ * After a start that rotated again (a reset, another install): keys.env holds new keys, the new publishable key
+ * works, and the previous one and the placeholder are refused. Returns the new keys.
+ */
+export async function expectKeysReplaced(
+  inst: Instance,
+  previous: ReturnType<typeof keysOf>,
+): Promise<ReturnType<typeof keysOf>> {
+  const fresh = keysOf(inst);
+  expect(fresh.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(previous.STACK_PUBLISHABLE_CLIENT_KEY);
+  expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+  expect(await apiStatus(inst, previous.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+  expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);
+  return fresh;
+}
+
 /** An instance's files, named where the CLI names them (src/paths.ts), under a test's home. */
 export function instanceFiles(home: string, name = "default"): InstancePaths {
   return instancePaths(resolveHome({ STACK_EMULATOR_HOME: home }), name);

@@ -5,16 +5,16 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
-import { parseEnv } from "../src/secrets.js";
 import {
   apiStatus,
   devImageFixture,
   expectKeysAsReported,
+  expectKeysReplaced,
   freePort,
   type Instance,
   instanceFiles,
   keysOf,
-  PLACEHOLDERS,
+  placeholderPublishableKey,
   runCli,
 } from "./helpers.js";
 
@@ -86,8 +86,7 @@ describe("emulator lifecycle with the dev image", () => {
       expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).toMatch(/^[0-9a-f]{64}$/);
       expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
       const manifest = JSON.parse(readFileSync(join(dev.imageDir, "image.json"), "utf8"));
-      const placeholder = readFileSync(PLACEHOLDERS, "utf8");
-      expect(await apiStatus(inst, parseEnv(placeholder).STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+      expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);
 
       const status = await runCli(["status", "--json"], inst.env);
       expect(status.code).toBe(0);
@@ -159,10 +158,7 @@ describe("emulator lifecycle with the dev image", () => {
       expect(await httpStatus(`http://127.0.0.1:${movedDashboard}/handler/sign-in`)).toBe(200);
       const movedConfig = await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).text();
       expect(movedConfig).toContain(`http://127.0.0.1:${movedDashboard}`);
-      const newKeys = keysOf(inst);
-      expect(newKeys.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(keys.STACK_PUBLISHABLE_CLIENT_KEY);
-      expect(await apiStatus(inst, newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+      const newKeys = await expectKeysReplaced(inst, keys);
       const gone = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
         headers: { "x-stack-publishable-client-key": newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string },
       });
