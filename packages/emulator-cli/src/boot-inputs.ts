@@ -1,7 +1,6 @@
 import { bestSaveMethod, type SaveMethod } from "@stack/qmp";
 import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
-import type { Context } from "./context.js";
-import { EmulatorError } from "./errors.js";
+import { type Context, choiceFromEnv } from "./context.js";
 import { type ResolvedMachine, resolveMachine } from "./host.js";
 import type { Image } from "./image.js";
 import type { ImageSelector } from "./image-store.js";
@@ -82,14 +81,11 @@ function instanceRam(
   paths: InstancePaths,
   env: NodeJS.ProcessEnv,
 ): RamSpec {
-  const choice = env.STACK_EMULATOR_INSTANCE_RAM;
-  if (choice !== undefined && choice !== "file" && choice !== "anonymous") {
-    throw new EmulatorError(
-      "INVALID_ARGUMENT",
-      `STACK_EMULATOR_INSTANCE_RAM=${choice} is not a kind of guest RAM`,
-      "use file or anonymous, or unset it to decide by the image's RAM size",
-    );
-  }
+  const choice = choiceFromEnv(env, "STACK_EMULATOR_INSTANCE_RAM", {
+    choices: ["file", "anonymous"],
+    isNot: "a kind of guest RAM",
+    unsetMeans: "decide by the image's RAM size",
+  });
   const { abilities } = inputs.resolved;
   const fileWorks =
     abilities.memoryBackendFile && abilities.migrationCapabilities.includes("x-ignore-shared");
@@ -106,14 +102,11 @@ function instanceRam(
  */
 function snapshotMethod(resolved: ResolvedMachine, env: NodeJS.ProcessEnv): SaveMethod {
   const { abilities } = resolved;
-  const forced = env.STACK_EMULATOR_SNAPSHOT_METHOD;
-  if (forced !== undefined && forced !== "stream" && forced !== "x-ignore-shared") {
-    throw new EmulatorError(
-      "INVALID_ARGUMENT",
-      `STACK_EMULATOR_SNAPSHOT_METHOD=${forced} is not a snapshot method`,
-      "use x-ignore-shared or stream, or unset it to let the host decide",
-    );
-  }
+  const forced = choiceFromEnv(env, "STACK_EMULATOR_SNAPSHOT_METHOD", {
+    choices: ["x-ignore-shared", "stream"],
+    isNot: "a snapshot method",
+    unsetMeans: "let the host decide",
+  });
   return bestSaveMethod({
     version: abilities.version,
     migrationCapabilities: abilities.migrationCapabilities,

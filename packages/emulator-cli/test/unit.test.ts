@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/config-disk.js";
+import { choiceFromEnv } from "../src/context.js";
 import type { EmulatorError } from "../src/errors.js";
 import { parseImageSelector, readCurrentImage, writeCurrentImage } from "../src/image-store.js";
 import { acquireLock } from "../src/lock.js";
@@ -119,6 +120,25 @@ describe("image selectors", () => {
     expect(readCurrentImage(layout)).toEqual({ selector: "release:emulator-main-latest" });
     writeFileSync(join(layout.images, "current"), "dev\narch=sparc\n");
     expect(readCurrentImage(layout)).toEqual({ selector: "dev" });
+  });
+});
+
+describe("settings from the environment", () => {
+  const ram = { choices: ["file", "anonymous"] as const, isNot: "a kind of guest RAM", unsetMeans: "decide" };
+  it("takes one of the choices, nothing when unset, and names the choices for anything else", () => {
+    expect(choiceFromEnv({ STACK_EMULATOR_INSTANCE_RAM: "file" }, "STACK_EMULATOR_INSTANCE_RAM", ram)).toBe(
+      "file",
+    );
+    expect(choiceFromEnv({}, "STACK_EMULATOR_INSTANCE_RAM", ram)).toBeUndefined();
+    let thrown: EmulatorError | undefined;
+    try {
+      choiceFromEnv({ STACK_EMULATOR_INSTANCE_RAM: "FILE" }, "STACK_EMULATOR_INSTANCE_RAM", ram);
+    } catch (error) {
+      thrown = error as EmulatorError;
+    }
+    expect(thrown?.code).toBe("INVALID_ARGUMENT");
+    expect(thrown?.message).toBe("STACK_EMULATOR_INSTANCE_RAM=FILE is not a kind of guest RAM");
+    expect(thrown?.hint).toBe("use file or anonymous, or unset it to decide");
   });
 });
 
