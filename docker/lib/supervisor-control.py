@@ -4,7 +4,7 @@ Usage: python3 -I -S supervisor-control.py CONFIG PROGRAM...
 
 Speaks supervisord's XML-RPC interface over the unix socket that CONFIG's [supervisorctl] serverurl names, like
 supervisorctl, without importing supervisor's own modules (pkg_resources alone costs over a second under
-emulation). PROGRAM is what supervisorctl takes: `group:*`, `group:name` or `name`.
+emulation). PROGRAM is `group:*`, `group:name`, or `name` (supervisord's short form of `name:name`).
 
 Protocol, one line each way, so the slow part (Python starting) overlaps with the caller's own work:
   1. checks that supervisord answers and knows every PROGRAM, then prints `ready`;
@@ -68,8 +68,8 @@ def socket_path(config_path):
 
 def matches(spec, info):
     group, _, name = spec.partition(":")
-    if not name:
-        return info["name"] == spec or info["group"] == spec
+    # A bare name is supervisord's short form of name:name, which is also how stopProcess and startProcess read it.
+    name = name or group
     return info["group"] == group and (name == "*" or info["name"] == name)
 
 

@@ -239,6 +239,14 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       expect(r.stderr).not.toMatch(/file descriptor/i);
     });
 
+    it("reads a bare program name as supervisord does (name:name), before changing anything", async () => {
+      // The programs are app:backend and app:dashboard; "backend" alone would be backend:backend.
+      const r = await rotate(secretLines(good), { STACK_ROTATE_PROGRAMS: "backend" });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/supervisord has no backend/);
+      expect(r.stderr).toMatch(/nothing was changed/);
+    });
+
     it("rejects valid input naming a program supervisord does not have", async () => {
       const r = await rotate(secretLines(good), { STACK_ROTATE_PROGRAMS: "app:backend app:nosuch" });
       expect(r.code).not.toBe(0);
