@@ -1,11 +1,12 @@
 import { bestSaveMethod, type SaveMethod } from "@stack/qmp";
-import { configHash, runtimeConfig, writeConfigDisk } from "./config-disk.js";
+import { writeConfigDisk } from "./config-disk.js";
 import { type Context, choiceFromEnv } from "./context.js";
+import { configDiskFiles, contractServices, portPrefix } from "./contract.js";
 import { type ResolvedMachine, resolveMachine } from "./host.js";
 import type { Image } from "./image.js";
 import type { ImageSelector } from "./image-store.js";
 import type { InstancePaths } from "./paths.js";
-import { assertPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
+import { checkPortsFree, type ForwardedService, resolveServicePorts } from "./ports.js";
 import type { RamSpec } from "./qemu-args.js";
 import {
   type Fingerprint,
@@ -28,6 +29,8 @@ export interface BootInputs {
   readonly image: Image;
   readonly selector: ImageSelector;
   readonly resolved: ResolvedMachine;
+  /** The guest's port prefix: its ports are `${prefix}01`... from boot on, so it is frozen into a snapshot. */
+  readonly prefix: string;
   readonly services: ForwardedService[];
   readonly configHash: string;
   /** How snapshots are captured on this host; undefined when snapshots are off. */
@@ -42,20 +45,23 @@ export interface BootInputs {
 export async function prepareBoot(ctx: Context, options: StartOptions): Promise<BootInputs> {
   const { paths, report, layout, env } = ctx;
   const { image } = options;
-  const services = resolveServicePorts(image.manifest.services, env);
-  await assertPortsFree(services);
+  const prefix = portPrefix(env);
+  const ports = await checkPortsFree(resolveServicePorts(contractServices(prefix), env));
+  for (const note of ports.notes) report.warn(note);
+  const { services } = ports;
   const resolved = await resolveMachine(image, layout, env);
   if (resolved.accelNote) report[resolved.accelNote.level](resolved.accelNote.message);
-  const config = runtimeConfig(services, ctx.name);
-  await writeConfigDisk(paths.configIso, image.manifest.configIso.volumeId, config);
+  const config = configDiskFiles(prefix, services);
+  await writeConfigDisk(paths.configIso, config.files);
   const method = options.noSnapshot ? undefined : snapshotMethod(resolved, env);
   return {
     ctx,
     image,
     selector: options.selector,
     resolved,
+    prefix,
     services,
-    configHash: configHash(config),
+    configHash: config.hash,
     snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
     noRotation: options.noRotation,
     ownRam: instanceRam({ resolved, image }, paths, env),
@@ -116,7 +122,13 @@ function snapshotMethod(resolved: ResolvedMachine, env: NodeJS.ProcessEnv): Save
 
 /** What a state saved now would depend on, for a VM of these inputs saved with `method`. */
 export function fingerprint(inputs: BootInputs, method: SaveMethod): Fingerprint {
-  return fingerprintOf(inputs.resolved.machine, inputs.resolved.abilities.version.text, inputs.image, method);
+  return fingerprintOf(
+    inputs.resolved.machine,
+    inputs.resolved.abilities.version.text,
+    inputs.image,
+    method,
+    inputs.prefix,
+  );
 }
 
 /** The same boot on tcg: how an accelerator that failed is left behind. */

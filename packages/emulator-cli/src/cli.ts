@@ -5,13 +5,14 @@ import { createInterface } from "node:readline/promises";
 import type { DoctorCheck } from "@stack/host-detect";
 import { Command, Option } from "commander";
 import { composeAppEnv, formatDotenv, PREFIX_SETS, parsePrefixSet } from "./app-env.js";
+import { contractServices, portPrefix } from "./contract.js";
 import { capture, reset, type StartResult, start, stop } from "./commands.js";
 import { appConnection } from "./connection.js";
-import { type Context, createContext } from "./context.js";
+import { type Context, choiceFromEnv, createContext } from "./context.js";
 import { describeError, type EmulatorError, exitCodeFor, isEmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { hostDoctor } from "./host.js";
-import { type Image, loadImage } from "./image.js";
+import { type Image, loadImage, withMachineSettings } from "./image.js";
 import {
   archOf,
   describeSelector,
@@ -59,11 +60,21 @@ function output(json: boolean, data: unknown, human: () => string): void {
   else process.stdout.write(`${human()}\n`);
 }
 
+/** The image a selector names, with the guest's RAM and vCPUs as EMULATOR_RAM and EMULATOR_CPUS set them. */
 async function resolveImage(
   ctx: Context,
   selector: ImageSelector,
   flags: PullFlags,
   rebuild = false,
+): Promise<Image> {
+  return withMachineSettings(await findImage(ctx, selector, flags, rebuild), ctx.env);
+}
+
+async function findImage(
+  ctx: Context,
+  selector: ImageSelector,
+  flags: PullFlags,
+  rebuild: boolean,
 ): Promise<Image> {
   switch (selector.kind) {
     case "dev":
@@ -88,8 +99,14 @@ async function pull(ctx: Context, selector: ImageSelector, flags: PullFlags): Pr
 /** The image to use, and the flags to find it with: the last image's architecture unless --arch says otherwise. */
 function chooseImage<F extends PullFlags & { image?: string }>(
   ctx: Context,
-  flags: F,
+  given: F,
 ): { selector: ImageSelector; flags: F } {
+  const envArch = choiceFromEnv(ctx.env, "EMULATOR_ARCH", {
+    choices: ["amd64", "arm64"],
+    isNot: "a guest architecture",
+    unsetMeans: "use the host's (or the last image's)",
+  });
+  const flags = given.arch || !envArch ? given : { ...given, arch: envArch };
   const explicit = flags.image ?? ctx.env.STACK_EMULATOR_IMAGE;
   if (explicit) return { selector: parseImageSelector(explicit), flags };
   const fromFlags = selectorFromFlags(flags);
@@ -178,9 +195,9 @@ const startFlags = (command: Command) =>
  * another instance whose default ports are taken). The engine takes each service's port from its variable, so the
  * plan reaches it that way.
  */
-async function withHostPorts(ctx: Context, image: Image, portsMode?: string): Promise<Context> {
+async function withHostPorts(ctx: Context, portsMode?: string): Promise<Context> {
   const ports = await assignPorts(ctx.paths, {
-    services: image.manifest.services,
+    services: contractServices(portPrefix(ctx.env)),
     env: ctx.env,
     instance: ctx.name,
     ...(portsMode ? { mode: parsePortsMode(portsMode) } : {}),
@@ -217,7 +234,7 @@ async function ensureStarted(
     image = await resolveImage(ctx, selector, chosen.flags);
   }
   ctx.report.mark("image found");
-  const started = await withHostPorts(ctx, image, flags.ports);
+  const started = await withHostPorts(ctx, flags.ports);
   const result = await start(started, {
     selector,
     image,
@@ -535,11 +552,11 @@ imageFlags(
   const image =
     selector.kind === "dev" || selector.kind === "path"
       ? await resolveImage(ctx, selector, chosen.flags, true)
-      : await pull(ctx, selector, chosen.flags);
+      : withMachineSettings(await pull(ctx, selector, chosen.flags), ctx.env);
   writeCurrentImage(ctx.layout, selector, image.manifest.arch);
   let captured = false;
   if (!flags.skipSnapshot && ctx.env.EMULATOR_NO_SNAPSHOT !== "1") {
-    await capture(await withHostPorts(ctx, image), { selector, image, noSnapshot: false, noRotation: false });
+    await capture(await withHostPorts(ctx), { selector, image, noSnapshot: false, noRotation: false });
     captured = true;
   }
   output(
@@ -556,7 +573,7 @@ imageFlags(
   const chosen = chooseImage(ctx, flags);
   const selector = chosen.selector;
   const image = await resolveImage(ctx, selector, chosen.flags);
-  const result = await capture(await withHostPorts(ctx, image), {
+  const result = await capture(await withHostPorts(ctx), {
     selector,
     image,
     noSnapshot: false,

@@ -31,10 +31,15 @@ export class AcceleratorFailed extends EmulatorError {
   }
 }
 
+/** How long a boot from the disk may take to become healthy. */
+export function coldBootTimeoutMs(env: NodeJS.ProcessEnv): number {
+  return timeoutMsFromEnv(env, ["STACK_EMULATOR_BOOT_TIMEOUT", "EMULATOR_READY_TIMEOUT"], 300_000);
+}
+
 /** Boots the image from `disk` until its services answer; the VM is ended on any failure. */
 export async function coldBoot(inputs: BootInputs, disk: string, ram: RamSpec): Promise<LiveVm> {
   const { report, env, paths } = inputs.ctx;
-  const timeoutMs = timeoutMsFromEnv(env, "STACK_EMULATOR_BOOT_TIMEOUT", 300_000);
+  const timeoutMs = coldBootTimeoutMs(env);
   const { accel } = inputs.resolved.machine;
   const hardware = accel !== "tcg";
   report.step(`cold booting (${accel})`);

@@ -1,5 +1,6 @@
 import { type AppConnection, INTERNAL_PROJECT_ID } from "./app-env.js";
 import type { Context } from "./context.js";
+import { PUBLISHABLE_KEY_NAME, SERVER_KEY_NAME } from "./contract.js";
 import { EmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { type InstanceState, readState } from "./instance-state.js";
@@ -29,8 +30,8 @@ export async function appConnection(ctx: Context, configFile?: string): Promise<
     throw new EmulatorError("NO_BACKEND", `the image ${state.image.name} has no service named backend`);
   }
   const keys = state.rotation === "rotated" ? loadKeys(ctx.paths.keys) : undefined;
-  const publishableClientKey = keys?.STACK_PUBLISHABLE_CLIENT_KEY;
-  const secretServerKey = keys?.STACK_SECRET_SERVER_KEY;
+  const publishableClientKey = keys?.[PUBLISHABLE_KEY_NAME];
+  const secretServerKey = keys?.[SERVER_KEY_NAME];
   if (!publishableClientKey || !secretServerKey) {
     throw new EmulatorError(
       "NO_KEYS",
@@ -44,7 +45,7 @@ export async function appConnection(ctx: Context, configFile?: string): Promise<
   if (!configFile) {
     return { projectId: INTERNAL_PROJECT_ID, publishableClientKey, secretServerKey, apiUrl };
   }
-  const project = await ensureConfigProject(apiUrl, secretServerKey, configFile);
+  const project = await ensureConfigProject(apiUrl, publishableClientKey, configFile);
   return {
     projectId: project.project_id,
     publishableClientKey: project.publishable_client_key,

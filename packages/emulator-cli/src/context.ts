@@ -20,10 +20,20 @@ export function createContext(
   return { layout, name, paths: instancePaths(layout, name), env, report };
 }
 
-/** A timeout the user may set in seconds (`STACK_EMULATOR_*_TIMEOUT`), in milliseconds; the fallback otherwise. */
-export function timeoutMsFromEnv(env: NodeJS.ProcessEnv, name: string, fallbackMs: number): number {
-  const seconds = Number(env[name]);
-  return env[name] && Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : fallbackMs;
+/**
+ * A timeout the user may set in seconds (`STACK_EMULATOR_*_TIMEOUT`, or the original's `EMULATOR_*_TIMEOUT` after
+ * it), in milliseconds: the first of `names` that holds a positive number, else the fallback.
+ */
+export function timeoutMsFromEnv(
+  env: NodeJS.ProcessEnv,
+  names: string | readonly string[],
+  fallbackMs: number,
+): number {
+  for (const name of typeof names === "string" ? [names] : names) {
+    const seconds = Number(env[name]);
+    if (env[name] && Number.isFinite(seconds) && seconds > 0) return seconds * 1000;
+  }
+  return fallbackMs;
 }
 
 /**

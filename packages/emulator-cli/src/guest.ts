@@ -1,26 +1,36 @@
-import { rmSync } from "node:fs";
 import type { ExecResult, QgaClient } from "@stack/qga";
 import type { BootInputs } from "./boot-inputs.js";
+import { coldBootTimeoutMs } from "./cold-boot.js";
 import { timeoutMsFromEnv } from "./context.js";
+import { GUEST, PLACEHOLDER_PUBLISHABLE_KEY, REAPPLY_CONFIG_SCRIPT, SECRET_NAMES } from "./contract.js";
 import { EmulatorError } from "./errors.js";
 import { waitHealthy } from "./health.js";
 import type { Rotation } from "./instance-state.js";
 import { type LiveVm, withAgent } from "./live-vm.js";
 import { isSameProcess } from "./process-identity.js";
-import { formatEnv, generateSecrets, saveKeys } from "./secrets.js";
+import { forgetKeys, formatEnv, generateSecrets, saveKeys, saveServedPublishableKey } from "./secrets.js";
 
 /**
  * How long the guest's own work may take: a command through the agent, or its services' health after a resume. The
- * image sets it (a systemd guest under TCG needs minutes where the dev image needs seconds); the user may override.
+ * image may set it (a systemd guest under TCG needs minutes where the dev image needs seconds); the user may
+ * override it, with the original's EMULATOR_SNAPSHOT_READY_TIMEOUT too; 45 s otherwise, as there.
  */
 function guestTimeoutMs(inputs: BootInputs): number {
-  const fromImage = inputs.image.manifest.guest.timeoutSeconds;
-  const imageMs = typeof fromImage === "number" && fromImage > 0 ? fromImage * 1000 : 30_000;
-  return timeoutMsFromEnv(inputs.ctx.env, "STACK_EMULATOR_GUEST_TIMEOUT", imageMs);
+  const fromImage = inputs.image.manifest.timeoutSeconds;
+  const imageMs = typeof fromImage === "number" && fromImage > 0 ? fromImage * 1000 : 45_000;
+  return timeoutMsFromEnv(
+    inputs.ctx.env,
+    ["STACK_EMULATOR_GUEST_TIMEOUT", "EMULATOR_SNAPSHOT_READY_TIMEOUT"],
+    imageMs,
+  );
 }
 
-async function guestExec(inputs: BootInputs, qga: QgaClient, path: string, what: string): Promise<void> {
-  checkGuestExit(await qga.exec({ path, captureOutput: true }, { timeoutMs: guestTimeoutMs(inputs) }), what);
+async function guestShell(inputs: BootInputs, qga: QgaClient, script: string, what: string): Promise<void> {
+  const result = await qga.exec(
+    { path: GUEST.shell, args: ["-c", script], captureOutput: true },
+    { timeoutMs: guestTimeoutMs(inputs) },
+  );
+  checkGuestExit(result, what);
 }
 
 function checkGuestExit(result: ExecResult, what: string): void {
@@ -49,14 +59,16 @@ export async function rotateSecrets(
       "EMULATOR_NO_ROTATION=1: the emulator keeps the PUBLIC placeholder keys baked into the image. Anyone can use them. Never expose these ports.",
     );
     await whileStarting?.();
-    // Keys from an earlier start no longer describe this guest: it serves the placeholders.
-    rmSync(paths.keys, { force: true });
+    // Keys from an earlier start no longer describe this guest: it serves the placeholders, which the original's
+    // CLI reads from internal-pck like any other key in service.
+    forgetKeys(paths);
+    saveServedPublishableKey(paths, PLACEHOLDER_PUBLISHABLE_KEY);
     return "skipped";
   }
   report.step("rotating secrets through the guest agent");
-  const secrets = generateSecrets(inputs.image.manifest.secrets);
+  const secrets = generateSecrets(SECRET_NAMES);
   const pid = await qga.spawn(
-    { path: inputs.image.manifest.guest.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
+    { path: GUEST.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
     { timeoutMs: guestTimeoutMs(inputs) },
   );
   // The guest starts the rotation program meanwhile, so the agent's hwclock run (set-time) no longer delays it.
@@ -64,7 +76,7 @@ export async function rotateSecrets(
   // app comes after validating and storing the secrets, far later.
   await whileStarting?.();
   checkGuestExit(await qga.waitForExit(pid, { timeoutMs: guestTimeoutMs(inputs) }), "secret rotation");
-  saveKeys(paths.keys, secrets);
+  saveKeys(paths, secrets);
   report.mark("secrets rotated");
   return "rotated";
 }
@@ -111,6 +123,10 @@ export async function settleBootedGuest(inputs: BootInputs, vm: LiveVm): Promise
 /**
  * A restored guest's clock, runtime config and (when `rotate`) secrets, then its health. When nothing in that
  * restarts the app (no rotation, same config) the health check runs alongside the agent's work, not after it.
+ *
+ * Another runtime config (other host ports than the guest was started with) restarts the app through the image's
+ * own `stack.service`, which renders the new config; the restarted app is back on the image's placeholder keys, so
+ * it is rotated afterwards, once healthy, whatever the saved guest held before.
  */
 export async function settleResumedGuest(
   inputs: BootInputs,
@@ -118,19 +134,25 @@ export async function settleResumedGuest(
   savedConfigHash: string,
   options: { rotate: boolean; what: string },
 ): Promise<Rotation | undefined> {
-  const { applyConfig } = inputs.image.manifest.guest;
-  const configChanged = savedConfigHash !== inputs.configHash && Boolean(applyConfig);
+  const configChanged = savedConfigHash !== inputs.configHash;
+  const rotate = options.rotate || configChanged;
+  if (configChanged) {
+    await withAgent(inputs.ctx, vm, async (qga) => {
+      // The clock is set before anything restarts the app: not with the time of the save.
+      await setGuestClock(inputs, qga);
+      inputs.ctx.report.step("restarting the app with the changed runtime config (stack.service)");
+      await guestShell(inputs, qga, REAPPLY_CONFIG_SCRIPT, "applying the runtime config");
+    });
+    // A whole app starting again, as at boot.
+    await waitServices(inputs, vm, coldBootTimeoutMs(inputs.ctx.env), `${options.what}, new runtime config`);
+  }
   const agentWork = withAgent(inputs.ctx, vm, async (qga) => {
-    // The clock is set before anything restarts the app (rotation, config): not with the time of the save.
-    if (options.rotate && !configChanged) return rotateSecrets(inputs, qga, () => setGuestClock(inputs, qga));
+    if (configChanged) return rotate ? rotateSecrets(inputs, qga) : undefined;
+    if (rotate) return rotateSecrets(inputs, qga, () => setGuestClock(inputs, qga));
     await setGuestClock(inputs, qga);
-    if (configChanged && applyConfig) {
-      inputs.ctx.report.step("applying the changed runtime config in the guest");
-      await guestExec(inputs, qga, applyConfig, "applying the runtime config");
-    }
-    return options.rotate ? rotateSecrets(inputs, qga) : undefined;
+    return undefined;
   });
-  const restartsApp = (options.rotate && !inputs.noRotation) || configChanged;
+  const restartsApp = rotate && !inputs.noRotation;
   if (restartsApp) {
     const rotation = await agentWork;
     // On a large guest this is seconds: the app's processes start again from nothing.

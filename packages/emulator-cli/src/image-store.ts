@@ -184,7 +184,16 @@ export function selectorFromFlags(flags: PullFlags): ImageSelector | undefined {
   if (flags.pr !== undefined) return { kind: "pr", number: positiveInt(flags.pr, "--pr") };
   if (flags.run !== undefined) return { kind: "run", id: positiveInt(flags.run, "--run") };
   if (flags.tag !== undefined) return { kind: "release", tag: flags.tag };
-  if (flags.branch !== undefined) return { kind: "release", tag: `${RELEASE_PREFIX}${flags.branch}-latest` };
+  if (flags.branch !== undefined) {
+    if (!/^[A-Za-z0-9._/-]{1,100}$/.test(flags.branch)) {
+      throw new EmulatorError(
+        "INVALID_ARGUMENT",
+        `--branch ${JSON.stringify(flags.branch)} is not a branch name`,
+        "pass the branch whose emulator builds to use, such as dev or main",
+      );
+    }
+    return { kind: "release", tag: `${RELEASE_PREFIX}${flags.branch}-latest` };
+  }
   return undefined;
 }
 
@@ -196,7 +205,7 @@ export function archOf(flags: PullFlags): "amd64" | "arm64" {
 export function imageName(selector: ImageSelector, arch: string): string {
   switch (selector.kind) {
     case "release":
-      return `release-${(selector.tag ?? "latest").replace(/[^A-Za-z0-9._-]/g, "_")}-${arch}`;
+      return `release-${(selector.tag ?? "emulator-dev-latest").replace(/[^A-Za-z0-9._-]/g, "_")}-${arch}`;
     case "pr":
       return `pr-${selector.number}-${arch}`;
     case "run":

@@ -1,17 +1,14 @@
 import { existsSync, readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { EmulatorError } from "./errors.js";
-import type { ServiceSpec } from "./ports.js";
 
-export const SECRET_NAMES = [
-  "STACK_PUBLISHABLE_CLIENT_KEY",
-  "STACK_SECRET_SERVER_KEY",
-  "STACK_SUPER_SECRET_ADMIN_KEY",
-  "CRON_SECRET",
-] as const;
-
+/**
+ * What an image is to the host: its hardware and how it boots. What runs inside (config disk, ports, rotation) is
+ * the guest contract (contract.ts), the same for every image. Schema 1 manifests described a contract of this
+ * project's own and are refused: their images are rebuilt.
+ */
 export interface ImageManifest {
-  schema: 1;
+  schema: 2;
   name: string;
   arch: "amd64" | "arm64";
   digest: string;
@@ -19,16 +16,8 @@ export interface ImageManifest {
   disk: string;
   memoryMiB: number;
   cpus: number;
-  configIso: { volumeId: string };
-  services: ServiceSpec[];
-  guest: {
-    rotateSecrets: string;
-    applyConfig?: string;
-    waitReady?: string;
-    /** How long a guest command (rotation, config) and the health check after a resume may take; default 30. */
-    timeoutSeconds?: number;
-  };
-  secrets: string[];
+  /** How long a guest command (rotation) and the health check after a resume may take, in seconds. */
+  timeoutSeconds?: number;
 }
 
 /** An image on disk: its directory and its manifest, with every file path made absolute. */
@@ -63,7 +52,10 @@ export function loadImage(dir: string): Image {
   } catch (error) {
     fail(dir, `not valid JSON (${(error as Error).message})`);
   }
-  if (manifest.schema !== 1) fail(dir, `unsupported schema ${String(manifest.schema)}`);
+  if ((manifest.schema as number) === 1) {
+    fail(dir, "an image of an older version of this project (its guest speaks another contract); rebuild it");
+  }
+  if (manifest.schema !== 2) fail(dir, `unsupported schema ${String(manifest.schema)}`);
   for (const key of ["name", "digest", "disk"] as const) {
     if (typeof manifest[key] !== "string" || manifest[key] === "")
       fail(dir, `"${key}" must be a non-empty string`);
@@ -71,8 +63,7 @@ export function loadImage(dir: string): Image {
   if (!Number.isInteger(manifest.memoryMiB) || manifest.memoryMiB < 64)
     fail(dir, '"memoryMiB" must be >= 64');
   if (!Number.isInteger(manifest.cpus) || manifest.cpus < 1) fail(dir, '"cpus" must be >= 1');
-  if (!Array.isArray(manifest.services) || manifest.services.length === 0) fail(dir, '"services" is empty');
-  if (!manifest.guest?.rotateSecrets) fail(dir, '"guest.rotateSecrets" is missing');
+  if (manifest.arch !== "amd64" && manifest.arch !== "arm64") fail(dir, '"arch" must be amd64 or arm64');
   const abs = (file: string) => (isAbsolute(file) ? file : join(dir, file));
   const image: Image = { dir, manifest, diskPath: abs(manifest.disk) };
   if ("kernel" in manifest.boot) {
@@ -83,4 +74,34 @@ export function loadImage(dir: string): Image {
     if (file && !existsSync(file)) fail(dir, `${file} is missing`);
   }
   return image;
+}
+
+/**
+ * The image with the guest's RAM and vCPUs as `EMULATOR_RAM` (MiB) and `EMULATOR_CPUS` set them, the original's
+ * variables; the image's own values otherwise. Both are part of a snapshot's fingerprint, so a change recaptures.
+ */
+export function withMachineSettings(image: Image, env: NodeJS.ProcessEnv): Image {
+  const setting = (name: string, min: number, max: number): number | undefined => {
+    const value = env[name];
+    if (value === undefined || value === "") return undefined;
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new EmulatorError(
+        "INVALID_ARGUMENT",
+        `${name}=${JSON.stringify(value)} is out of range`,
+        `use a whole number from ${min} to ${max}, or unset it for the image's own value`,
+      );
+    }
+    return Number(value);
+  };
+  const memoryMiB = setting("EMULATOR_RAM", 128, 1024 * 1024);
+  const cpus = setting("EMULATOR_CPUS", 1, 256);
+  if (memoryMiB === undefined && cpus === undefined) return image;
+  return {
+    ...image,
+    manifest: {
+      ...image.manifest,
+      ...(memoryMiB === undefined ? {} : { memoryMiB }),
+      ...(cpus === undefined ? {} : { cpus }),
+    },
+  };
 }

@@ -55,6 +55,14 @@ export interface InstancePaths {
   cliLog: string;
   pidFile: string;
   keys: string;
+  /** The staging tree shared with the guest as `/host`: config files at their absolute paths, nothing else. */
+  shareDir: string;
+  /** The config files this instance shares, and the pid of the process that keeps their copies in sync. */
+  shareRecord: string;
+  shareSyncPid: string;
+  shareLog: string;
+  /** The internal project's publishable key in service, alone (the original CLI's `internal-pck`). */
+  internalPck: string;
   /** Host ports chosen with `--ports auto`, reused by later starts. */
   ports: string;
   /** This instance's writable copy of the UEFI variable store. */
@@ -98,6 +106,11 @@ export function instancePaths(layout: HomeLayout, name: string): InstancePaths {
     cliLog: join(dir, "emulator.log"),
     pidFile: join(dir, "qemu.pid"),
     keys: join(dir, "keys.env"),
+    internalPck: join(dir, "internal-pck"),
+    shareDir: join(dir, "share"),
+    shareRecord: join(dir, "share.json"),
+    shareSyncPid: join(dir, "share-sync.pid"),
+    shareLog: join(dir, "share.log"),
     ports: join(dir, "ports.json"),
     firmwareVars: join(dir, "efivars.fd"),
     ram: join(dir, "ram"),

@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
 import type { InstancePaths } from "./paths.js";
-import { isPortFree, parsePort, type ServiceSpec } from "./ports.js";
+import { isPortFree, parsePort, portFromEnv, type ServiceSpec } from "./ports.js";
 
 /** `auto`: free ports, recorded with the instance and reused; `default`: the image's ports, forgetting a record. */
 export type PortsMode = "auto" | "default";
@@ -80,11 +80,12 @@ export interface PortPlan {
  * port while that is free, else a free one. Otherwise the recorded port, else the image's default.
  */
 export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
+  // The same reading the engine does (portFromEnv), so the original's EMULATOR_*_PORT names count as explicit too.
   const explicit = (service: ServiceSpec) => {
-    const value = service.portEnv ? input.env[service.portEnv] : undefined;
-    return value ? parsePort(value, service.portEnv as string) : undefined;
+    const fromEnv = portFromEnv(service, input.env);
+    return fromEnv ? parsePort(fromEnv.value, fromEnv.name) : undefined;
   };
-  const movable = input.services.filter((s) => s.portEnv && explicit(s) === undefined);
+  const movable = input.services.filter((s) => s.portEnv && !s.sameHostPort && explicit(s) === undefined);
   const recorded = input.mode === "default" ? undefined : input.recorded;
   let auto = input.mode === "auto";
   let note: string | undefined;
@@ -98,7 +99,11 @@ export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
     }
   }
   const ports: ServicePorts = {};
-  for (const service of input.services) ports[service.name] = explicit(service) ?? service.defaultHostPort;
+  for (const service of input.services) {
+    ports[service.name] = service.sameHostPort
+      ? service.guestPort
+      : (explicit(service) ?? service.defaultHostPort);
+  }
   const taken = new Set([...input.reserved, ...Object.values(ports)]);
   for (const service of movable) {
     const previous = recorded?.[service.name];

@@ -8,6 +8,10 @@ export interface ServiceSpec {
   defaultHostPort: number;
   portEnv?: string;
   health?: string;
+  /** Forwarded from the host port of the same number, whatever the settings say (the guest names it to browsers). */
+  sameHostPort?: boolean;
+  /** Left unforwarded, with a note, when its host port is taken: the emulator works without it. */
+  optional?: boolean;
 }
 
 export interface ForwardedService extends ServiceSpec {
@@ -36,7 +40,7 @@ export function originalPortEnv(portEnv: string): string | undefined {
 }
 
 /** The variable that sets a service's port, and its value: this project's name first, then the original's. */
-function portFromEnv(
+export function portFromEnv(
   service: ServiceSpec,
   env: NodeJS.ProcessEnv,
 ): { name: string; value: string } | undefined {
@@ -51,6 +55,7 @@ function portFromEnv(
 /** Host ports for each service: the service's environment variable when set, else its default. */
 export function resolveServicePorts(services: ServiceSpec[], env: NodeJS.ProcessEnv): ForwardedService[] {
   const resolved = services.map((service) => {
+    if (service.sameHostPort) return { ...service, hostPort: service.guestPort };
     const fromEnv = portFromEnv(service, env);
     const hostPort = fromEnv ? parsePort(fromEnv.value, fromEnv.name) : service.defaultHostPort;
     return { ...service, hostPort };
@@ -141,11 +146,24 @@ export function describePortOwner(port: number, procRoot = "/proc"): string | un
   return undefined;
 }
 
-/** Checks every host port before QEMU starts, so a conflict is reported up front, by name and owner. */
-export async function assertPortsFree(services: ForwardedService[]): Promise<void> {
+/**
+ * Checks every host port before QEMU starts, so a conflict is reported up front, by name and owner. An optional
+ * service whose port is taken is left out, with a note saying what that costs; the services to forward remain.
+ */
+export async function checkPortsFree(
+  services: ForwardedService[],
+): Promise<{ services: ForwardedService[]; notes: string[] }> {
   const busy: ForwardedService[] = [];
+  const notes: string[] = [];
+  const forwarded: ForwardedService[] = [];
   for (const service of services) {
-    if (!(await isPortFree(service.hostPort))) busy.push(service);
+    if (await isPortFree(service.hostPort)) forwarded.push(service);
+    else if (service.optional) {
+      const owner = describePortOwner(service.hostPort);
+      notes.push(
+        `host port ${service.hostPort} (${service.name}) is taken${owner ? ` by ${owner}` : ""}: this instance runs without it, so OAuth sign-ins through the mock server do not work in a browser (another PORT_PREFIX gives it a port of its own)`,
+      );
+    } else busy.push(service);
   }
   const first = busy[0];
   if (first) {
@@ -163,4 +181,5 @@ export async function assertPortsFree(services: ForwardedService[]): Promise<voi
       `${findOwner}, or start with \`--ports auto\` (free ports, kept for this instance) or the variable shown`,
     );
   }
+  return { services: forwarded, notes };
 }

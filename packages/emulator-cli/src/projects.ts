@@ -28,12 +28,13 @@ export function configFileIdentity(configFile: string): string {
 }
 
 /**
- * Creates the project for a config file through the backend, or returns the one made for it before. Authenticated as
- * the internal project's server (its secret server key), as `POST /api/v1/internal/local-emulator/project` requires.
+ * Creates the project for a config file through the backend, or returns the one made for it before: the original
+ * CLI's request, as a client of the internal project with its publishable key (docs/guest-contract.md, section 5).
+ * The backend reads the file at `/host<path>`, so it must be shared with the guest first.
  */
 export async function ensureConfigProject(
   backendUrl: string,
-  internalSecretServerKey: string,
+  internalPublishableKey: string,
   configFile: string,
 ): Promise<ConfigProject> {
   const url = `${backendUrl}/api/v1/internal/local-emulator/project`;
@@ -44,8 +45,8 @@ export async function ensureConfigProject(
       headers: {
         "content-type": "application/json",
         "x-stack-project-id": INTERNAL_PROJECT_ID,
-        "x-stack-access-type": "server",
-        "x-stack-secret-server-key": internalSecretServerKey,
+        "x-stack-access-type": "client",
+        "x-stack-publishable-client-key": internalPublishableKey,
       },
       body: JSON.stringify({ absolute_file_path: configFileIdentity(configFile) }),
       signal: AbortSignal.timeout(30_000),

@@ -12,7 +12,7 @@ import {
 import type { Context } from "./context.js";
 import { EmulatorError } from "./errors.js";
 import { writeFileAtomic } from "./fs-atomic.js";
-import { type Image, type ImageManifest, loadImage, SECRET_NAMES } from "./image.js";
+import { type Image, type ImageManifest, loadImage } from "./image.js";
 import {
   archOf,
   type ImageSelector,
@@ -24,25 +24,23 @@ import {
 import { commitStaging, createStaging, removeAbandonedStaging } from "./staging.js";
 
 export const DEFAULT_REPO = "stack-auth/stack-auth";
+/** The workflow whose runs build images for pull requests and runs (`qemu-emulator-build.yaml` in the original). */
+export const DEFAULT_WORKFLOW = "qemu-emulator-build.yaml";
+export const DEFAULT_BRANCH = "dev";
 
 /** The file name a published image's disk has, in releases and CI artifacts alike. */
 export const diskFileName = (arch: string) => `stack-emulator-${arch}.qcow2`;
+/** The name of a CI build's artifact: a zip holding diskFileName(arch). */
+export const artifactName = (arch: string) => `qemu-emulator-${arch}`;
 
 /**
- * The manifest of a published image, as guest/build-image writes it (a test keeps the two equal): a cloud image
- * that boots from its disk and serves the full stack. `name` is where this CLI stores it, so that every pulled
- * image has its own snapshot.
+ * The manifest of a published image: a bare qcow2 that boots from its disk through firmware (SeaBIOS on q35, UEFI on
+ * virt), with the original's 4096 MiB and 4 vCPUs. `name` is where this CLI stores it, so that every pulled image
+ * has its own snapshot.
  */
 export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: string): ImageManifest {
-  const service = (svc: string, guestPort: number, defaultHostPort: number, health?: string) => ({
-    name: svc,
-    guestPort,
-    defaultHostPort,
-    portEnv: `STACK_EMULATOR_${svc.toUpperCase().replaceAll("-", "_")}_PORT`,
-    ...(health ? { health } : {}),
-  });
   return {
-    schema: 1,
+    schema: 2,
     name,
     arch,
     digest,
@@ -50,20 +48,6 @@ export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: s
     disk: diskFileName(arch),
     memoryMiB: 4096,
     cpus: 4,
-    configIso: { volumeId: "STACKCFG" },
-    services: [
-      service("dashboard", 8101, 26700, "/handler/sign-in"),
-      service("backend", 8102, 26701, "/health?db=1"),
-      service("minio", 8103, 26702, "/minio/health/live"),
-      service("inbucket", 8104, 26703, "/"),
-      service("mock-oauth", 8114, 26704),
-    ],
-    guest: {
-      rotateSecrets: "/usr/local/bin/trigger-fast-rotate",
-      applyConfig: "/usr/local/bin/apply-runtime-config",
-      waitReady: "/usr/local/bin/wait-for-stack-ready",
-    },
-    secrets: [...SECRET_NAMES],
   };
 }
 
@@ -77,21 +61,61 @@ function github(ctx: Context): GitHubClient {
   });
 }
 
-async function pickRelease(client: GitHubClient, repo: string, tag: string | undefined): Promise<Release> {
-  if (tag) return client.releaseByTag(repo, tag);
-  const releases = (await client.listReleases(repo, { prefix: RELEASE_PREFIX })).filter(
-    (r) => !r.draft && !r.prerelease,
-  );
-  const newest = releases.sort((a, b) =>
-    (b.publishedAt ?? b.createdAt).localeCompare(a.publishedAt ?? a.createdAt),
-  )[0];
+/** `emulator-<branch>-latest`: the tag the original's workflow updates in place on every build of a branch. */
+export const latestTag = (branch: string) => `${RELEASE_PREFIX}${branch}-latest`;
+/** `emulator-<branch>-<yyyymmdd>-<sha8>`: one per build, never changed after. */
+function isDatedTag(tag: string, branch: string): boolean {
+  const prefix = `${RELEASE_PREFIX}${branch}-`;
+  return tag.startsWith(prefix) && /^\d{8}-[0-9a-f]{8}$/.test(tag.slice(prefix.length));
+}
+
+/** How long to wait for a `-latest` release that is being re-uploaded (a draft, or missing its asset) to return. */
+const REUPLOAD_WAIT = { attempts: 4, delayMs: 5000 };
+
+function hasAsset(release: Release, arch: string): boolean {
+  const plain = diskFileName(arch);
+  return release.assets.some((a) => a.name === plain || a.name === `${plain}.zst`);
+}
+
+/**
+ * The release a selector names. Every `emulator-*` release is a prerelease (so GitHub's "latest" is none of them);
+ * the default is the branch's `-latest` tag. That one is re-uploaded in place by each build, briefly a draft
+ * (invisible) or without its asset: then this waits a little, and if it does not come back takes the newest dated
+ * release of the branch instead, which is never changed.
+ */
+async function pickRelease(
+  ctx: Context,
+  client: GitHubClient,
+  repo: string,
+  selector: { tag?: string },
+  arch: string,
+): Promise<Release> {
+  const tag = selector.tag ?? latestTag(DEFAULT_BRANCH);
+  const branch = /^emulator-(.+)-latest$/.exec(tag)?.[1];
+  if (branch === undefined) return client.releaseByTag(repo, tag);
+  for (let attempt = 1; ; attempt++) {
+    const release = await client.releaseByTag(repo, tag).catch((error: unknown) => {
+      if (error instanceof ArtifactsError && error.code === "NO_RELEASE") return undefined;
+      throw error;
+    });
+    if (release && !release.draft && hasAsset(release, arch)) return release;
+    if (attempt >= REUPLOAD_WAIT.attempts) break;
+    ctx.report.warn(
+      `release ${tag} ${release ? `has no ${diskFileName(arch)} right now` : "is not published right now"} (a build may be re-uploading it); trying again in ${REUPLOAD_WAIT.delayMs / 1000} s`,
+    );
+    await new Promise((r) => setTimeout(r, REUPLOAD_WAIT.delayMs));
+  }
+  const newest = (await client.listReleases(repo, { prefix: RELEASE_PREFIX }))
+    .filter((r) => isDatedTag(r.tag, branch) && !r.draft && hasAsset(r, arch))
+    .sort((a, b) => (b.publishedAt ?? b.createdAt).localeCompare(a.publishedAt ?? a.createdAt))[0];
   if (!newest) {
     throw new EmulatorError(
       "NO_IMAGE",
-      `${repo} has no published ${RELEASE_PREFIX}* release`,
-      "pick one with --tag (see `stack-emulator list-releases`), or start the offline dev image: stack-emulator start --image dev",
+      `${repo} has no ${tag} release with ${diskFileName(arch)}, and no dated ${RELEASE_PREFIX}${branch}-* release either`,
+      "pick one with --tag (see `stack-emulator list-releases`) or --branch, or start the offline dev image: stack-emulator start --image dev",
     );
   }
+  ctx.report.warn(`release ${tag} is unavailable; using the newest build of ${branch}, ${newest.tag}`);
   return newest;
 }
 
@@ -121,23 +145,21 @@ async function fetchDisk(
   const transfer = { onProgress: progress, onMessage: (message: string) => ctx.report.warn(message) };
   try {
     if (selector.kind === "release") {
-      const release = await pickRelease(client, repo, selector.tag);
+      const release = await pickRelease(ctx, client, repo, selector, arch);
       ctx.report.info(`release ${release.tag} (${release.publishedAt ?? release.createdAt})`);
       const asset = releaseAsset(release, arch);
       const fetched = await fetchReleaseAsset({ ...transfer, client, release, asset, dest });
       return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
     }
-    const workflow = ctx.env.STACK_EMULATOR_WORKFLOW;
-    const artifactName = new RegExp(`stack-emulator-${arch}`);
+    const workflow = ctx.env.STACK_EMULATOR_WORKFLOW || DEFAULT_WORKFLOW;
+    const query = { artifactName: artifactName(arch) };
     const artifact =
       selector.kind === "pr"
-        ? await client.pullRequestArtifact(repo, selector.number, {
-            artifactName,
-            ...(workflow ? { workflow } : {}),
-          })
-        : await client.runArtifact(repo, (selector as { id: number }).id, { artifactName });
+        ? await client.pullRequestArtifact(repo, selector.number, { ...query, workflow })
+        : await client.runArtifact(repo, (selector as { id: number }).id, query);
     ctx.report.info(`artifact ${artifact.name} of run ${artifact.runId} (${artifact.headSha.slice(0, 12)})`);
-    const fetched = await fetchArtifactFile({ ...transfer, client, artifact, dest, file: /\.qcow2$/ });
+    const file = new RegExp(`(^|/)${diskFileName(arch).replaceAll(".", "\\.")}$`);
+    const fetched = await fetchArtifactFile({ ...transfer, client, artifact, dest, file });
     return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
   } finally {
     // Whatever is printed next must not land on the progress bar's line.

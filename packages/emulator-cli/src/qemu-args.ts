@@ -1,11 +1,12 @@
 import type { Firmware } from "@stack/host-detect";
 import { memoryBackend } from "@stack/qmp";
+import { SHARE } from "./contract.js";
 import type { Image } from "./image.js";
 import type { InstancePaths } from "./paths.js";
 import type { ForwardedService } from "./ports.js";
 
 /** Bump when the device layout changes: snapshots captured with another layout cannot be resumed. */
-export const DEVICE_LAYOUT_VERSION = 3;
+export const DEVICE_LAYOUT_VERSION = 4;
 export const CPU_MODEL = "max";
 const RAM_BACKEND_ID = "ram0";
 
@@ -30,7 +31,21 @@ export interface LaunchSpec {
   services: ForwardedService[];
   ram: RamSpec;
   incoming: boolean;
+  /**
+   * The config-file share's 9p device is on the command line: a saved state recorded with it plugged in. Otherwise
+   * it is hot-plugged when needed (shareDeviceArgs) into the root port every layout reserves for it.
+   */
+  shareDevice?: boolean;
 }
+
+/** The 9p device of the config-file share, as -device or QMP device_add properties. */
+export const SHARE_DEVICE = {
+  driver: "virtio-9p-pci",
+  id: SHARE.deviceId,
+  fsdev: SHARE.fsdevId,
+  mount_tag: SHARE.tag,
+  bus: SHARE.rootPortId,
+} as const;
 
 /** QEMU option values escape a comma by doubling it. */
 function opt(value: string): string {
@@ -123,6 +138,15 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     ...(machine.arch === "amd64" ? ["-device", "vmgenid,id=vmgenid0,guid=auto"] : []),
     "-device",
     `virtio-rng-pci,id=rng0${pci(6)}`,
+    // Reserved for the config-file share: PCIe slots on the root bus cannot be hot-plugged, a root port's can. The
+    // -fsdev is host-side only (not migrated), always there so that a device_add can name it.
+    "-device",
+    `pcie-root-port,id=${SHARE.rootPortId},chassis=1${pci(7)}`,
+    "-fsdev",
+    `local,id=${SHARE.fsdevId},path=${opt(paths.shareDir)},security_model=none`,
+    ...(spec.shareDevice
+      ? ["-device", Object.entries(SHARE_DEVICE).map(([k, v]) => (k === "driver" ? v : `${k}=${v}`)).join(",")]
+      : []),
     "-qmp",
     `unix:${opt(paths.qmpSocket)},server=on,wait=off`,
     "-chardev",

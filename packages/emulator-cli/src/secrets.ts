@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { PUBLISHABLE_KEY_NAME } from "./contract.js";
 import { writeFileAtomic } from "./fs-atomic.js";
+import type { InstancePaths } from "./paths.js";
 
 export type Secrets = Record<string, string>;
 
@@ -24,9 +26,23 @@ export function parseEnv(text: string): Secrets {
   return result;
 }
 
-/** The host copy of the keys in service: written only after the guest accepted them, readable by the owner only. */
-export function saveKeys(path: string, secrets: Secrets): void {
-  writeFileAtomic(path, formatEnv(secrets), 0o600);
+/**
+ * The host copy of the keys in service, written only after the guest accepted them, readable by the owner only:
+ * all four in keys.env, and the publishable key alone in internal-pck, where the original's CLI reads it.
+ */
+export function saveKeys(paths: InstancePaths, secrets: Secrets): void {
+  writeFileAtomic(paths.keys, formatEnv(secrets), 0o600);
+  saveServedPublishableKey(paths, secrets[PUBLISHABLE_KEY_NAME] as string);
+}
+
+/** internal-pck: the internal project's publishable key the guest serves, even the public placeholder. */
+export function saveServedPublishableKey(paths: InstancePaths, key: string): void {
+  writeFileAtomic(paths.internalPck, key, 0o600);
+}
+
+export function forgetKeys(paths: InstancePaths): void {
+  rmSync(paths.keys, { force: true });
+  rmSync(paths.internalPck, { force: true });
 }
 
 export function loadKeys(path: string): Secrets | undefined {

@@ -18,6 +18,8 @@ export interface Fingerprint {
   deviceLayout: number;
   imageDigest: string;
   method: string;
+  /** The guest listens on `${portPrefix}01`... from boot on. */
+  portPrefix: string;
 }
 
 export interface SnapshotManifest {
@@ -49,6 +51,7 @@ export function fingerprintOf(
   qemuVersion: string,
   image: Image,
   method: string,
+  portPrefix: string,
 ): Fingerprint {
   return {
     qemuBinary: machine.qemu,
@@ -61,6 +64,7 @@ export function fingerprintOf(
     deviceLayout: DEVICE_LAYOUT_VERSION,
     imageDigest: image.manifest.digest,
     method,
+    portPrefix,
   };
 }
 

@@ -1,5 +1,14 @@
 import { spawn } from "node:child_process";
-import { appendFileSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { QmpClient } from "@stack/qmp";
 import { EmulatorError } from "./errors.js";
 import { ensureSocketDir, type InstancePaths } from "./paths.js";
@@ -23,6 +32,8 @@ export async function launchQemu(spec: LaunchSpec, stateFile?: string): Promise<
   const vars = spec.machine.firmware?.vars;
   // UEFI variables are per instance and persist across its boots; the template is never written.
   if (vars && !existsSync(paths.firmwareVars)) copyFileSync(vars, paths.firmwareVars);
+  // The share's -fsdev names it on every launch, shared or not.
+  mkdirSync(paths.shareDir, { recursive: true, mode: 0o700 });
 
   const args = buildQemuArgs(spec);
   const stateFd = stateFile === undefined ? undefined : openSync(stateFile, "r");

@@ -1,24 +1,40 @@
-# Shared by the guest scripts (sourced, busybox sh). Paths and helpers of the dev image's app.
+# Shared by the guest scripts (sourced, busybox sh): the dev image's paths and helpers. The names mirror the real
+# image's guest side (docs/guest-contract.md): the config disk at /mnt/stack-runtime, the app's env at
+# /run/stack-auth/local-emulator.env, the rotated secrets at /run/stack-auth/rotated-secrets.env.
 # shellcheck shell=sh
 # shellcheck disable=SC2034 # the variables are used by the scripts that source this file
 STACK_RUN=/run/stack
-SECRETS_FILE=$STACK_RUN/secrets.env
-RUNTIME_ENV=$STACK_RUN/runtime.env
-CONFIG_JSON=$STACK_RUN/config.json
-SIGN_IN_HTML=$STACK_RUN/sign-in.html
+RUNTIME_MOUNT=/mnt/stack-runtime
+APP_ENV=/run/stack-auth/local-emulator.env
+ROTATED_ENV=/run/stack-auth/rotated-secrets.env
+APP_LOG=/var/log/stack.log
+PLACEHOLDERS=/etc/stack/placeholder-secrets.env
 KV_DIR=/data/kv
-# Projects made by POST /api/v1/internal/local-emulator/project: <id>/keys.env, and by-path/<hash> -> <id>.
+# Projects made by POST /api/v1/internal/local-emulator/project: <id>/keys.env and <id>/path, by-path/<hash> -> <id>.
 PROJECTS_DIR=/data/projects
-# The project the four rotated secrets belong to (the real image's seeded project has the same id).
+# The project the four rotated secrets belong to.
 INTERNAL_PROJECT_ID=internal
-CONFIG_MOUNT=/mnt/config
-BACKEND_PORT=8102
-DASHBOARD_PORT=8101
-SECRET_NAMES="STACK_PUBLISHABLE_CLIENT_KEY STACK_SECRET_SERVER_KEY STACK_SUPER_SECRET_ADMIN_KEY CRON_SECRET"
+HOST_MOUNT=/host
+SECRET_NAMES="STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY CRON_SECRET"
+# Ports that do not depend on the prefix: MinIO and Inbucket, as in the real image.
+MINIO_PORT=9090
+INBUCKET_PORT=9001
 
-# Messages go to stderr (the serial console for boot and the app), never secret values.
+# Messages go to the app's log (journalctl -u stack.service shows it) and the serial console; never secret values.
 log() {
+  echo "stack: $*" >>"$APP_LOG"
   echo "stack: $*" >&2
+}
+
+# The rendered env, then the rotated secrets over it: what the app runs with. Sets BACKEND_PORT, DASHBOARD_PORT,
+# STACK_EMULATOR_PORT_PREFIX, the four secrets and the rest of the app's settings in the calling shell.
+load_app_env() {
+  [ -r "$APP_ENV" ] || return 1
+  # shellcheck source=/dev/null
+  . "$APP_ENV"
+  # shellcheck source=/dev/null
+  [ -r "$ROTATED_ENV" ] && . "$ROTATED_ENV"
+  return 0
 }
 
 # Waits a fraction of a second without starting a process (busybox `sleep` is one, tens of milliseconds under TCG):
