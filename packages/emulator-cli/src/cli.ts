@@ -33,6 +33,7 @@ import { isSameProcess } from "./process-identity.js";
 import { createReporter } from "./report.js";
 import { childCommand, runChild, shieldedFromSignals } from "./run-child.js";
 import { keysFileInUse } from "./secrets.js";
+import { runShareSync } from "./share-sync.js";
 import { status } from "./status.js";
 
 interface GlobalOptions {
@@ -600,6 +601,16 @@ program
             )
             .join("\n"),
     );
+  });
+
+// The instance's config-file sync (share-sync.ts), started detached by the commands that share a config file.
+program
+  .command("share-sync", { hidden: true })
+  .requiredOption("--qemu-pid <pid>")
+  .requiredOption("--qemu-start <time>")
+  .action(async (flags: { qemuPid: string; qemuStart: string }, command: Command) => {
+    const { ctx } = context(command);
+    await runShareSync(ctx.paths, { pid: Number(flags.qemuPid), startTime: flags.qemuStart });
   });
 
 async function main(argv: string[]): Promise<void> {

@@ -16,6 +16,8 @@ export interface BootOutcome {
   rotation: Rotation;
   /** How the state it resumed was saved. */
   method?: string;
+  /** The config-file share's 9p device is in the VM (resumed with it). */
+  shareDevice?: boolean;
 }
 
 /**

@@ -9,9 +9,12 @@ import { inspectInstanceDisk, setAsideInstanceDisk } from "./disks.js";
 import { EmulatorError } from "./errors.js";
 import { describeSelector } from "./image-store.js";
 import { clearState, type InstanceState, readState, writeState } from "./instance-state.js";
+import { connectAgent } from "./live-vm.js";
 import { acquireLock } from "./lock.js";
 import type { InstancePaths } from "./paths.js";
-import { commandLine, identify, isSameProcess } from "./process-identity.js";
+import { commandLine, identify, isSameProcess, type ProcessIdentity } from "./process-identity.js";
+import { addSharedFile, plugShare, readShareRecord, stageShare, unmountShare } from "./share.js";
+import { startShareSync, stopShareSync } from "./share-sync.js";
 import { removeAbandonedStaging } from "./staging.js";
 import { saveSuspend, suspendMethod } from "./suspend.js";
 import { connectQmp, removeRuntimeFiles, terminate, waitForExit } from "./vm.js";
@@ -80,6 +83,51 @@ function collectingNotes(ctx: Context): { note: Note; reasons: string[] } {
   };
 }
 
+/**
+ * Shares this instance's config files with its running guest (docs/guest-contract.md, section 6): staged, the 9p
+ * device plugged in unless it is there already, mounted at /host, kept in sync by share-sync. Returns whether the
+ * device is in the VM now.
+ */
+async function attachShare(
+  ctx: Context,
+  qmp: QmpClient,
+  qemu: ProcessIdentity,
+  devicePresent: boolean,
+): Promise<boolean> {
+  const record = readShareRecord(ctx.paths);
+  if (record.files.length === 0) return devicePresent;
+  for (const missing of stageShare(ctx.paths, record)) {
+    ctx.report.warn(`config file ${missing} is gone: the guest no longer sees it`);
+  }
+  const qga = await connectAgent(ctx);
+  try {
+    await plugShare(qmp, qga, devicePresent);
+  } finally {
+    await qga.close().catch(() => undefined);
+  }
+  startShareSync(ctx.paths, ctx.name, qemu, ctx.env);
+  ctx.report.mark("config files shared");
+  return true;
+}
+
+/** Shares a config file with the running instance, so that its backend finds it at /host<path>. */
+export async function shareConfigFile(ctx: Context, file: string): Promise<void> {
+  await locked(ctx, "share", async () => {
+    const state = liveState(ctx);
+    if (!state) {
+      throw new EmulatorError("NOT_RUNNING", `the emulator instance ${ctx.name} is not running`);
+    }
+    addSharedFile(ctx.paths, file);
+    const qmp = await connectQmp(ctx.paths, 5000);
+    try {
+      const plugged = await attachShare(ctx, qmp, state.qemu, Boolean(state.shareDevice));
+      if (plugged !== state.shareDevice) writeState(ctx.paths, { ...state, shareDevice: plugged });
+    } finally {
+      await qmp.close().catch(() => undefined);
+    }
+  });
+}
+
 export async function start(ctx: Context, options: StartOptions): Promise<StartResult> {
   return locked(ctx, "start", async () => {
     const started = Date.now();
@@ -118,6 +166,15 @@ export async function start(ctx: Context, options: StartOptions): Promise<StartR
       ...(outcome.method ? { snapshotMethod: outcome.method } : {}),
       ...(reasons.length ? { fallbackReason: reasons.join("; ") } : {}),
     };
+    try {
+      if (await attachShare(ctx, outcome.vm.qmp, outcome.vm.identity, Boolean(outcome.shareDevice))) {
+        state.shareDevice = true;
+      }
+    } catch (error) {
+      // The emulator works without it; only config files' projects need it.
+      note(`the config files could not be shared with the guest (${(error as Error).message})`);
+      state.fallbackReason = reasons.join("; ");
+    }
     writeState(paths, state);
     await outcome.vm.qmp.close().catch(() => undefined);
     return { alreadyRunning: false, state };
@@ -213,6 +270,16 @@ async function stopLocked(ctx: Context, mode: StopMode): Promise<StopResult> {
   if (qmp && mode === "save") {
     try {
       report.step("saving the running state");
+      if (state.shareDevice) {
+        // QEMU refuses to save while a 9p export is mounted; the device stays, recorded with the state.
+        const qga = await connectAgent(ctx, 5000);
+        try {
+          await unmountShare(qga);
+        } finally {
+          await qga.close().catch(() => undefined);
+        }
+        await stopShareSync(paths);
+      }
       await saveSuspend(ctx, qmp, state);
       saved = true;
     } catch (error) {
@@ -228,6 +295,7 @@ async function stopLocked(ctx: Context, mode: StopMode): Promise<StopResult> {
   }
   report.step("stopping QEMU");
   await terminate(state.qemu, qmp);
+  await stopShareSync(paths);
   removeRuntimeFiles(paths);
   // Guest RAM is worth keeping only with the saved state that needs it.
   if (!saved) rmSync(paths.ram, { force: true });

@@ -5,7 +5,8 @@ import { EmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { type InstanceState, readState } from "./instance-state.js";
 import { isSameProcess } from "./process-identity.js";
-import { ensureConfigProject } from "./projects.js";
+import { shareConfigFile } from "./commands.js";
+import { configFileIdentity, ensureConfigProject } from "./projects.js";
 import { loadKeys } from "./secrets.js";
 
 /** The running instance's recorded state; a stopped or vanished one is an error that says how to start it. */
@@ -45,7 +46,10 @@ export async function appConnection(ctx: Context, configFile?: string): Promise<
   if (!configFile) {
     return { projectId: INTERNAL_PROJECT_ID, publishableClientKey, secretServerKey, apiUrl };
   }
-  const project = await ensureConfigProject(apiUrl, publishableClientKey, configFile);
+  // The backend reads the file at /host<path>: it must be in the guest's share first.
+  const file = configFileIdentity(configFile);
+  await shareConfigFile(ctx, file);
+  const project = await ensureConfigProject(apiUrl, publishableClientKey, file);
   return {
     projectId: project.project_id,
     publishableClientKey: project.publishable_client_key,

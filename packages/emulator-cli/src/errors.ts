@@ -36,6 +36,7 @@ export type EmulatorErrorCode =
   | "NO_BACKEND"
   | "BACKEND_UNREACHABLE"
   | "PROJECT_FAILED"
+  | "SHARE_FAILED"
   | "GUEST_COMMAND_FAILED"
   | "UNHEALTHY"
   | "STOP_FAILED";

@@ -31,6 +31,8 @@ export interface InstanceState {
   resumeRam?: RamSpec;
   /** Before `ram`: the private RAM file a snapshot resume ran with. */
   ramFile?: string;
+  /** The config-file share's 9p device is plugged into the VM. */
+  shareDevice?: boolean;
   startedAt: string;
   readyMs: number;
   socketDir: string;

@@ -21,6 +21,8 @@ export interface Restore {
   state: string;
   /** The RAM file is this instance's own and moves on with it (see restoreVmState). */
   ownsRamFile?: boolean;
+  /** The state was saved with the config-file share's 9p device plugged in: the new QEMU needs it too. */
+  shareDevice?: boolean;
 }
 
 /** Starts QEMU for `inputs` on `disk`; with `restore`, loads that state and lets the guest run. */
@@ -43,6 +45,7 @@ export async function launchVm(
       services: inputs.services,
       ram,
       incoming: Boolean(restore),
+      shareDevice: Boolean(restore?.shareDevice),
     },
     viaFd ? restore.state : undefined,
   );

@@ -28,9 +28,9 @@ export function configFileIdentity(configFile: string): string {
 }
 
 /**
- * Creates the project for a config file through the backend, or returns the one made for it before: the original
- * CLI's request, as a client of the internal project with its publishable key (docs/guest-contract.md, section 5).
- * The backend reads the file at `/host<path>`, so it must be shared with the guest first.
+ * Creates the project for a config file (its canonical path, configFileIdentity) through the backend, or returns the
+ * one made for it before: the original CLI's request, as a client of the internal project with its publishable key
+ * (docs/guest-contract.md, section 5). The backend reads the file at `/host<path>`, so it must be shared first.
  */
 export async function ensureConfigProject(
   backendUrl: string,
@@ -48,7 +48,7 @@ export async function ensureConfigProject(
         "x-stack-access-type": "client",
         "x-stack-publishable-client-key": internalPublishableKey,
       },
-      body: JSON.stringify({ absolute_file_path: configFileIdentity(configFile) }),
+      body: JSON.stringify({ absolute_file_path: configFile }),
       signal: AbortSignal.timeout(30_000),
     });
   } catch (error) {

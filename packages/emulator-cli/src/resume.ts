@@ -72,6 +72,7 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
       method: record.method,
       state: paths.suspendState,
       ownsRamFile,
+      ...(record.shareDevice ? { shareDevice: true } : {}),
     });
     dropSuspend(paths);
     const rotation = await settleResumedGuest(inputs, vm, record.configHash, {
@@ -84,6 +85,7 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
       ram: record.ram,
       rotation: rotation ?? "rotated",
       method: record.method,
+      ...(record.shareDevice ? { shareDevice: true } : {}),
     };
   } catch (error) {
     await abandon(vm, paths);

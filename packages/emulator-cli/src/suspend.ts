@@ -34,6 +34,8 @@ export interface SuspendRecord {
   configHash: string;
   /** Whether the guest in the saved state holds this install's keys or still the public placeholders. */
   rotation: Rotation;
+  /** The config-file share's 9p device was plugged in (unmounted) when saved: the resume needs it too. */
+  shareDevice?: boolean;
   savedAt: string;
 }
 
@@ -78,6 +80,7 @@ export async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceS
       ram: state.resumeRam ?? ram,
       configHash: state.configHash,
       rotation: state.rotation,
+      ...(state.shareDevice ? { shareDevice: true } : {}),
       savedAt: new Date().toISOString(),
     };
     writeFileAtomic(join(staging, basename(paths.suspendRecord)), `${JSON.stringify(record, null, 2)}\n`);
