@@ -37,7 +37,7 @@ try {
     "bzImage (--bzimage)": (await buildDevImage(join(root, "bzimage"), ["--bzimage"])).path,
   };
   const isoPath = join(root, "config.iso");
-  await writeFile(isoPath, await configIso({ STACK_DASHBOARD_URL: "http://localhost:26700" }));
+  await writeFile(isoPath, await configIso("81", {}));
   const times = new Map<string, number[]>(Object.keys(variants).map((name) => [name, []]));
   for (let round = 1; round <= rounds; round++) {
     for (const [name, imageDir] of Object.entries(variants)) {

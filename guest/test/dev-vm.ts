@@ -5,12 +5,18 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { buildIso } from "@stack/iso9660";
+import {
+  CONFIG_VOLUME_ID,
+  configDiskFiles,
+  contractServices,
+  internalClientHeaders,
+} from "../../packages/emulator-cli/src/contract.js";
 
 /** Building and booting the dev image the way guest/README.md documents it; shared by the test and the benchmark. */
 const run = promisify(execFile);
 const BUILDER = fileURLToPath(new URL("../build-dev-image", import.meta.url));
 
-export type Service = "dashboard" | "backend";
+export type Service = "dashboard" | "backend" | "minio" | "inbucket" | "mock-oauth";
 
 export interface BuildResult {
   path: string;
@@ -27,10 +33,6 @@ export interface Manifest {
   disk: string;
   memoryMiB: number;
   cpus: number;
-  configIso: { volumeId: string };
-  services: { name: Service; guestPort: number; defaultHostPort: number; portEnv: string; health: string }[];
-  guest: { rotateSecrets: string; applyConfig: string; waitReady: string };
-  secrets: string[];
 }
 
 export async function buildDevImage(out: string, extraArgs: string[] = []): Promise<BuildResult> {
@@ -45,12 +47,20 @@ export async function readManifest(imageDir: string): Promise<Manifest> {
   return JSON.parse(await readFile(join(imageDir, "image.json"), "utf8")) as Manifest;
 }
 
-/** A config ISO as the CLI writes it: volume id STACKCFG, stack.env with KEY=value lines. */
-export function configIso(env: Record<string, string>): Promise<Buffer> {
-  const content = Object.entries(env)
-    .map(([key, value]) => `${key}=${value}\n`)
-    .join("");
-  return buildIso([{ type: "file", path: "stack.env", content }], { volumeId: "STACKCFG" });
+/**
+ * A config disk as the CLI writes it (docs/guest-contract.md, section 1): volume id STACKCFG, runtime.env with the
+ * prefix and the host ports, and the base.env the CLI ships.
+ */
+export function configIso(prefix: string, hostPorts: Partial<Record<Service, number>>): Promise<Buffer> {
+  const forwarded = contractServices(prefix).map((s) => ({
+    ...s,
+    hostPort: hostPorts[s.name as Service] ?? s.defaultHostPort,
+  }));
+  const { files } = configDiskFiles(prefix, forwarded);
+  return buildIso(
+    Object.entries(files).map(([path, content]) => ({ type: "file" as const, path, content })),
+    { volumeId: CONFIG_VOLUME_ID },
+  );
 }
 
 async function freePort(): Promise<number> {
@@ -85,6 +95,10 @@ export interface BootOptions {
   overlay?: string;
   /** Appended to the command line: a memory backend, `-incoming defer -S`, ... */
   extraArgs?: string[];
+  /** The guest's port prefix, as on its config disk (default 81). */
+  prefix?: string;
+  /** A directory QEMU exports as 9p `hostfs` once a virtio-9p-pci device is hot-plugged into root port hostfs-port. */
+  shareDir?: string;
 }
 
 /**
@@ -99,12 +113,14 @@ export async function bootDevImage(opts: BootOptions): Promise<DevVm> {
     const base = join(imageDir, manifest.disk);
     await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay]);
   }
-  const ports: Record<Service, number> = { dashboard: await freePort(), backend: await freePort() };
+  const services = contractServices(opts.prefix ?? "81");
+  const ports = {} as Record<Service, number>;
+  for (const service of services) ports[service.name as Service] = await freePort();
   const qgaSocket = join(dir, "qga.sock");
   const qmpSocket = join(dir, "qmp.sock");
   const serialLog = join(dir, "serial.log");
-  const forwards = manifest.services
-    .map((s) => `hostfwd=tcp:127.0.0.1:${ports[s.name]}-:${s.guestPort}`)
+  const forwards = services
+    .map((s) => `hostfwd=tcp:127.0.0.1:${ports[s.name as Service]}-:${s.guestPort}`)
     .join(",");
   const qemu = spawn(
     "qemu-system-x86_64",
@@ -119,6 +135,8 @@ export async function bootDevImage(opts: BootOptions): Promise<DevVm> {
       ...["-device", "virtio-serial", "-chardev", `socket,id=qga0,path=${qgaSocket},server=on,wait=off`],
       ...["-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"],
       ...["-device", "vmgenid", "-qmp", `unix:${qmpSocket},server=on,wait=off`],
+      ...["-device", "pcie-root-port,id=hostfs-port,chassis=1"],
+      ...(opts.shareDir ? ["-fsdev", `local,id=hostfs,path=${opts.shareDir},security_model=none`] : []),
       ...["-serial", `file:${serialLog}`],
       ...(opts.extraArgs ?? []),
     ],
@@ -128,8 +146,7 @@ export async function bootDevImage(opts: BootOptions): Promise<DevVm> {
   const url = (service: Service, path: string) => `http://127.0.0.1:${ports[service]}${path}`;
 
   async function status(service: Service, path: string, key?: string, timeoutMs = 30_000): Promise<number> {
-    const headers: Record<string, string> =
-      key === undefined ? {} : { "x-stack-publishable-client-key": key };
+    const headers: Record<string, string> = key === undefined ? {} : internalClientHeaders(key);
     const response = await fetch(url(service, path), { headers, signal: AbortSignal.timeout(timeoutMs) });
     await response.arrayBuffer();
     return response.status;

@@ -8,8 +8,7 @@ export interface AppConnection {
   apiUrl: string;
 }
 
-/** The project the rotated keys belong to, in every image (the guest contract in docs/architecture.md). */
-export const INTERNAL_PROJECT_ID = "internal";
+export { INTERNAL_PROJECT_ID } from "./contract.js";
 
 /** Framework prefixes that expose a variable to browser code; the secret server key never gets one. */
 const PUBLIC_PREFIXES = {

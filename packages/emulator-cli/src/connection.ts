@@ -1,11 +1,11 @@
 import { type AppConnection, INTERNAL_PROJECT_ID } from "./app-env.js";
+import { shareConfigFile } from "./commands.js";
 import type { Context } from "./context.js";
 import { PUBLISHABLE_KEY_NAME, SERVER_KEY_NAME } from "./contract.js";
 import { EmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { type InstanceState, readState } from "./instance-state.js";
 import { isSameProcess } from "./process-identity.js";
-import { shareConfigFile } from "./commands.js";
 import { configFileIdentity, ensureConfigProject } from "./projects.js";
 import { loadKeys } from "./secrets.js";
 

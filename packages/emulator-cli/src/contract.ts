@@ -20,6 +20,18 @@ export const SECRET_NAMES = [
 ] as const;
 export const [PUBLISHABLE_KEY_NAME, SERVER_KEY_NAME] = SECRET_NAMES;
 
+/** The project the four secrets belong to, in every image. */
+export const INTERNAL_PROJECT_ID = "internal";
+
+/** How the original's CLI authenticates to the backend: a client of the internal project, by its publishable key. */
+export function internalClientHeaders(publishableKey: string): Record<string, string> {
+  return {
+    "x-stack-project-id": INTERNAL_PROJECT_ID,
+    "x-stack-access-type": "client",
+    "x-stack-publishable-client-key": publishableKey,
+  };
+}
+
 /** The public placeholder of the publishable key that every image bakes in (32 zeros, 32 f). */
 export const PLACEHOLDER_PUBLISHABLE_KEY = `${"0".repeat(32)}${"f".repeat(32)}`;
 
@@ -39,7 +51,8 @@ export const REAPPLY_CONFIG_SCRIPT =
   'dev=$(readlink -f /dev/disk/by-label/STACKCFG); umount /mnt/stack-runtime 2>/dev/null; blockdev --flushbufs "$dev" 2>/dev/null; exec systemctl restart stack.service';
 
 /** The app's own log: the container's output goes to the journal of `stack.service` when no host log is set. */
-export const APP_LOG_SCRIPT = "journalctl -u stack.service -o cat --no-pager -n ${LINES:-1000}";
+export const appLogScript = (lines: number) =>
+  `journalctl -u stack.service -o cat --no-pager -n ${Math.trunc(lines)}`;
 
 /** The 9p share a config file reaches the guest through: tag, QEMU ids, and the reserved PCIe root port. */
 export const SHARE = {
@@ -77,7 +90,12 @@ export function portPrefix(env: NodeJS.ProcessEnv): string {
  * because the guest tells browsers `localhost:${prefix}14`; it is not health-checked.
  */
 export function contractServices(prefix: string): ServiceSpec[] {
-  const service = (name: string, guestPort: number, defaultHostPort: number, health: string): ServiceSpec => ({
+  const service = (
+    name: string,
+    guestPort: number,
+    defaultHostPort: number,
+    health: string,
+  ): ServiceSpec => ({
     name,
     guestPort,
     defaultHostPort,
@@ -90,7 +108,13 @@ export function contractServices(prefix: string): ServiceSpec[] {
     service("backend", Number(`${prefix}02`), 26701, "/health?db=1"),
     service("minio", 9090, 26702, "/minio/health/live"),
     service("inbucket", 9001, 26703, "/"),
-    { name: "mock-oauth", guestPort: mockOAuth, defaultHostPort: mockOAuth, sameHostPort: true, optional: true },
+    {
+      name: "mock-oauth",
+      guestPort: mockOAuth,
+      defaultHostPort: mockOAuth,
+      sameHostPort: true,
+      optional: true,
+    },
   ];
 }
 
@@ -124,6 +148,8 @@ export function configDiskFiles(
   services: ForwardedService[],
 ): { files: Record<string, string>; hash: string } {
   const files = { "runtime.env": runtimeEnv(prefix, services), "base.env": baseEnv() };
-  const hash = createHash("sha256").update(JSON.stringify(Object.entries(files))).digest("hex");
+  const hash = createHash("sha256")
+    .update(JSON.stringify(Object.entries(files)))
+    .digest("hex");
   return { files, hash };
 }

@@ -1,6 +1,6 @@
 import { realpathSync, statSync } from "node:fs";
 import { resolve } from "node:path";
-import { INTERNAL_PROJECT_ID } from "./app-env.js";
+import { internalClientHeaders } from "./contract.js";
 import { EmulatorError } from "./errors.js";
 
 export interface ConfigProject {
@@ -42,12 +42,7 @@ export async function ensureConfigProject(
   try {
     response = await fetch(url, {
       method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "x-stack-project-id": INTERNAL_PROJECT_ID,
-        "x-stack-access-type": "client",
-        "x-stack-publishable-client-key": internalPublishableKey,
-      },
+      headers: { "content-type": "application/json", ...internalClientHeaders(internalPublishableKey) },
       body: JSON.stringify({ absolute_file_path: configFile }),
       signal: AbortSignal.timeout(30_000),
     });

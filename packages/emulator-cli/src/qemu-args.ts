@@ -141,11 +141,16 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     // Reserved for the config-file share: PCIe slots on the root bus cannot be hot-plugged, a root port's can. The
     // -fsdev is host-side only (not migrated), always there so that a device_add can name it.
     "-device",
-    `pcie-root-port,id=${SHARE.rootPortId},chassis=1${pci(7)}`,
+    `pcie-root-port,id=${SHARE.rootPortId},chassis=1${pci(8)}`,
     "-fsdev",
     `local,id=${SHARE.fsdevId},path=${opt(paths.shareDir)},security_model=none`,
     ...(spec.shareDevice
-      ? ["-device", Object.entries(SHARE_DEVICE).map(([k, v]) => (k === "driver" ? v : `${k}=${v}`)).join(",")]
+      ? [
+          "-device",
+          Object.entries(SHARE_DEVICE)
+            .map(([k, v]) => (k === "driver" ? v : `${k}=${v}`))
+            .join(","),
+        ]
       : []),
     "-qmp",
     `unix:${opt(paths.qmpSocket)},server=on,wait=off`,

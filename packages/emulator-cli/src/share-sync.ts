@@ -61,7 +61,9 @@ export class ShareSync {
       // The host changed (or this is the first look, or the copy is gone): the host's version goes in.
       copyIfChanged(file, staged);
       this.#agreed.set(file, hostHash);
-      this.log(host === undefined ? `${file} is gone on the host: removed from the guest` : `${file} -> guest`);
+      this.log(
+        host === undefined ? `${file} is gone on the host: removed from the guest` : `${file} -> guest`,
+      );
       return;
     }
     // Only the guest's copy changed: copied out once it stops changing.

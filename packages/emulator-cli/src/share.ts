@@ -26,7 +26,10 @@ export function readShareRecord(paths: InstancePaths): ShareRecord {
   try {
     const record = JSON.parse(readFileSync(paths.shareRecord, "utf8"));
     if (record?.version === 1 && Array.isArray(record.files)) {
-      return { version: 1, files: record.files.filter((f: unknown) => typeof f === "string" && f.startsWith("/")) };
+      return {
+        version: 1,
+        files: record.files.filter((f: unknown) => typeof f === "string" && f.startsWith("/")),
+      };
     }
   } catch {
     // No record yet, or an unreadable one: nothing is shared until a config file is named again.
@@ -126,9 +129,13 @@ const MOUNT_SCRIPT = `i=0; until grep -qsx ${SHARE.tag} /sys/bus/virtio/drivers/
 const UNMOUNT_SCRIPT = `i=0; while ${MOUNTED}; do umount ${SHARE.guestMount} 2>/dev/null && continue; i=$((i+1)); [ $i -lt 50 ] || { echo "${SHARE.guestMount} is busy in the guest" >&2; exit 1; }; sleep 0.1; done`;
 
 async function guestShell(qga: QgaClient, script: string, what: string): Promise<void> {
-  const result = await qga.exec({ path: GUEST.shell, args: ["-c", script], captureOutput: true }, { timeoutMs: 30_000 });
+  const result = await qga.exec(
+    { path: GUEST.shell, args: ["-c", script], captureOutput: true },
+    { timeoutMs: 30_000 },
+  );
   if (result.exitCode !== 0) {
-    const detail = result.stderr.toString().trim() || result.stdout.toString().trim() || `signal ${result.signal}`;
+    const detail =
+      result.stderr.toString().trim() || result.stdout.toString().trim() || `signal ${result.signal}`;
     throw new EmulatorError("SHARE_FAILED", `${what} failed in the guest: ${detail}`);
   }
 }

@@ -8,7 +8,7 @@ import { type AppConnection, composeAppEnv, formatDotenv } from "../src/app-env.
 import type { EmulatorError } from "../src/errors.js";
 import { instancePaths, resolveHome } from "../src/paths.js";
 import { assignPorts, type PortPlanInput, planPorts } from "../src/port-assignment.js";
-import { assertPortsFree, describePortOwner, type ServiceSpec } from "../src/ports.js";
+import { checkPortsFree, describePortOwner, type ServiceSpec } from "../src/ports.js";
 import { childCommand } from "../src/run-child.js";
 
 const connection: AppConnection = {
@@ -144,6 +144,13 @@ describe("port picking", () => {
     expect(result.record).toEqual({ dashboard: 40000 });
   });
 
+  it("reads the original's EMULATOR_*_PORT names as given ports too, so no plan overrides them", async () => {
+    const result = await plan({ env: { EMULATOR_BACKEND_PORT: "31002" } });
+    expect(result.ports).toEqual({ dashboard: 26700, backend: 31002 });
+    // The plan sets only the ports nobody gave: STACK_EMULATOR_BACKEND_PORT would have beaten the user's value.
+    expect(result.env).toEqual({ STACK_EMULATOR_DASHBOARD_PORT: "26700" });
+  });
+
   it("records auto ports in the instance directory and reuses them on the next start", async () => {
     const home = mkdtempSync(join(tmpdir(), "se-ports-"));
     homes.push(home);
@@ -186,7 +193,7 @@ describe("port conflicts", () => {
       expect(describePortOwner(port)).toMatch(new RegExp(`^pid ${process.pid} \\(`));
       let error: EmulatorError | undefined;
       try {
-        await assertPortsFree([{ ...services[1], hostPort: port } as never]);
+        await checkPortsFree([{ ...services[1], hostPort: port } as never]);
       } catch (caught) {
         error = caught as EmulatorError;
       }

@@ -1,30 +1,60 @@
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
-import { parseEnv } from "../src/secrets.js";
-import { CLI, devImageFixture, type Instance, PLACEHOLDERS, runCli, runningQemuPid } from "./helpers.js";
+import {
+  internalClientHeaders,
+  PUBLISHABLE_KEY_NAME as PCK,
+  SERVER_KEY_NAME as SSK,
+} from "../src/contract.js";
+import { isPortFree } from "../src/ports.js";
+import {
+  CLI,
+  devImageFixture,
+  type Instance,
+  instanceFiles,
+  keysOf,
+  placeholderPublishableKey,
+  runCli,
+  runningQemuPid,
+} from "./helpers.js";
 
 const TIMEOUT = 900_000;
 const dev = devImageFixture();
 
 const instanceDir = (inst: Instance, name = "default") => join(inst.home, "instances", name);
-const keysOf = (inst: Instance) => parseEnv(readFileSync(join(instanceDir(inst), "keys.env"), "utf8"));
-const placeholderKey = parseEnv(readFileSync(PLACEHOLDERS, "utf8")).STACK_PUBLISHABLE_CLIENT_KEY as string;
+const placeholderKey = placeholderPublishableKey();
 
+/** A request to the backend as a project's client, server or admin, with that access type's key. */
 async function projectStatus(
   backendPort: number,
-  headers: { project?: string; publishable?: string; server?: string },
+  as: { project: string; access: "client" | "server" | "admin"; key: string },
 ): Promise<number> {
+  const header = {
+    client: "x-stack-publishable-client-key",
+    server: "x-stack-secret-server-key",
+    admin: "x-stack-super-secret-admin-key",
+  }[as.access];
   const res = await fetch(`http://127.0.0.1:${backendPort}/api/v1/projects/current`, {
-    headers: {
-      ...(headers.project ? { "x-stack-project-id": headers.project } : {}),
-      ...(headers.publishable ? { "x-stack-publishable-client-key": headers.publishable } : {}),
-      ...(headers.server ? { "x-stack-secret-server-key": headers.server } : {}),
-    },
+    headers: { "x-stack-project-id": as.project, "x-stack-access-type": as.access, [header]: as.key },
   });
   await res.arrayBuffer();
   return res.status;
+}
+
+/** Polls `fn` until it returns what `ok` accepts (share-sync copies changes within a fraction of a second). */
+async function eventually<T>(
+  fn: () => Promise<T> | T,
+  ok: (value: T) => boolean,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (ok(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 async function cli(args: string[], env: NodeJS.ProcessEnv) {
@@ -40,7 +70,7 @@ async function cli(args: string[], env: NodeJS.ProcessEnv) {
 const probeChild = `
 const env = process.env;
 const status = (key) => fetch(env.STACK_API_URL + "/api/v1/projects/current", {
-  headers: { "x-stack-project-id": env.STACK_PROJECT_ID, "x-stack-publishable-client-key": key },
+  headers: { "x-stack-project-id": env.STACK_PROJECT_ID, "x-stack-access-type": "client", "x-stack-publishable-client-key": key },
 }).then((r) => r.status);
 Promise.all([status(env.NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY), status(${JSON.stringify(placeholderKey)})]).then(
   ([injected, placeholder]) => {
@@ -85,9 +115,9 @@ describe("using the emulator from an app (dev image)", () => {
       for (const prefix of ["", "NEXT_PUBLIC_", "VITE_", "EXPO_PUBLIC_"]) {
         expect(env[`${prefix}STACK_PROJECT_ID`]).toBe("internal");
         expect(env[`${prefix}STACK_API_URL`]).toBe(`http://127.0.0.1:${inst.backend}`);
-        expect(env[`${prefix}STACK_PUBLISHABLE_CLIENT_KEY`]).toBe(keysOf(inst).STACK_PUBLISHABLE_CLIENT_KEY);
+        expect(env[`${prefix}STACK_PUBLISHABLE_CLIENT_KEY`]).toBe(keysOf(inst)[PCK]);
       }
-      expect(env.STACK_SECRET_SERVER_KEY).toBe(keysOf(inst).STACK_SECRET_SERVER_KEY);
+      expect(env.STACK_SECRET_SERVER_KEY).toBe(keysOf(inst)[SSK]);
       expect(Object.keys(env).filter((k) => k.endsWith("SECRET_SERVER_KEY"))).toEqual([
         "STACK_SECRET_SERVER_KEY",
       ]);
@@ -142,20 +172,18 @@ describe("using the emulator from an app (dev image)", () => {
       ]);
       const internal = keysOf(inst);
       expect(project.project_id).not.toBe("internal");
-      expect(project.publishable_client_key).toMatch(/^[0-9a-f]{64}$/);
-      expect(project.publishable_client_key).not.toBe(internal.STACK_PUBLISHABLE_CLIENT_KEY);
-      expect(project.secret_server_key).not.toBe(internal.STACK_SECRET_SERVER_KEY);
+      expect(project.publishable_client_key).toMatch(/^pck_[0-9a-f]{64}$/);
+      expect(project.secret_server_key).toMatch(/^ssk_[0-9a-f]{64}$/);
 
       const as = (headers: Parameters<typeof projectStatus>[1]) => projectStatus(inst.backend, headers);
-      expect(await as({ project: project.project_id, publishable: project.publishable_client_key })).toBe(
-        200,
+      const id = project.project_id;
+      expect(await as({ project: id, access: "client", key: project.publishable_client_key })).toBe(200);
+      expect(await as({ project: id, access: "server", key: project.secret_server_key })).toBe(200);
+      expect(await as({ project: id, access: "client", key: internal[PCK] as string })).toBe(401);
+      expect(await as({ project: "internal", access: "client", key: project.publishable_client_key })).toBe(
+        401,
       );
-      expect(await as({ project: project.project_id, server: project.secret_server_key })).toBe(200);
-      expect(
-        await as({ project: project.project_id, publishable: internal.STACK_PUBLISHABLE_CLIENT_KEY }),
-      ).toBe(401);
-      expect(await as({ publishable: project.publishable_client_key })).toBe(401);
-      expect(await as({ publishable: internal.STACK_PUBLISHABLE_CLIENT_KEY })).toBe(200);
+      expect(await as({ project: "internal", access: "client", key: internal[PCK] as string })).toBe(200);
 
       // The same config file again, through a symlink: the same project.
       const link = join(inst.home, "link.config.ts");
@@ -186,34 +214,119 @@ describe("using the emulator from an app (dev image)", () => {
       expect(other.json.project_id).not.toBe(project.project_id);
 
       // Concurrent first requests for one path end with one project (the guest's index entry is created atomically).
+      const provision = (headers: Record<string, string>) =>
+        fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/local-emulator/project`, {
+          method: "POST",
+          headers: { ...headers, "content-type": "application/json" },
+          body: JSON.stringify({ absolute_file_path: otherFile }),
+        });
       const racing = await Promise.all(
         [1, 2, 3].map(() =>
-          fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/local-emulator/project`, {
-            method: "POST",
-            headers: { "x-stack-secret-server-key": internal.STACK_SECRET_SERVER_KEY as string },
-            body: JSON.stringify({ absolute_file_path: "/raced/stack.config.ts" }),
-          }).then((r) => r.json() as Promise<{ project_id: string; created: boolean }>),
+          provision(internalClientHeaders(internal[PCK] as string)).then(
+            (r) => r.json() as Promise<{ project_id: string }>,
+          ),
         ),
       );
-      expect(new Set(racing.map((r) => r.project_id)).size).toBe(1);
-      expect(racing.filter((r) => r.created)).toHaveLength(1);
-      // Creating projects takes the internal server key: its publishable key is not enough.
-      const refused = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/local-emulator/project`, {
-        method: "POST",
-        headers: { "x-stack-publishable-client-key": internal.STACK_PUBLISHABLE_CLIENT_KEY as string },
-        body: JSON.stringify({ absolute_file_path: "/refused/stack.config.ts" }),
-      });
-      expect(refused.status).toBe(401);
+      expect(new Set(racing.map((r) => r.project_id))).toEqual(new Set([other.json.project_id]));
+      // Provisioning takes a key of the internal project: another project's is refused.
+      expect((await provision(internalClientHeaders(project.publishable_client_key))).status).toBe(401);
+      const foreign = { ...internalClientHeaders(project.publishable_client_key), "x-stack-project-id": id };
+      expect((await provision(foreign)).status).toBe(403);
 
       // Kept on the instance disk: across a saved stop, and across a power-down and cold boot with fresh keys.
       await cli(["stop"], inst.env);
       expect((await cli(["start", "--config-file", configFile], inst.env)).json).toEqual(project);
       await cli(["stop", "--no-save"], inst.env);
       expect((await cli(["start", "--config-file", configFile], inst.env)).json).toEqual(project);
-      expect(keysOf(inst).STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(internal.STACK_PUBLISHABLE_CLIENT_KEY);
-      expect(await as({ project: project.project_id, publishable: project.publishable_client_key })).toBe(
-        200,
+      expect(keysOf(inst)[PCK]).not.toBe(internal[PCK]);
+      expect(await as({ project: id, access: "client", key: project.publishable_client_key })).toBe(200);
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "shares a config file with the guest and nothing else: applied, host edits in, dashboard edits out, across stop",
+    async () => {
+      const inst = await dev.instance();
+      const projectDir = join(inst.home, "work", "app");
+      mkdirSync(projectDir, { recursive: true });
+      writeFileSync(join(inst.home, "work", "package.json"), '{"dependencies":{"@stackframe/react":"2"}}');
+      writeFileSync(join(projectDir, ".env.local"), "MY_SECRET=not-for-the-guest\n");
+      const configFile = join(projectDir, "stack.config.ts");
+      writeFileSync(configFile, 'export const config = {"teams": {"allowClientTeamCreation": false}};\n');
+      const { json: project } = await cli(["start", "--config-file", configFile], inst.env);
+      // The backend's answer, as the original CLI's request gets it, carries the project's admin key too.
+      const provisioned = (await (
+        await fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/local-emulator/project`, {
+          method: "POST",
+          headers: { ...internalClientHeaders(readFileSync(instanceFiles(inst.home).internalPck, "utf8")) },
+          body: JSON.stringify({ absolute_file_path: configFile }),
+        })
+      ).json()) as Record<string, string>;
+      expect(provisioned.project_id).toBe(project.project_id);
+      expect(JSON.parse(provisioned.branch_config_override_string as string)).toEqual({
+        teams: { allowClientTeamCreation: false },
+      });
+      const admin = {
+        "x-stack-project-id": project.project_id,
+        "x-stack-access-type": "admin",
+        "x-stack-super-secret-admin-key": provisioned.super_secret_admin_key as string,
+      };
+      const branchConfig = async () => {
+        const res = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/config/override/branch`, {
+          headers: admin,
+        });
+        return JSON.parse(((await res.json()) as { config_string: string }).config_string);
+      };
+
+      // The guest sees the file and the package.json files beside it, at their absolute paths, nothing else.
+      const state = JSON.parse(readFileSync(instanceFiles(inst.home).state, "utf8"));
+      const qga = await QgaClient.connect(join(state.socketDir, "qga.sock"), { timeoutMs: 15_000 });
+      const listing = await qga.exec({ path: "/usr/bin/find", args: ["/host", "-type", "f"] });
+      await qga.close();
+      expect(listing.stdout.toString().trim().split("\n").sort()).toEqual(
+        [join("/host", inst.home, "work", "package.json"), join("/host", configFile)].sort(),
       );
+
+      // An edit on the host, saved by rename as editors do, is what the backend reads next.
+      writeFileSync(
+        `${configFile}.swp`,
+        'export const config = {"teams": {"allowClientTeamCreation": true}};\n',
+      );
+      renameSync(`${configFile}.swp`, configFile);
+      expect(await eventually(branchConfig, (c) => c.teams?.allowClientTeamCreation === true)).toEqual({
+        teams: { allowClientTeamCreation: true },
+      });
+
+      // A dashboard edit reaches the host file, rendered as the backend renders configs.
+      const patched = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/internal/config/override/branch`, {
+        method: "PATCH",
+        headers: { ...admin, "content-type": "application/json" },
+        body: JSON.stringify({ config_override_string: JSON.stringify({ "auth.allowLocalhost": true }) }),
+      });
+      expect(patched.status).toBe(200);
+      const written = await eventually(
+        () => readFileSync(configFile, "utf8"),
+        (text) => text.includes("allowLocalhost"),
+      );
+      expect(written).toBe(
+        'import type { StackConfig } from "@stackframe/react";\n\nexport const config: StackConfig = {\n' +
+          '  "teams": {\n    "allowClientTeamCreation": true\n  },\n  "auth": {\n    "allowLocalhost": true\n  }\n};\n',
+      );
+
+      // stop unmounts the share to save; the next start mounts it again and edits flow as before.
+      const stopped = await cli(["stop", "--json"], inst.env);
+      expect(stopped.json.saved).toBe(true);
+      expect(JSON.parse(readFileSync(instanceFiles(inst.home).suspendRecord, "utf8")).shareDevice).toBe(true);
+      const resumed = await cli(["start", "--json"], inst.env);
+      expect(resumed.json.boot).toBe("quick-boot");
+      expect(await branchConfig()).toEqual({
+        teams: { allowClientTeamCreation: true },
+        auth: { allowLocalhost: true },
+      });
+      writeFileSync(`${configFile}.swp`, "export const config = {};\n");
+      renameSync(`${configFile}.swp`, configFile);
+      expect(await eventually(branchConfig, (c) => Object.keys(c).length === 0)).toEqual({});
     },
     TIMEOUT,
   );
@@ -222,32 +335,43 @@ describe("using the emulator from an app (dev image)", () => {
     "runs three instances at once on free ports of their own, kept for their next start; stop --all ends them",
     async () => {
       const inst = await dev.instance();
-      const env = { ...inst.env };
-      delete env.STACK_EMULATOR_DASHBOARD_PORT;
-      delete env.STACK_EMULATOR_BACKEND_PORT;
+      // A prefix whose mock OAuth port (the prefix, then 14) is free here: that host port is not for picking.
+      let prefix = 600;
+      while (!(await isPortFree(Number(`${prefix}14`)))) prefix++;
+      const oauthPort = Number(`${prefix}14`);
+      const env: NodeJS.ProcessEnv = { ...inst.env, PORT_PREFIX: String(prefix) };
+      for (const service of ["DASHBOARD", "BACKEND", "MINIO", "INBUCKET"])
+        delete env[`STACK_EMULATOR_${service}_PORT`];
       const names = ["one", "two", "three"];
       const pidFile = (name: string) => join(instanceDir(inst, name), "qemu.pid");
       try {
         const ports: Record<string, Record<string, number>> = {};
-        for (const name of names) {
-          const started = await cli(["--instance", name, "start", "--ports", "auto", "--json"], env);
-          ports[name] = Object.fromEntries(
-            started.json.services.map((s: { name: string; hostPort: number }) => [s.name, s.hostPort]),
+        const portsOf = (services: { name: string; hostPort: number }[]) =>
+          Object.fromEntries(
+            services.filter((s) => s.name !== "mock-oauth").map((s) => [s.name, s.hostPort]),
           );
+        for (const [i, name] of names.entries()) {
+          const started = await cli(["--instance", name, "start", "--ports", "auto", "--json"], env);
+          ports[name] = portsOf(started.json.services);
+          // One host port for the mock OAuth server, the number the guest names to browsers: the first instance's.
+          const oauth = started.json.services.find((s: { name: string }) => s.name === "mock-oauth");
+          if (i === 0) expect(oauth?.hostPort).toBe(oauthPort);
+          else {
+            expect(oauth).toBeUndefined();
+            expect(started.stderr).toMatch(
+              new RegExp(`host port ${oauthPort} \\(mock-oauth\\) is taken.*OAuth sign-ins`),
+            );
+          }
         }
         const all = names.flatMap((name) => Object.values(ports[name] as Record<string, number>));
-        expect(new Set(all).size).toBe(6);
+        expect(new Set(all).size).toBe(12);
         expect(all).not.toContain(26700);
         expect(all).not.toContain(26701);
 
         for (const name of names) {
           const status = await cli(["--instance", name, "status", "--json"], env);
           expect(status.json.state).toBe("running");
-          expect(
-            Object.fromEntries(
-              status.json.services.map((s: { name: string; hostPort: number }) => [s.name, s.hostPort]),
-            ),
-          ).toEqual(ports[name]);
+          expect(portsOf(status.json.services)).toEqual(ports[name]);
           const health = await fetch(`http://127.0.0.1:${ports[name]?.backend}/health?db=1`);
           expect(health.status).toBe(200);
           const vars = await cli(["--instance", name, "env", "--json"], env);
@@ -260,7 +384,15 @@ describe("using the emulator from an app (dev image)", () => {
             i.state,
             i.ports,
           ]),
-        ).toEqual([...names].sort().map((name) => [name, "running", ports[name]]));
+        ).toEqual(
+          [...names]
+            .sort()
+            .map((name) => [
+              name,
+              "running",
+              name === "one" ? { ...ports[name], "mock-oauth": oauthPort } : ports[name],
+            ]),
+        );
 
         const stopped = await cli(["stop", "--all", "--json"], env);
         expect(stopped.json.instances).toHaveLength(3);
@@ -271,11 +403,7 @@ describe("using the emulator from an app (dev image)", () => {
         // The next start, without --ports, comes back on the recorded ports.
         const restarted = await cli(["--instance", "two", "start", "--json"], env);
         expect(restarted.json.boot).toBe("quick-boot");
-        expect(
-          Object.fromEntries(
-            restarted.json.services.map((s: { name: string; hostPort: number }) => [s.name, s.hostPort]),
-          ),
-        ).toEqual(ports.two);
+        expect(portsOf(restarted.json.services)).toEqual(ports.two);
       } finally {
         await runCli(["stop", "--all", "--no-save"], env);
       }

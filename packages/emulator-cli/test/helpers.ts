@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, expect } from "vitest";
+import { internalClientHeaders, PUBLISHABLE_KEY_NAME } from "../src/contract.js";
 import { type InstancePaths, instancePaths, resolveHome } from "../src/paths.js";
 import { parseEnv } from "../src/secrets.js";
 
@@ -157,6 +158,8 @@ export interface Instance {
   env: NodeJS.ProcessEnv;
   dashboard: number;
   backend: number;
+  minio: number;
+  inbucket: number;
 }
 
 /** The keys the CLI handed this instance's guest. */
@@ -164,22 +167,34 @@ export const keysOf = (inst: Instance) => parseEnv(readFileSync(instanceFiles(in
 
 export const apiStatus = (inst: Instance, key: string) => apiStatusWithKey(inst.backend, key);
 
+/** Distinct free ports, one per name. */
+export async function freePorts<K extends string>(names: readonly K[]): Promise<Record<K, number>> {
+  const ports = {} as Record<K, number>;
+  const taken = new Set<number>();
+  for (const name of names) {
+    let port = await freePort();
+    while (taken.has(port)) port = await freePort();
+    taken.add(port);
+    ports[name] = port;
+  }
+  return ports;
+}
+
 /** A fresh home with its own free ports, booting `imageDir` under TCG. */
 async function newInstance(imageDir: string): Promise<Instance> {
   const home = tempHome();
-  const dashboard = await freePort();
-  let backend = await freePort();
-  while (backend === dashboard) backend = await freePort();
+  const ports = await freePorts(["dashboard", "backend", "minio", "inbucket"] as const);
   return {
     home,
-    dashboard,
-    backend,
+    ...ports,
     env: {
       ...process.env,
       STACK_EMULATOR_HOME: home,
       STACK_EMULATOR_IMAGE: imageDir,
-      STACK_EMULATOR_DASHBOARD_PORT: String(dashboard),
-      STACK_EMULATOR_BACKEND_PORT: String(backend),
+      STACK_EMULATOR_DASHBOARD_PORT: String(ports.dashboard),
+      STACK_EMULATOR_BACKEND_PORT: String(ports.backend),
+      STACK_EMULATOR_MINIO_PORT: String(ports.minio),
+      STACK_EMULATOR_INBUCKET_PORT: String(ports.inbucket),
       // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).
       EMULATOR_ACCEL: "tcg",
       CI: "1",
@@ -224,13 +239,13 @@ export function devImageFixture(arch: GuestArch = "amd64"): DevImageFixture {
 
 /** The publishable key the dev image bakes in: public, so it must stop working once a start says it rotated. */
 export function placeholderPublishableKey(): string {
-  return parseEnv(readFileSync(PLACEHOLDERS, "utf8")).STACK_PUBLISHABLE_CLIENT_KEY as string;
+  return parseEnv(readFileSync(PLACEHOLDERS, "utf8"))[PUBLISHABLE_KEY_NAME] as string;
 }
 
-/** The backend's answer to a publishable key: 200 for the current one, 401 otherwise. */
+/** The backend's answer to a client of the internal project with this publishable key: 200 for the current one. */
 export async function apiStatusWithKey(backendPort: number, key: string): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${backendPort}/api/v1/projects/current`, {
-    headers: { "x-stack-publishable-client-key": key },
+    headers: internalClientHeaders(key),
   });
   await res.arrayBuffer();
   return res.status;
@@ -248,8 +263,8 @@ export async function expectKeysAsReported(
   if (started.rotation === "rotated") {
     expect(started.keysFile).toBeDefined();
     const keys = parseEnv(readFileSync(started.keysFile as string, "utf8"));
-    expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(placeholder);
-    expect(await apiStatusWithKey(backendPort, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+    expect(keys[PUBLISHABLE_KEY_NAME]).not.toBe(placeholder);
+    expect(await apiStatusWithKey(backendPort, keys[PUBLISHABLE_KEY_NAME] as string)).toBe(200);
     expect(await apiStatusWithKey(backendPort, placeholder)).toBe(401);
   } else {
     expect(started.rotation).toBe("skipped");
@@ -267,11 +282,19 @@ export async function expectKeysReplaced(
   previous: ReturnType<typeof keysOf>,
 ): Promise<ReturnType<typeof keysOf>> {
   const fresh = keysOf(inst);
-  expect(fresh.STACK_PUBLISHABLE_CLIENT_KEY).not.toBe(previous.STACK_PUBLISHABLE_CLIENT_KEY);
-  expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
-  expect(await apiStatus(inst, previous.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(401);
+  expect(fresh[PUBLISHABLE_KEY_NAME]).not.toBe(previous[PUBLISHABLE_KEY_NAME]);
+  expect(await apiStatus(inst, fresh[PUBLISHABLE_KEY_NAME] as string)).toBe(200);
+  expect(await apiStatus(inst, previous[PUBLISHABLE_KEY_NAME] as string)).toBe(401);
   expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);
   return fresh;
+}
+
+/** The app's settings the dev image's backend renders from the config disk (credentials left out). */
+export async function appConfig(inst: Instance): Promise<Record<string, string>> {
+  return (await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).json()) as Record<
+    string,
+    string
+  >;
 }
 
 /** An instance's files, named where the CLI names them (src/paths.ts), under a test's home. */

@@ -5,8 +5,10 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
+import { internalClientHeaders, PUBLISHABLE_KEY_NAME as PCK } from "../src/contract.js";
 import {
   apiStatus,
+  appConfig,
   devImageFixture,
   expectKeysAsReported,
   expectKeysReplaced,
@@ -83,8 +85,18 @@ describe("emulator lifecycle with the dev image", () => {
       const keyFile = instanceFiles(inst.home).keys;
       expect(statSync(keyFile).mode & 0o777).toBe(0o600);
       const keys = keysOf(inst);
-      expect(keys.STACK_PUBLISHABLE_CLIENT_KEY).toMatch(/^[0-9a-f]{64}$/);
-      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      // The rotation's payload, in the original's names, and the key in service where the original's CLI reads it.
+      expect(Object.keys(keys)).toEqual([
+        "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY",
+        "STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY",
+        "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY",
+        "CRON_SECRET",
+      ]);
+      expect(keys[PCK]).toMatch(/^[0-9a-f]{64}$/);
+      const internalPck = instanceFiles(inst.home).internalPck;
+      expect(statSync(internalPck).mode & 0o777).toBe(0o600);
+      expect(readFileSync(internalPck, "utf8")).toBe(keys[PCK]);
+      expect(await apiStatus(inst, keys[PCK] as string)).toBe(200);
       const manifest = JSON.parse(readFileSync(join(dev.imageDir, "image.json"), "utf8"));
       expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);
 
@@ -92,11 +104,19 @@ describe("emulator lifecycle with the dev image", () => {
       expect(status.code).toBe(0);
       expect(status.json.state).toBe("running");
       expect(status.json.vm).toBe("running");
-      expect(status.json.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
+      expect(
+        status.json.services.map((s: { name: string; healthy: boolean }) => [s.name, s.healthy]),
+      ).toEqual([
+        ["dashboard", true],
+        ["backend", true],
+        ["minio", true],
+        ["inbucket", true],
+      ]);
 
-      // The runtime config on the ISO the CLI wrote is what the guest serves.
-      const config = await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).text();
-      expect(config).toContain(`http://127.0.0.1:${inst.dashboard}`);
+      // The runtime config on the disk the CLI wrote is what the guest serves.
+      expect((await appConfig(inst)).NEXT_PUBLIC_STACK_DASHBOARD_URL).toBe(
+        `http://localhost:${inst.dashboard}`,
+      );
 
       const ramFile = join(inst.home, "snapshots", manifest.name, "ram");
       const ramDigest = sha256(ramFile);
@@ -105,7 +125,7 @@ describe("emulator lifecycle with the dev image", () => {
       const put = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
         method: "POST",
         body: "kept across stop",
-        headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+        headers: internalClientHeaders(keys[PCK] as string),
       });
       expect(put.status).toBe(200);
       const stopped = await stop(inst);
@@ -117,7 +137,7 @@ describe("emulator lifecycle with the dev image", () => {
       expect(resumed.boot).toBe("quick-boot");
       expect(keysOf(inst)).toEqual(keys);
       const get = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
-        headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+        headers: internalClientHeaders(keys[PCK] as string),
       });
       expect(await get.text()).toContain("kept across stop");
 
@@ -137,7 +157,7 @@ describe("emulator lifecycle with the dev image", () => {
       const again = await start(inst);
       expect(again.boot).toBe("quick-boot");
       const kept = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
-        headers: { "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+        headers: internalClientHeaders(keys[PCK] as string),
       });
       expect(await kept.text()).toContain("kept across stop");
       qga = await QgaClient.connect(join(again.socketDir, "qga.sock"), { timeoutMs: 15_000 });
@@ -156,11 +176,12 @@ describe("emulator lifecycle with the dev image", () => {
       const fresh = await start(inst);
       expect(fresh.boot).toBe("snapshot");
       expect(await httpStatus(`http://127.0.0.1:${movedDashboard}/handler/sign-in`)).toBe(200);
-      const movedConfig = await (await fetch(`http://127.0.0.1:${inst.backend}/api/v1/config`)).text();
-      expect(movedConfig).toContain(`http://127.0.0.1:${movedDashboard}`);
+      expect((await appConfig(inst)).NEXT_PUBLIC_STACK_DASHBOARD_URL).toBe(
+        `http://localhost:${movedDashboard}`,
+      );
       const newKeys = await expectKeysReplaced(inst, keys);
       const gone = await fetch(`http://127.0.0.1:${inst.backend}/api/v1/kv/note`, {
-        headers: { "x-stack-publishable-client-key": newKeys.STACK_PUBLISHABLE_CLIENT_KEY as string },
+        headers: internalClientHeaders(newKeys[PCK] as string),
       });
       expect(await gone.text()).not.toContain("kept across stop");
 
@@ -194,6 +215,8 @@ describe("emulator lifecycle with the dev image", () => {
       expect(unrotated.stderr).toMatch(/EMULATOR_NO_ROTATION=1.*PUBLIC placeholder/);
       await expectKeysAsReported(inst.backend, unrotated.json);
       expect(existsSync(instanceFiles(inst.home).keys)).toBe(false);
+      // The original's CLI reads the key in service from internal-pck: here the placeholder.
+      expect(readFileSync(instanceFiles(inst.home).internalPck, "utf8")).toBe(placeholderPublishableKey());
       const placeholderStatus = await runCli(["status"], inst.env);
       expect(placeholderStatus.stdout).toMatch(/keys +PUBLIC placeholders/);
 

@@ -6,11 +6,12 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/config-disk.js";
 import { choiceFromEnv } from "../src/context.js";
+import { contractServices, PUBLISHABLE_KEY_NAME, SECRET_NAMES } from "../src/contract.js";
 import type { EmulatorError } from "../src/errors.js";
 import { parseImageSelector, readCurrentImage, writeCurrentImage } from "../src/image-store.js";
 import { acquireLock } from "../src/lock.js";
 import { instancePaths, resolveHome } from "../src/paths.js";
-import { assertPortsFree, parsePort, resolveServicePorts, type ServiceSpec } from "../src/ports.js";
+import { checkPortsFree, parsePort, resolveServicePorts, type ServiceSpec } from "../src/ports.js";
 import { identify, isSameProcess } from "../src/process-identity.js";
 import { buildQemuArgs } from "../src/qemu-args.js";
 import { generateSecrets, loadKeys, saveKeys } from "../src/secrets.js";
@@ -72,13 +73,11 @@ describe("ports", () => {
     expect(() => resolveServicePorts(services, { EMULATOR_BACKEND_PORT: "99999" })).toThrow(
       /^EMULATOR_BACKEND_PORT=/,
     );
-    const oauth = {
-      name: "mock-oauth",
-      guestPort: 8114,
-      defaultHostPort: 26704,
-      portEnv: "STACK_EMULATOR_MOCK_OAUTH_PORT",
-    };
-    expect(resolveServicePorts([oauth], { EMULATOR_MOCK_OAUTH_PORT: "8114" })[0]?.hostPort).toBe(8114);
+  });
+
+  it("forwards the mock OAuth server from the host port of its own number, whatever is set", () => {
+    const oauth = contractServices("82").find((s) => s.name === "mock-oauth") as ServiceSpec;
+    expect(resolveServicePorts([oauth], { STACK_EMULATOR_MOCK_OAUTH_PORT: "9999" })[0]?.hostPort).toBe(8214);
   });
 
   it("names the service whose port is taken", async () => {
@@ -87,7 +86,12 @@ describe("ports", () => {
     await new Promise((r) => server.once("listening", r));
     try {
       const resolved = resolveServicePorts(services, { STACK_EMULATOR_BACKEND_PORT: String(port) });
-      await expect(assertPortsFree(resolved)).rejects.toThrow(new RegExp(`backend on 127.0.0.1:${port}`));
+      await expect(checkPortsFree(resolved)).rejects.toThrow(new RegExp(`backend on 127.0.0.1:${port}`));
+      // An optional service (the mock OAuth server) whose port is taken is left out, with a note.
+      const optional = [{ ...(resolved[1] as ServiceSpec), hostPort: port, optional: true }];
+      const checked = await checkPortsFree(optional);
+      expect(checked.services).toEqual([]);
+      expect(checked.notes[0]).toMatch(new RegExp(`host port ${port} \\(backend\\) is taken`));
     } finally {
       server.close();
     }
@@ -196,11 +200,18 @@ describe("secrets", () => {
     expect(a.A).toMatch(/^[0-9a-f]{64}$/);
     expect(a.A).not.toBe(b.A);
     expect(a.A).not.toBe(a.B);
-    const dir = mkdtempSync(join(tmpdir(), "keys-"));
-    const file = join(dir, "keys.env");
-    saveKeys(file, a);
-    expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(loadKeys(file)).toEqual(a);
+    const paths = instancePaths(
+      resolveHome({ STACK_EMULATOR_HOME: mkdtempSync(join(tmpdir(), "keys-")) }),
+      "i",
+    );
+    mkdirSync(paths.dir, { recursive: true });
+    const keys = generateSecrets(SECRET_NAMES);
+    saveKeys(paths, keys);
+    expect(statSync(paths.keys).mode & 0o777).toBe(0o600);
+    expect(loadKeys(paths.keys)).toEqual(keys);
+    // internal-pck: the publishable key alone, where the original's CLI reads it.
+    expect(statSync(paths.internalPck).mode & 0o777).toBe(0o600);
+    expect(readFileSync(paths.internalPck, "utf8")).toBe(keys[PUBLISHABLE_KEY_NAME]);
   });
 });
 
@@ -217,30 +228,28 @@ describe("fingerprints", () => {
       deviceLayout: 1,
       imageDigest: "sha256:aa",
       method: "x-ignore-shared",
+      portPrefix: "81",
     };
     expect(fingerprintDifferences(base, { ...base })).toEqual([]);
-    expect(fingerprintDifferences(base, { ...base, memoryMiB: 512, accel: "kvm" })).toEqual([
-      "accel tcg -> kvm",
-      "memoryMiB 256 -> 512",
-    ]);
+    expect(fingerprintDifferences(base, { ...base, memoryMiB: 512, accel: "kvm", portPrefix: "82" })).toEqual(
+      ["accel tcg -> kvm", "memoryMiB 256 -> 512", "portPrefix 81 -> 82"],
+    );
   });
 });
 
 describe("config disk", () => {
-  it("is an ISO that an independent reader sees with the volume id and stack.env", async () => {
+  it("is an ISO that an independent reader sees with the volume id, runtime.env and base.env", async () => {
     const dir = mkdtempSync(join(tmpdir(), "cfg-"));
-    mkdirSync(dir, { recursive: true });
     const iso = join(dir, "config.iso");
-    await writeConfigDisk(iso, "STACKCFG", { STACK_BACKEND_URL: "http://127.0.0.1:31001" });
+    await writeConfigDisk(iso, { "runtime.env": "STACK_EMULATOR_PORT_PREFIX=81\n", "base.env": "A=1\n" });
     expect(execFileSync("isoinfo", ["-d", "-i", iso], { encoding: "utf8" })).toMatch(/Volume id: STACKCFG/);
     expect(statSync(iso).size).toBe(CONFIG_DISK_BYTES);
 
     const out = join(dir, "x");
     mkdirSync(out);
     execFileSync("bsdtar", ["-xf", iso, "-C", out]);
-    expect(readFileSync(join(out, "stack.env"), "utf8")).toContain(
-      "STACK_BACKEND_URL=http://127.0.0.1:31001\n",
-    );
+    expect(readFileSync(join(out, "runtime.env"), "utf8")).toBe("STACK_EMULATOR_PORT_PREFIX=81\n");
+    expect(readFileSync(join(out, "base.env"), "utf8")).toBe("A=1\n");
   });
 });
 
@@ -252,7 +261,7 @@ describe("QEMU command line", () => {
     kernelPath: "/img/vmlinuz",
     initrdPath: "/img/initrd.img",
     manifest: {
-      schema: 1 as const,
+      schema: 2 as const,
       name: "x",
       arch: "amd64" as const,
       digest: "sha256:00",
@@ -260,10 +269,6 @@ describe("QEMU command line", () => {
       disk: "disk.qcow2",
       memoryMiB: 256,
       cpus: 2,
-      configIso: { volumeId: "STACKCFG" },
-      services: [],
-      guest: { rotateSecrets: "/r" },
-      secrets: [],
     },
   };
   const base = {
@@ -288,6 +293,25 @@ describe("QEMU command line", () => {
     expect(line).toContain("vmgenid");
     expect(line).toMatch(/-S -incoming defer$/);
     expect(args).toContain("-kernel");
+    // The config-file share: a root port to hot-plug into and the -fsdev it names; no 9p device unless recorded.
+    expect(line).toContain("pcie-root-port,id=hostfs-port,chassis=1,bus=pcie.0,addr=0x8");
+    expect(line).toContain(
+      "-fsdev local,id=hostfs,path=/tmp/h,,1/instances/default/share,security_model=none",
+    );
+    expect(line).not.toContain("virtio-9p-pci");
+  });
+
+  it("puts the share's 9p device on the command line when a saved state was recorded with it", () => {
+    const line = buildQemuArgs({
+      ...base,
+      machine: { qemu: "qemu", arch: "amd64", accel: "tcg" },
+      ram: { kind: "anonymous" },
+      incoming: true,
+      shareDevice: true,
+    }).join(" ");
+    expect(line).toContain(
+      "-device virtio-9p-pci,id=hostfs-dev,fsdev=hostfs,mount_tag=hostfs,bus=hostfs-port",
+    );
   });
 
   it("gives split UEFI flash a per-instance variable store", () => {
@@ -353,7 +377,8 @@ describe("the device layout", () => {
         },
       );
       const build = pciLayout(out.slice(0, out.indexOf("\n\n")).split("\n"));
-      // The cloud-init seed disk exists only while the image is built.
+      // The cloud-init seed disk exists only while the image is built; the config-file share's root port only
+      // while the emulator runs.
       delete build["0x7"];
       const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
       const ours = buildQemuArgs({
@@ -369,7 +394,10 @@ describe("the device layout", () => {
         ram: { kind: "anonymous" },
         incoming: false,
       });
-      expect(pciLayout(ours)).toEqual(build);
+      const runtime = pciLayout(ours);
+      expect(runtime["0x8"]).toBe("pcie-root-port");
+      delete runtime["0x8"];
+      expect(runtime).toEqual(build);
       expect(Object.keys(build).length).toBeGreaterThanOrEqual(5);
     },
   );

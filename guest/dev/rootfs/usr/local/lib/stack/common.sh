@@ -20,10 +20,11 @@ SECRET_NAMES="STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY STACK_SEED_INTE
 MINIO_PORT=9090
 INBUCKET_PORT=9001
 
-# Messages go to the app's log (journalctl -u stack.service shows it) and the serial console; never secret values.
+# Messages go to the app's log (journalctl -u stack.service shows it) and the serial console, not to the caller's
+# output (a guest-exec's stderr is its error report); never secret values.
 log() {
   echo "stack: $*" >>"$APP_LOG"
-  echo "stack: $*" >&2
+  echo "stack: $*" >/dev/console 2>/dev/null
 }
 
 # The rendered env, then the rotated secrets over it: what the app runs with. Sets BACKEND_PORT, DASHBOARD_PORT,
