@@ -406,8 +406,11 @@ program
       if (report.savedState) lines.push("  saved      a stopped state waits to be resumed");
       return lines.join("\n");
     });
-    if (report.state === "broken") process.exitCode = 1;
+    // As LSB init scripts' status: 0 running and healthy, 3 stopped, 1 broken. Scripts wait on it.
+    process.exitCode = STATUS_EXIT_CODES[report.state];
   });
+
+const STATUS_EXIT_CODES = { running: 0, stopped: 3, broken: 1 } as const;
 
 function prefixOption(): Option {
   return new Option(

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { PUBLISHABLE_KEY_NAME } from "../src/contract.js";
 import {
   apiStatus,
   devImageFixture,
@@ -31,9 +32,9 @@ describe("the arm64 dev image on virt", () => {
       expect(first.rotation).toBe("rotated");
       const status = await stackEmulator("status");
       expect(status.image).toContain("stack-emulator-dev-arm64");
-      expect(status.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true]);
+      expect(status.services.map((s: { healthy: boolean }) => s.healthy)).toEqual([true, true, true, true]);
       const keys = keysOf(inst);
-      expect(await apiStatus(inst, keys.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      expect(await apiStatus(inst, keys[PUBLISHABLE_KEY_NAME] as string)).toBe(200);
       expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);
 
       // A resume of the pristine snapshot gives this install new keys; the placeholder and the old keys are dead.
@@ -46,7 +47,7 @@ describe("the arm64 dev image on virt", () => {
       const quick = await stackEmulator("start");
       expect(quick.boot).toBe("quick-boot");
       expect(keysOf(inst)).toEqual(fresh);
-      expect(await apiStatus(inst, fresh.STACK_PUBLISHABLE_CLIENT_KEY as string)).toBe(200);
+      expect(await apiStatus(inst, fresh[PUBLISHABLE_KEY_NAME] as string)).toBe(200);
 
       // The power button (a gpio-keys key on virt: no firmware, no ACPI) shuts the guest down by itself.
       await stackEmulator("stop", "--no-save");

@@ -233,6 +233,43 @@ describe("emulator lifecycle with the dev image", () => {
   );
 
   it(
+    "honours the original's variables: EMULATOR_BACKEND_PORT, EMULATOR_RAM and EMULATOR_CPUS",
+    async () => {
+      const inst = await dev.instance();
+      const backend = await freePort();
+      const env: NodeJS.ProcessEnv = {
+        ...inst.env,
+        EMULATOR_BACKEND_PORT: String(backend),
+        EMULATOR_RAM: "320",
+        EMULATOR_CPUS: "1",
+      };
+      delete env.STACK_EMULATOR_BACKEND_PORT;
+      const started = await runCli(["start", "--json"], env);
+      expect(started.code, started.stderr).toBe(0);
+      expect(started.json.services.find((s: { name: string }) => s.name === "backend").hostPort).toBe(
+        backend,
+      );
+      expect(await httpStatus(`http://127.0.0.1:${backend}/health?db=1`)).toBe(200);
+      expect((await appConfig({ ...inst, backend })).NEXT_PUBLIC_STACK_API_URL).toBe(
+        `http://localhost:${backend}`,
+      );
+      const qga = await QgaClient.connect(join(started.json.socketDir, "qga.sock"), { timeoutMs: 15_000 });
+      try {
+        const meminfo = await qga.exec({ path: "/bin/cat", args: ["/proc/meminfo"] });
+        const totalKiB = Number(/MemTotal:\s+(\d+)/.exec(meminfo.stdout.toString())?.[1]);
+        expect(totalKiB).toBeGreaterThan(256 * 1024);
+        expect(totalKiB).toBeLessThanOrEqual(320 * 1024);
+        const cpus = await qga.exec({ path: "/bin/cat", args: ["/sys/devices/system/cpu/online"] });
+        expect(cpus.stdout.toString().trim()).toBe("0");
+      } finally {
+        await qga.close();
+      }
+      await stop({ ...inst, env }, ["--no-save"]);
+    },
+    TIMEOUT,
+  );
+
+  it(
     "refuses a busy port and an invalid port, changing nothing",
     async () => {
       const inst = await dev.instance();
