@@ -5,9 +5,9 @@
  * ship with it. Run through `pnpm check-packages`, which builds first.
  *
  * attw's esm-only profile leaves out two resolutions: node10 (TypeScript's resolver from before `exports`) and
- * node16 from CommonJS, where attw's bundled TypeScript (5.6) reports any ES module as `require`-proof. The
- * libraries are ES modules on purpose; Node.js from 20.19 and 22.12 `require()`s them, and TypeScript 5.8+ under
- * `module: nodenext` accepts that. The README examples test runs both.
+ * node16 from CommonJS, where attw's bundled TypeScript (5.6) refuses `require()` of any ES module. The libraries
+ * are ES modules on purpose: Node.js from 20.19 and 22.12 `require()`s them, and so does TypeScript 5.8+ under
+ * `module: nodenext`. The README examples test checks both.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
