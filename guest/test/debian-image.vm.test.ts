@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   apiStatus,
   expectKeysReplaced,
-  freePort,
+  freePorts,
   type Instance,
   keysOf,
   placeholderPublishableKey,
@@ -68,15 +68,23 @@ describe.skipIf(!enabled)(
     it(
       "captures, resumes with fresh keys checked by PostgreSQL, keeps data across stop/start, and reset gives new keys",
       async () => {
-        const backend = await freePort();
-        const dashboard = await freePort();
+        const { backend, dashboard, minio, inbucket } = await freePorts([
+          "backend",
+          "dashboard",
+          "minio",
+          "inbucket",
+        ] as const);
         const home = tempHome("se-deb-");
         const inst: Instance = {
           home,
           backend,
           dashboard,
+          minio,
+          inbucket,
           env: {
             ...process.env,
+            STACK_EMULATOR_MINIO_PORT: String(minio),
+            STACK_EMULATOR_INBUCKET_PORT: String(inbucket),
             STACK_EMULATOR_HOME: home,
             STACK_EMULATOR_IMAGE: imageDir,
             // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).

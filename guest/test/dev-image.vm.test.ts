@@ -324,7 +324,10 @@ describe("the offline dev image", () => {
     );
     // The internal project's publishable key provisions projects; it cannot read one's config.
     const asClient = await fetch(url("backend", "/api/v1/internal/config/override/branch"), {
-      headers: { ...internalClientHeaders(body.publishable_client_key!), "x-stack-project-id": body.project_id! },
+      headers: {
+        ...internalClientHeaders(body.publishable_client_key!),
+        "x-stack-project-id": body.project_id!,
+      },
     });
     expect(asClient.status).toBe(401);
 
