@@ -259,7 +259,8 @@ export class FakeGitHub {
     // biome-ignore lint/suspicious/noAssignInExpressions: see above
     if ((m = /^\/repos\/([^/]+\/[^/]+)\/releases\/tags\/(.+)$/.exec(p))) {
       const tag = decodeURIComponent(m[2]!);
-      const r = this.releasesOf(m[1]!).find((x) => x.spec.tag === tag);
+      // As GitHub: a draft is not found by its tag (the original's -latest release is one while re-uploaded).
+      const r = this.releasesOf(m[1]!).find((x) => x.spec.tag === tag && !x.spec.draft);
       return r ? json(200, this.releaseJson(r)) : json(404, { message: "Not Found" });
     }
     // biome-ignore lint/suspicious/noAssignInExpressions: see above

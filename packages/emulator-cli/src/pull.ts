@@ -69,8 +69,16 @@ function isDatedTag(tag: string, branch: string): boolean {
   return tag.startsWith(prefix) && /^\d{8}-[0-9a-f]{8}$/.test(tag.slice(prefix.length));
 }
 
-/** How long to wait for a `-latest` release that is being re-uploaded (a draft, or missing its asset) to return. */
-const REUPLOAD_WAIT = { attempts: 4, delayMs: 5000 };
+/**
+ * How long to wait for a `-latest` release that is being re-uploaded (a draft, or missing its asset) to come back,
+ * in seconds: STACK_EMULATOR_RELEASE_WAIT, default 15 (a re-upload of both images takes about that).
+ */
+function reuploadWaitMs(env: NodeJS.ProcessEnv): number {
+  const seconds = Number(env.STACK_EMULATOR_RELEASE_WAIT);
+  return env.STACK_EMULATOR_RELEASE_WAIT && Number.isFinite(seconds) && seconds >= 0
+    ? seconds * 1000
+    : 15_000;
+}
 
 function hasAsset(release: Release, arch: string): boolean {
   const plain = diskFileName(arch);
@@ -93,17 +101,19 @@ async function pickRelease(
   const tag = selector.tag ?? latestTag(DEFAULT_BRANCH);
   const branch = /^emulator-(.+)-latest$/.exec(tag)?.[1];
   if (branch === undefined) return client.releaseByTag(repo, tag);
-  for (let attempt = 1; ; attempt++) {
+  const deadline = Date.now() + reuploadWaitMs(ctx.env);
+  const delayMs = Math.min(5000, reuploadWaitMs(ctx.env) / 3);
+  for (;;) {
     const release = await client.releaseByTag(repo, tag).catch((error: unknown) => {
       if (error instanceof ArtifactsError && error.code === "NO_RELEASE") return undefined;
       throw error;
     });
     if (release && !release.draft && hasAsset(release, arch)) return release;
-    if (attempt >= REUPLOAD_WAIT.attempts) break;
+    if (Date.now() + delayMs > deadline) break;
     ctx.report.warn(
-      `release ${tag} ${release ? `has no ${diskFileName(arch)} right now` : "is not published right now"} (a build may be re-uploading it); trying again in ${REUPLOAD_WAIT.delayMs / 1000} s`,
+      `release ${tag} ${release ? `has no ${diskFileName(arch)} right now` : "is not published right now"} (a build may be re-uploading it); trying again in ${(delayMs / 1000).toFixed(1)} s`,
     );
-    await new Promise((r) => setTimeout(r, REUPLOAD_WAIT.delayMs));
+    await new Promise((r) => setTimeout(r, delayMs));
   }
   const newest = (await client.listReleases(repo, { prefix: RELEASE_PREFIX }))
     .filter((r) => isDatedTag(r.tag, branch) && !r.draft && hasAsset(r, arch))

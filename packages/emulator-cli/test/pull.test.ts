@@ -1,30 +1,53 @@
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
-import { FakeGitHub, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
+import { FakeGitHub, type FakeReleaseSpec, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
 import { releaseManifest } from "../src/pull.js";
-import { GUEST, instanceFiles, removeTempHomes, runCli, tempHome } from "./helpers.js";
+import { instanceFiles, removeTempHomes, runCli, tempHome } from "./helpers.js";
 
 const REPO = "stack-auth/stack-auth";
 const TOKEN = "ghp_test_token_for_the_fake";
+const SHA = "abc123def4567890abc123def4567890abc12345";
 const disk = randomBytes(3 * 1024 * 1024 + 17);
+const olderDisk = randomBytes(2 * 1024 * 1024 + 5);
 let fake: FakeGitHub;
+/** Published as the original's workflow does: every emulator release a prerelease, -latest updated in place. */
+const devLatest: FakeReleaseSpec = {
+  tag: "emulator-dev-latest",
+  prerelease: true,
+  assets: [{ name: "stack-emulator-amd64.qcow2", content: disk }],
+};
 
 beforeAll(async () => {
   fake = await FakeGitHub.start({ token: TOKEN });
   fake.addRelease(REPO, {
+    tag: "emulator-dev-20261101-0badcafe",
+    prerelease: true,
+    createdAt: "2026-11-01T00:00:00Z",
+    assets: [{ name: "stack-emulator-amd64.qcow2", content: randomBytes(1024) }],
+  });
+  fake.addRelease(REPO, {
+    tag: "emulator-dev-20261201-abc123de",
+    prerelease: true,
+    createdAt: "2026-12-01T00:00:00Z",
+    assets: [{ name: "stack-emulator-amd64.qcow2", content: olderDisk }],
+  });
+  fake.addRelease(REPO, devLatest);
+  fake.addRelease(REPO, {
     tag: "emulator-main-latest",
-    assets: [{ name: "stack-emulator-amd64.qcow2", content: disk }],
+    prerelease: true,
+    assets: [{ name: "stack-emulator-amd64.qcow2", content: olderDisk }],
   });
   fake.addRelease(REPO, {
     tag: "emulator-broken",
+    prerelease: true,
     assets: [{ name: "stack-emulator-amd64.qcow2", content: disk, digest: `sha256:${"0".repeat(64)}` }],
   });
   fake.addRelease(REPO, {
     tag: "emulator-compressed",
+    prerelease: true,
     assets: [
       {
         name: "stack-emulator-amd64.qcow2",
@@ -33,14 +56,29 @@ beforeAll(async () => {
       { name: "stack-emulator-amd64.qcow2.zst", content: compress(disk) },
     ],
   });
-  fake.addRelease(REPO, { tag: "v1.0.0" });
-  fake.addPull(REPO, 42, { sha: "abc123def4567890abc123def4567890abc12345" });
+  // The repository's "latest" release is not an emulator build: /releases/latest must not be what pull uses.
+  fake.addRelease(REPO, { tag: "v1.0.0", latest: true });
+  fake.addPull(REPO, 42, { sha: SHA });
+  // The same commit built by another workflow with an artifact of the same name: not the emulator build.
   fake.addRun(REPO, {
-    id: 777,
-    headSha: "abc123def4567890abc123def4567890abc12345",
+    id: 776,
+    headSha: SHA,
+    workflow: "ci.yml",
     artifacts: [
       {
-        name: "stack-emulator-amd64",
+        name: "qemu-emulator-amd64",
+        content: makeZip([{ name: "stack-emulator-amd64.qcow2", data: randomBytes(100) }]),
+      },
+    ],
+  });
+  fake.addRun(REPO, {
+    id: 777,
+    headSha: SHA,
+    workflow: "qemu-emulator-build.yaml",
+    createdAt: "2026-11-30T00:00:00Z",
+    artifacts: [
+      {
+        name: "qemu-emulator-amd64",
         content: makeZip([{ name: "stack-emulator-amd64.qcow2", data: disk }]),
       },
     ],
@@ -63,36 +101,62 @@ function imageDirs(home: string): string[] {
 }
 
 describe("the published image's manifest", () => {
-  it("is the one guest/build-image writes, but for the name this CLI stores it under and the digest", () => {
-    for (const arch of ["amd64", "arm64"] as const) {
-      const out = execFileSync(join(GUEST, "build-image"), ["--dry-run", "--arch", arch], {
-        encoding: "utf8",
-      });
-      const published = JSON.parse(out.slice(out.indexOf("\n\n") + 2));
-      const ours = releaseManifest("release-x", arch, "sha256:ab");
-      expect({ ...ours, name: published.name, digest: published.digest }).toEqual(published);
-    }
+  it("boots the bare qcow2 through firmware with the original's 4096 MiB and 4 vCPUs", () => {
+    expect(releaseManifest("release-x", "amd64", "sha256:ab")).toEqual({
+      schema: 2,
+      name: "release-x",
+      arch: "amd64",
+      digest: "sha256:ab",
+      boot: { firmware: "bios" },
+      disk: "stack-emulator-amd64.qcow2",
+      memoryMiB: 4096,
+      cpus: 4,
+    });
+    expect(releaseManifest("release-x", "arm64", "sha256:ab").boot).toEqual({ firmware: "uefi" });
   });
 });
 
 describe("pull from a stand-in of the GitHub API and object storage", () => {
-  it("downloads a release image, verifies it against the published digest and stores it with a manifest", async () => {
+  it("pulls emulator-dev-latest with no flags, a prerelease, verified and stored with a manifest", async () => {
     const home = tempHome();
-    const result = await runCli(
-      ["pull", "--tag", "emulator-main-latest", "--skip-snapshot", "--json"],
-      envFor(home),
-    );
+    const result = await runCli(["pull", "--skip-snapshot", "--json"], envFor(home));
     expect(result.code, result.stderr).toBe(0);
     expect(result.json.captured).toBe(false);
-    const dir = join(home, "images", "release-emulator-main-latest-amd64");
+    const dir = join(home, "images", "release-emulator-dev-latest-amd64");
     expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
     const manifest = JSON.parse(readFileSync(join(dir, "image.json"), "utf8"));
-    expect(manifest.digest).toBe(`sha256:${sha256(disk)}`);
-    expect(manifest.services.map((s: { name: string }) => s.name)).toContain("backend");
+    expect(manifest).toMatchObject({ digest: `sha256:${sha256(disk)}`, boot: { firmware: "bios" } });
+    expect(fake.requests.some((r) => r.url.endsWith("/releases/tags/emulator-dev-latest"))).toBe(true);
     expect(readdirSync(join(home, "images", ".downloads"))).toEqual([]);
     // The token went to the API only, never to the storage origin behind the redirect.
     expect(fake.requests.some((r) => r.server === "storage")).toBe(true);
     expect(fake.requests.filter((r) => r.server === "storage" && r.headers.authorization)).toEqual([]);
+  });
+
+  it("--branch takes that branch's -latest release", async () => {
+    const home = tempHome();
+    const result = await runCli(["pull", "--branch", "main", "--skip-snapshot", "--json"], envFor(home));
+    expect(result.code, result.stderr).toBe(0);
+    const dir = join(home, "images", "release-emulator-main-latest-amd64");
+    expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(olderDisk)).toBe(true);
+  });
+
+  it("waits while -latest is re-uploaded (a draft), then takes the newest dated release of its branch", async () => {
+    const home = tempHome();
+    devLatest.draft = true;
+    try {
+      const result = await runCli(["pull", "--skip-snapshot", "--json"], {
+        ...envFor(home),
+        STACK_EMULATOR_RELEASE_WAIT: "1",
+      });
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toMatch(/emulator-dev-latest is not published right now.*trying again/);
+      expect(result.stderr).toContain("using the newest build of dev, emulator-dev-20261201-abc123de");
+      const dir = join(home, "images", "release-emulator-dev-latest-amd64");
+      expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(olderDisk)).toBe(true);
+    } finally {
+      devLatest.draft = false;
+    }
   });
 
   it("prefers the compressed asset and stores it decompressed, verified against the published bytes", async () => {
@@ -109,16 +173,18 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     );
   });
 
-  it("pulls a pull request's CI build by head SHA, extracting the zip and removing it", async () => {
+  it("pulls a pull request's qemu-emulator-<arch> artifact of qemu-emulator-build.yaml, found by head SHA", async () => {
     const home = tempHome();
     const result = await runCli(["pull", "--pr", "42", "--skip-snapshot", "--json"], envFor(home));
     expect(result.code, result.stderr).toBe(0);
     const dir = join(home, "images", "pr-42-amd64");
     expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
     expect(imageDirs(home)).toEqual(["pr-42-amd64"]);
-    // Runs were looked up by the pull request's head commit, not by branch name.
+    // Runs were looked up by the pull request's head commit, not by branch name, in the emulator's workflow.
     expect(
-      fake.requests.some((r) => r.url.includes("head_sha=abc123def4567890abc123def4567890abc12345")),
+      fake.requests.some((r) =>
+        r.url.includes(`/actions/workflows/qemu-emulator-build.yaml/runs?head_sha=${SHA}`),
+      ),
     ).toBe(true);
   });
 
@@ -140,6 +206,9 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     expect(result.json.map((r: { tag: string }) => r.tag).sort()).toEqual([
       "emulator-broken",
       "emulator-compressed",
+      "emulator-dev-20261101-0badcafe",
+      "emulator-dev-20261201-abc123de",
+      "emulator-dev-latest",
       "emulator-main-latest",
     ]);
   });
