@@ -5,11 +5,12 @@ import { createInterface } from "node:readline/promises";
 import type { DoctorCheck } from "@stack/host-detect";
 import { Command, Option } from "commander";
 import { composeAppEnv, formatDotenv, PREFIX_SETS, parsePrefixSet } from "./app-env.js";
+import { newLines, readAppLog } from "./app-log.js";
 import { capture, reset, type StartResult, start, stop } from "./commands.js";
 import { appConnection } from "./connection.js";
 import { type Context, choiceFromEnv, createContext } from "./context.js";
 import { contractServices, portPrefix } from "./contract.js";
-import { describeError, type EmulatorError, exitCodeFor, isEmulatorError } from "./errors.js";
+import { describeError, EmulatorError, exitCodeFor, isEmulatorError } from "./errors.js";
 import { serviceUrl } from "./health.js";
 import { hostDoctor } from "./host.js";
 import { type Image, loadImage, withMachineSettings } from "./image.js";
@@ -493,16 +494,47 @@ program
 
 program
   .command("logs")
-  .description("print this CLI's log, QEMU's own messages and the guest's serial console")
-  .option("-f, --follow", "keep printing new output")
+  .description("print this CLI's log, QEMU's own messages, the guest's serial console and the app's own log")
+  .option("-f, --follow", "keep printing new output (the serial console, or with --app the app's log)")
   .option("--serial", "only the serial console")
-  .action(async (flags: { follow?: boolean; serial?: boolean }, command: Command) => {
-    const { ctx } = context(command);
-    const { cliLog, qemuLog, serialLog } = ctx.paths;
-    const files = flags.serial ? [serialLog] : [cliLog, qemuLog, serialLog];
-    for (const file of files) if (existsSync(file)) process.stdout.write(readFileSync(file));
-    if (flags.follow) await follow(ctx.paths.serialLog);
-  });
+  .option("--app", "only the app's own log, read in the running guest (journalctl -u stack.service)")
+  .option("-n, --lines <count>", "how many lines of the app's log", "1000")
+  .action(
+    async (flags: { follow?: boolean; serial?: boolean; app?: boolean; lines: string }, command: Command) => {
+      const { ctx } = context(command);
+      const lines = Number(flags.lines);
+      if (!Number.isInteger(lines) || lines < 1) {
+        throw new EmulatorError(
+          "INVALID_ARGUMENT",
+          `--lines ${flags.lines} is not a count`,
+          "pass a whole number, such as 200",
+        );
+      }
+      if (flags.app) {
+        let shown = (await readAppLog(ctx, lines)).split("\n");
+        process.stdout.write(shown.join("\n"));
+        while (flags.follow) {
+          await new Promise((r) => setTimeout(r, 1000));
+          const next = (await readAppLog(ctx, 200)).split("\n");
+          const fresh = newLines(shown, next);
+          if (fresh.length > 0 && fresh.some(Boolean)) process.stdout.write(`${fresh.join("\n")}`);
+          shown = next;
+        }
+        return;
+      }
+      const { cliLog, qemuLog, serialLog } = ctx.paths;
+      const files = flags.serial ? [serialLog] : [cliLog, qemuLog, serialLog];
+      for (const file of files) if (existsSync(file)) process.stdout.write(readFileSync(file));
+      const running = readState(ctx.paths);
+      if (!flags.serial && running && isSameProcess(running.qemu)) {
+        const appLog = await readAppLog(ctx, lines).catch(
+          (error: Error) => `(not readable: ${error.message})\n`,
+        );
+        process.stdout.write(`--- the app's log (stack.service) ---\n${appLog}`);
+      }
+      if (flags.follow) await follow(ctx.paths.serialLog);
+    },
+  );
 
 async function follow(file: string): Promise<void> {
   let offset = existsSync(file) ? statSync(file).size : 0;

@@ -104,6 +104,10 @@ describe("emulator lifecycle with the dev image", () => {
       expect(status.code).toBe(0);
       expect(status.json.state).toBe("running");
       expect(status.json.vm).toBe("running");
+      // The app's own log, from the guest's journal of stack.service.
+      const appLog = await runCli(["logs", "--app"], inst.env);
+      expect(appLog.code, appLog.stderr).toBe(0);
+      expect(appLog.stdout).toContain("trigger-fast-rotate: rotated 4 secrets");
       expect(
         status.json.services.map((s: { name: string; healthy: boolean }) => [s.name, s.healthy]),
       ).toEqual([

@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { newLines } from "../src/app-log.js";
 import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/config-disk.js";
 import { choiceFromEnv } from "../src/context.js";
 import { contractServices, PUBLISHABLE_KEY_NAME, SECRET_NAMES } from "../src/contract.js";
@@ -212,6 +213,15 @@ describe("secrets", () => {
     // internal-pck: the publishable key alone, where the original's CLI reads it.
     expect(statSync(paths.internalPck).mode & 0o777).toBe(0o600);
     expect(readFileSync(paths.internalPck, "utf8")).toBe(keys[PUBLISHABLE_KEY_NAME]);
+  });
+});
+
+describe("following the app's log", () => {
+  it("prints only the lines after what was shown, also when the window moved on", () => {
+    expect(newLines(["a", "b", "c"], ["b", "c", "d", "e"])).toEqual(["d", "e"]);
+    expect(newLines(["a", "b"], ["a", "b"])).toEqual([]);
+    expect(newLines(["a", "b"], ["x", "y"])).toEqual(["x", "y"]);
+    expect(newLines([], ["x"])).toEqual(["x"]);
   });
 });
 
