@@ -143,7 +143,8 @@ Examples:
   stack-emulator status --json          state, health and ports for scripts
   stack-emulator stop                   save the running state; the next start resumes it
   stack-emulator reset                  forget this instance's data and keys
-  stack-emulator pull --pr 1234         fetch a pull request's CI image and capture its snapshot
+  stack-emulator pull                   fetch emulator-dev-latest from stack-auth/stack-auth and capture its snapshot
+  stack-emulator pull --pr 1234         fetch a pull request's CI image (qemu-emulator-<arch>) and capture its snapshot
   stack-emulator run -- npm run dev     your app with the emulator's project, keys and URL in its environment
   stack-emulator env --prefix next > .env.local   the same variables for a .env file
   stack-emulator --instance b start --ports auto  a second emulator on free ports, kept for its next starts
@@ -151,9 +152,11 @@ Examples:
 Environment:
   STACK_EMULATOR_HOME     state directory (default ~/.stack/emulator)
   STACK_EMULATOR_IMAGE    image selector, as --image
-  STACK_EMULATOR_DASHBOARD_PORT, _BACKEND_PORT, _MINIO_PORT, _INBUCKET_PORT, _MOCK_OAUTH_PORT
-                          host ports (defaults 26700-26704); the original's EMULATOR_DASHBOARD_PORT etc.
+  STACK_EMULATOR_DASHBOARD_PORT, _BACKEND_PORT, _MINIO_PORT, _INBUCKET_PORT
+                          host ports (defaults 26700-26703); the original's EMULATOR_DASHBOARD_PORT etc.
                           work too, and the STACK_ names win when both are set
+  PORT_PREFIX             the guest's port prefix (default 81); the mock OAuth server is on host port <prefix>14
+  EMULATOR_RAM, EMULATOR_CPUS  the guest's MiB of RAM and vCPUs (a pulled image: 4096 and 4)
   EMULATOR_ACCEL          force an accelerator (kvm, hvf, whpx, tcg)
   EMULATOR_NO_SNAPSHOT=1  always cold boot; EMULATOR_NO_ROTATION=1 keep the public placeholder keys (unsafe)
   GH_TOKEN / GITHUB_TOKEN GitHub token for pull requests and workflow runs; GITHUB_API_URL for GitHub Enterprise`,
