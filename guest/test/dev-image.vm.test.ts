@@ -10,7 +10,7 @@ import {
   internalClientHeaders,
   REAPPLY_CONFIG_SCRIPT,
   SECRET_NAMES,
-} from "../../packages/emulator-cli/src/contract.js";
+} from "../../packages/emulator-cli/src/contract/contract.js";
 import {
   type BuildResult,
   bootDevImage,

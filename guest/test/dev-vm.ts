@@ -10,7 +10,7 @@ import {
   configDiskFiles,
   contractServices,
   internalClientHeaders,
-} from "../../packages/emulator-cli/src/contract.js";
+} from "../../packages/emulator-cli/src/contract/contract.js";
 
 /** Building and booting the dev image the way guest/README.md documents it; shared by the test and the benchmark. */
 const run = promisify(execFile);

@@ -4,18 +4,18 @@
  * and `list-releases` need stays in a chunk loaded on demand; @stack/artifacts (whose extract-zip is CommonJS) and
  * the native zstd-napi are loaded from node_modules as usual. Everything lands in dist/ itself so that paths the
  * code derives from import.meta.url (package.json, the repository's guest/ directory) stay as in dist/cli.js.
+ * The bundle is the package's only build output (type checking is the typecheck task's).
  */
-import { chmodSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
 
 const root = join(import.meta.dirname, "..");
 const dist = join(root, "dist");
-// Chunk names carry a content hash: drop the previous build's so that none lingers in dist/.
-for (const name of readdirSync(dist))
-  if (/^stack-emulator-\w+\.js(\.map)?$/.test(name)) rmSync(join(dist, name));
+// Chunk names carry a content hash, and earlier builds emitted more: nothing of a previous build may linger.
+rmSync(dist, { recursive: true, force: true });
 await build({
-  entryPoints: { "stack-emulator": join(root, "src", "cli.ts") },
+  entryPoints: { "stack-emulator": join(root, "src", "cli", "cli.ts") },
   outdir: dist,
   chunkNames: "stack-emulator-[hash]",
   bundle: true,

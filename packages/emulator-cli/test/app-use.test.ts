@@ -4,12 +4,12 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { type AppConnection, composeAppEnv, formatDotenv } from "../src/app-env.js";
-import type { EmulatorError } from "../src/errors.js";
-import { instancePaths, resolveHome } from "../src/paths.js";
-import { assignPorts, type PortPlanInput, planPorts } from "../src/port-assignment.js";
-import { checkPortsFree, describePortOwner, type ServiceSpec } from "../src/ports.js";
-import { childCommand } from "../src/run-child.js";
+import { type AppConnection, composeAppEnv, formatDotenv } from "../src/app/app-env.js";
+import { childCommand } from "../src/app/run-child.js";
+import type { EmulatorError } from "../src/core/errors.js";
+import { instancePaths, resolveHome } from "../src/core/paths.js";
+import { checkPortsFree, describePortOwner, type ServiceSpec } from "../src/core/ports.js";
+import { assignPorts, type PortPlanInput, planPorts } from "../src/instance/port-assignment.js";
 
 const connection: AppConnection = {
   projectId: "internal",

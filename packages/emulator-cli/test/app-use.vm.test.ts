@@ -7,8 +7,8 @@ import {
   internalClientHeaders,
   PUBLISHABLE_KEY_NAME as PCK,
   SERVER_KEY_NAME as SSK,
-} from "../src/contract.js";
-import { isPortFree } from "../src/ports.js";
+} from "../src/contract/contract.js";
+import { isPortFree } from "../src/core/ports.js";
 import {
   CLI,
   devImageFixture,

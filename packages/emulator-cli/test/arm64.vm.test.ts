@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { PUBLISHABLE_KEY_NAME } from "../src/contract.js";
+import { PUBLISHABLE_KEY_NAME } from "../src/contract/contract.js";
 import {
   apiStatus,
   devImageFixture,

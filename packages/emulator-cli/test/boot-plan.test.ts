@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { type BootFacts, type BootPlan, planBoot } from "../src/boot-plan.js";
-import { EmulatorError, exitCodeFor } from "../src/errors.js";
+import { EmulatorError, exitCodeFor } from "../src/core/errors.js";
+import { type BootFacts, type BootPlan, planBoot } from "../src/instance/boot-plan.js";
 
 const fresh: BootFacts = { disk: { kind: "none" }, snapshotsOff: false, snapshot: { kind: "usable" } };
 const kinds = (plan: BootPlan) => plan.attempts.map((a) => a.kind);

@@ -3,10 +3,16 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { writeConfigDisk } from "../src/config-disk.js";
-import { baseEnv, configDiskFiles, contractServices, portPrefix, runtimeEnv } from "../src/contract.js";
-import type { EmulatorError } from "../src/errors.js";
-import { type ForwardedService, resolveServicePorts } from "../src/ports.js";
+import { writeConfigDisk } from "../src/contract/config-disk.js";
+import {
+  baseEnv,
+  configDiskFiles,
+  contractServices,
+  portPrefix,
+  runtimeEnv,
+} from "../src/contract/contract.js";
+import type { EmulatorError } from "../src/core/errors.js";
+import { type ForwardedService, resolveServicePorts } from "../src/core/ports.js";
 
 const dirs: string[] = [];
 afterAll(() => {

@@ -4,9 +4,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, afterEach, beforeAll, expect } from "vitest";
-import { internalClientHeaders, PUBLISHABLE_KEY_NAME } from "../src/contract.js";
-import { type InstancePaths, instancePaths, resolveHome } from "../src/paths.js";
-import { parseEnv } from "../src/secrets.js";
+import { internalClientHeaders, PUBLISHABLE_KEY_NAME } from "../src/contract/contract.js";
+import { type InstancePaths, instancePaths, resolveHome } from "../src/core/paths.js";
+import { parseEnv } from "../src/guest/secrets.js";
 
 export const CLI = resolve(import.meta.dirname, "..", "dist", "stack-emulator.js");
 export const GUEST = resolve(import.meta.dirname, "..", "..", "..", "guest");

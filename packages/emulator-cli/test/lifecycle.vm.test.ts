@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
-import { internalClientHeaders, PUBLISHABLE_KEY_NAME as PCK } from "../src/contract.js";
+import { internalClientHeaders, PUBLISHABLE_KEY_NAME as PCK } from "../src/contract/contract.js";
 import {
   apiStatus,
   appConfig,

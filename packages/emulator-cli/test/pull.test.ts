@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
 import { FakeGitHub, type FakeReleaseSpec, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
-import { releaseManifest } from "../src/pull.js";
+import { releaseManifest } from "../src/image/pull.js";
 import { instanceFiles, removeTempHomes, runCli, tempHome } from "./helpers.js";
 
 const REPO = "stack-auth/stack-auth";

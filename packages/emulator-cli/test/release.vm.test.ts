@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeGitHub, makeZip } from "../../artifacts/test/fake-github.js";
-import { PUBLISHABLE_KEY_NAME as PCK } from "../src/contract.js";
+import { PUBLISHABLE_KEY_NAME as PCK } from "../src/contract/contract.js";
 import {
   apiStatus,
   freePorts,

@@ -1,0 +1,107 @@
+import { existsSync, readFileSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { EmulatorError } from "../core/errors.js";
+
+/**
+ * What an image is to the host: its hardware and how it boots. What runs inside (config disk, ports, rotation) is
+ * the guest contract (contract.ts), the same for every image. Schema 1 manifests described a contract of this
+ * project's own and are refused: their images are rebuilt.
+ */
+export interface ImageManifest {
+  schema: 2;
+  name: string;
+  arch: "amd64" | "arm64";
+  digest: string;
+  boot: { kernel: string; initrd?: string; append?: string } | { firmware: "bios" | "uefi" };
+  disk: string;
+  memoryMiB: number;
+  cpus: number;
+  /** How long a guest command (rotation) and the health check after a resume may take, in seconds. */
+  timeoutSeconds?: number;
+}
+
+/** An image on disk: its directory and its manifest, with every file path made absolute. */
+export interface Image {
+  dir: string;
+  manifest: ImageManifest;
+  diskPath: string;
+  kernelPath?: string;
+  initrdPath?: string;
+}
+
+function fail(dir: string, problem: string): never {
+  throw new EmulatorError(
+    "INVALID_IMAGE",
+    `${join(dir, "image.json")}: ${problem}`,
+    "rebuild or re-download the image (stack-emulator pull, or --image dev to rebuild the dev image)",
+  );
+}
+
+export function loadImage(dir: string): Image {
+  const manifestPath = join(dir, "image.json");
+  if (!existsSync(manifestPath)) {
+    throw new EmulatorError(
+      "IMAGE_NOT_FOUND",
+      `no image at ${dir} (image.json missing)`,
+      "pass --image dev, --image release, --image pr:<n>, --image run:<id> or a directory holding image.json",
+    );
+  }
+  let manifest: ImageManifest;
+  try {
+    manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
+  } catch (error) {
+    fail(dir, `not valid JSON (${(error as Error).message})`);
+  }
+  if ((manifest.schema as number) === 1) {
+    fail(dir, "an image of an older version of this project (its guest speaks another contract); rebuild it");
+  }
+  if (manifest.schema !== 2) fail(dir, `unsupported schema ${String(manifest.schema)}`);
+  for (const key of ["name", "digest", "disk"] as const) {
+    if (typeof manifest[key] !== "string" || manifest[key] === "")
+      fail(dir, `"${key}" must be a non-empty string`);
+  }
+  if (!Number.isInteger(manifest.memoryMiB) || manifest.memoryMiB < 64)
+    fail(dir, '"memoryMiB" must be >= 64');
+  if (!Number.isInteger(manifest.cpus) || manifest.cpus < 1) fail(dir, '"cpus" must be >= 1');
+  if (manifest.arch !== "amd64" && manifest.arch !== "arm64") fail(dir, '"arch" must be amd64 or arm64');
+  const abs = (file: string) => (isAbsolute(file) ? file : join(dir, file));
+  const image: Image = { dir, manifest, diskPath: abs(manifest.disk) };
+  if ("kernel" in manifest.boot) {
+    image.kernelPath = abs(manifest.boot.kernel);
+    if (manifest.boot.initrd) image.initrdPath = abs(manifest.boot.initrd);
+  }
+  for (const file of [image.diskPath, image.kernelPath, image.initrdPath]) {
+    if (file && !existsSync(file)) fail(dir, `${file} is missing`);
+  }
+  return image;
+}
+
+/**
+ * The image with the guest's RAM and vCPUs as `EMULATOR_RAM` (MiB) and `EMULATOR_CPUS` set them, the original's
+ * variables; the image's own values otherwise. Both are part of a snapshot's fingerprint, so a change recaptures.
+ */
+export function withMachineSettings(image: Image, env: NodeJS.ProcessEnv): Image {
+  const setting = (name: string, min: number, max: number): number | undefined => {
+    const value = env[name];
+    if (value === undefined || value === "") return undefined;
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new EmulatorError(
+        "INVALID_ARGUMENT",
+        `${name}=${JSON.stringify(value)} is out of range`,
+        `use a whole number from ${min} to ${max}, or unset it for the image's own value`,
+      );
+    }
+    return Number(value);
+  };
+  const memoryMiB = setting("EMULATOR_RAM", 128, 1024 * 1024);
+  const cpus = setting("EMULATOR_CPUS", 1, 256);
+  if (memoryMiB === undefined && cpus === undefined) return image;
+  return {
+    ...image,
+    manifest: {
+      ...image.manifest,
+      ...(memoryMiB === undefined ? {} : { memoryMiB }),
+      ...(cpus === undefined ? {} : { cpus }),
+    },
+  };
+}

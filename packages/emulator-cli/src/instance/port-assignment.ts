@@ -1,0 +1,142 @@
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname } from "node:path";
+import { EmulatorError } from "../core/errors.js";
+import { writeFileAtomic } from "../core/fs-atomic.js";
+import type { InstancePaths } from "../core/paths.js";
+import { isPortFree, parsePort, portFromEnv, type ServiceSpec } from "../core/ports.js";
+
+/** `auto`: free ports, recorded with the instance and reused; `default`: the image's ports, forgetting a record. */
+export type PortsMode = "auto" | "default";
+
+export function parsePortsMode(value: string): PortsMode {
+  if (value === "auto" || value === "default") return value;
+  throw new EmulatorError(
+    "INVALID_ARGUMENT",
+    `--ports ${JSON.stringify(value)} is not a ports mode`,
+    "use --ports auto (free ports, kept for this instance) or --ports default (the image's ports)",
+  );
+}
+
+export type ServicePorts = Record<string, number>;
+
+export function readRecordedPorts(file: string): ServicePorts | undefined {
+  try {
+    const record = JSON.parse(readFileSync(file, "utf8"));
+    return record?.version === 1 && typeof record.ports === "object" ? record.ports : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function recordPorts(file: string, ports: ServicePorts): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  writeFileAtomic(file, `${JSON.stringify({ version: 1, ports }, null, 2)}\n`);
+}
+
+export function forgetRecordedPorts(file: string): void {
+  rmSync(file, { force: true });
+}
+
+/** A port the kernel considers free right now, not among `taken`. */
+export async function pickFreePort(taken: ReadonlySet<number>): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolvePromise, reject) => {
+      const server = createServer();
+      server.once("error", reject);
+      server.listen({ port: 0, host: "127.0.0.1", exclusive: true }, () => {
+        const address = server.address();
+        server.close(() => resolvePromise(typeof address === "object" && address ? address.port : 0));
+      });
+    });
+    if (!taken.has(port)) return port;
+  }
+}
+
+export interface PortPlanInput {
+  services: ServiceSpec[];
+  env: NodeJS.ProcessEnv;
+  instance: string;
+  mode?: PortsMode;
+  recorded?: ServicePorts;
+  /** Ports other instances of this home use or recorded: never picked, even while those are stopped. */
+  reserved: ReadonlySet<number>;
+  isFree: (port: number) => Promise<boolean>;
+  pickFree: (taken: ReadonlySet<number>) => Promise<number>;
+}
+
+export interface PortPlan {
+  ports: ServicePorts;
+  /** The port variables to set for the start, one per service whose port is not already given by its variable. */
+  env: Record<string, string>;
+  /** What to keep in the instance's ports file: auto ports are recorded, `default` forgets them. */
+  record: ServicePorts | "forget" | undefined;
+  note?: string;
+}
+
+/**
+ * Host ports for each service. A port variable in the environment always wins. With `auto`, or for an instance other
+ * than `default` whose default ports are taken (by the default instance, typically), each service gets its recorded
+ * port while that is free, else a free one. Otherwise the recorded port, else the image's default.
+ */
+export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
+  // The same reading the engine does (portFromEnv), so the original's EMULATOR_*_PORT names count as explicit too.
+  const explicit = (service: ServiceSpec) => {
+    const fromEnv = portFromEnv(service, input.env);
+    return fromEnv ? parsePort(fromEnv.value, fromEnv.name) : undefined;
+  };
+  const movable = input.services.filter((s) => s.portEnv && !s.sameHostPort && explicit(s) === undefined);
+  const recorded = input.mode === "default" ? undefined : input.recorded;
+  let auto = input.mode === "auto";
+  let note: string | undefined;
+  if (!input.mode && !recorded && input.instance !== "default") {
+    for (const service of movable) {
+      if (!(await input.isFree(service.defaultHostPort))) {
+        auto = true;
+        note = `default port ${service.defaultHostPort} (${service.name}) is taken: instance ${input.instance} uses free ports, kept for its next starts`;
+        break;
+      }
+    }
+  }
+  const ports: ServicePorts = {};
+  for (const service of input.services) {
+    ports[service.name] = service.sameHostPort
+      ? service.guestPort
+      : (explicit(service) ?? service.defaultHostPort);
+  }
+  const taken = new Set([...input.reserved, ...Object.values(ports)]);
+  for (const service of movable) {
+    const previous = recorded?.[service.name];
+    let port = previous ?? service.defaultHostPort;
+    if (auto && (previous === undefined || taken.has(previous) || !(await input.isFree(previous)))) {
+      port = await input.pickFree(taken);
+    }
+    taken.add(port);
+    ports[service.name] = port;
+  }
+  const env = Object.fromEntries(movable.map((s) => [s.portEnv as string, String(ports[s.name])]));
+  const record = auto
+    ? Object.fromEntries(movable.map((s) => [s.name, ports[s.name] as number]))
+    : input.mode === "default"
+      ? "forget"
+      : undefined;
+  return { ports, env, record, ...(note ? { note } : {}) };
+}
+
+/** planPorts with the real network and the instance's record, which it updates. */
+export async function assignPorts(
+  paths: InstancePaths,
+  input: Omit<PortPlanInput, "recorded" | "isFree" | "pickFree">,
+): Promise<PortPlan> {
+  const file = paths.ports;
+  const plan = await planPorts({
+    ...input,
+    recorded: readRecordedPorts(file),
+    isFree: isPortFree,
+    pickFree: pickFreePort,
+  });
+  // Recorded before the boot, so instances started at the same moment see each other's picks as reserved.
+  if (plan.record === "forget") forgetRecordedPorts(file);
+  else if (plan.record) recordPorts(file, plan.record);
+  return plan;
+}

@@ -1,0 +1,94 @@
+import { copyFileSync, existsSync, rmSync } from "node:fs";
+import type { SaveMethod } from "@stack/qmp";
+import { EmulatorError } from "../core/errors.js";
+import { settleResumedGuest } from "../guest/guest.js";
+import { copyRamFile, createOverlay, recordInstanceDisk } from "../vm/disks.js";
+import { abandon, type LiveVm, launchVm } from "../vm/live-vm.js";
+import type { RamSpec } from "../vm/qemu-args.js";
+import { decompressState, readSnapshot } from "../vm/snapshot.js";
+import type { BootInputs } from "./boot-inputs.js";
+import type { BootOutcome } from "./cold-boot.js";
+import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js";
+
+/** The image's snapshot, resumed on a new instance disk (an overlay on the snapshot's disk) with fresh keys. */
+export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
+  const { report, paths } = inputs.ctx;
+  const { manifest } = readSnapshot(inputs.snapshot);
+  if (!manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
+  report.step("resuming the snapshot");
+  if (existsSync(inputs.snapshot.overlayTemplate)) copyFileSync(inputs.snapshot.overlayTemplate, paths.disk);
+  else await createOverlay(inputs.resolved.qemuImg, inputs.snapshot.disk, paths.disk);
+  recordInstanceDisk(paths, inputs.image.manifest.digest);
+  const method = manifest.fingerprint.method as SaveMethod;
+  // An instance that keeps its own RAM file starts it as a copy of the snapshot's (a clone where the file system
+  // has them), so that even its first stop saves device state only; others map the snapshot's file copy-on-write.
+  const ownCopy = !manifest.compressed && inputs.ownRam.kind === "file";
+  const ram: RamSpec = manifest.compressed
+    ? { kind: "anonymous" }
+    : ownCopy
+      ? inputs.ownRam
+      : { kind: "file", path: inputs.snapshot.ram, share: false };
+  // A compressed stream is unpacked next to the instance for the restore and removed right after.
+  const unpacked = manifest.compressed ? paths.restoreState : undefined;
+  let vm: LiveVm | undefined;
+  try {
+    if (unpacked) await decompressState(inputs.snapshot.compressedState, unpacked);
+    if (ownCopy) {
+      await copyRamFile(inputs.snapshot.ram, paths.ram);
+      report.mark("RAM file copied");
+    }
+    vm = await launchVm(inputs, paths.disk, ram, {
+      method,
+      state: unpacked ?? inputs.snapshot.state,
+      ...(ownCopy ? { ownsRamFile: true } : {}),
+    });
+    if (unpacked) rmSync(unpacked, { force: true });
+    const rotation = await settleResumedGuest(inputs, vm, manifest.configHash, {
+      rotate: true,
+      what: "snapshot resume",
+    });
+    return { vm, boot: "snapshot", ram, rotation: rotation ?? "skipped", method };
+  } catch (error) {
+    await abandon(vm, paths);
+    if (unpacked) rmSync(unpacked, { force: true });
+    if (ownCopy) rmSync(paths.ram, { force: true });
+    rmSync(paths.disk, { force: true });
+    throw error;
+  }
+}
+
+/** Where the last `stop` left off: same disk, same RAM; keys rotated now only if the saved guest lacks its own. */
+export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Promise<BootOutcome> {
+  const { report, paths } = inputs.ctx;
+  report.step("resuming where the last stop left off");
+  // A state saved with the placeholders (or one whose keys file is gone, or from before states said) is rotated now.
+  const holdsOwnKeys = record.rotation === "rotated" && existsSync(paths.keys);
+  const ownsRamFile = record.ram.kind === "file" && record.ram.share;
+  // A stream carries the whole RAM: it is loaded into a fresh file, not over what an earlier run left there.
+  if (ownsRamFile && !ramOutsideStream(record)) rmSync(paths.ram, { force: true });
+  let vm: LiveVm | undefined;
+  try {
+    vm = await launchVm(inputs, paths.disk, record.ram, {
+      method: record.method,
+      state: paths.suspendState,
+      ownsRamFile,
+      ...(record.shareDevice ? { shareDevice: true } : {}),
+    });
+    dropSuspend(paths);
+    const rotation = await settleResumedGuest(inputs, vm, record.configHash, {
+      rotate: !holdsOwnKeys,
+      what: "quick-boot resume",
+    });
+    return {
+      vm,
+      boot: "quick-boot",
+      ram: record.ram,
+      rotation: rotation ?? "rotated",
+      method: record.method,
+      ...(record.shareDevice ? { shareDevice: true } : {}),
+    };
+  } catch (error) {
+    await abandon(vm, paths);
+    throw error;
+  }
+}

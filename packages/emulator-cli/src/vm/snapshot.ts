@@ -1,0 +1,142 @@
+import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { writeFileAtomic } from "../core/fs-atomic.js";
+import type { HomeLayout } from "../core/paths.js";
+import type { Image } from "../image/image.js";
+import { CPU_MODEL, DEVICE_LAYOUT_VERSION, type MachineSpec, machineType } from "./qemu-args.js";
+
+/** Everything a saved VM state silently depends on: any difference means it cannot be resumed. */
+export interface Fingerprint {
+  qemuBinary: string;
+  qemuVersion: string;
+  accel: string;
+  cpu: string;
+  machine: string;
+  memoryMiB: number;
+  cpus: number;
+  deviceLayout: number;
+  imageDigest: string;
+  method: string;
+  /** The guest listens on `${portPrefix}01`... from boot on. */
+  portPrefix: string;
+}
+
+export interface SnapshotManifest {
+  fingerprint: Fingerprint;
+  createdAt: string;
+  /** Hash of the runtime config the guest saw at capture; another config is re-applied after a resume. */
+  configHash: string;
+  stateBytes: number;
+  /** 0 when guest RAM is inside the (compressed) state stream rather than in a RAM file. */
+  ramBytes: number;
+  /** The state is a zstd-compressed migration stream (`state.zst`), the fallback without a RAM file. */
+  compressed: boolean;
+  captureMs: number;
+}
+
+export interface SnapshotFiles {
+  dir: string;
+  ram: string;
+  state: string;
+  compressedState: string;
+  disk: string;
+  /** An empty overlay on `disk`, copied for every resume: a copy takes far less time than running qemu-img. */
+  overlayTemplate: string;
+  manifest: string;
+}
+
+export function fingerprintOf(
+  machine: MachineSpec,
+  qemuVersion: string,
+  image: Image,
+  method: string,
+  portPrefix: string,
+): Fingerprint {
+  return {
+    qemuBinary: machine.qemu,
+    qemuVersion,
+    accel: machine.accel,
+    cpu: CPU_MODEL,
+    machine: machineType(machine.arch),
+    memoryMiB: image.manifest.memoryMiB,
+    cpus: image.manifest.cpus,
+    deviceLayout: DEVICE_LAYOUT_VERSION,
+    imageDigest: image.manifest.digest,
+    method,
+    portPrefix,
+  };
+}
+
+/** Human-readable differences between a stored and a current fingerprint; empty when they match. */
+export function fingerprintDifferences(stored: Fingerprint, current: Fingerprint): string[] {
+  return (Object.keys(current) as (keyof Fingerprint)[])
+    .filter((key) => stored[key] !== current[key])
+    .map((key) => `${key} ${String(stored[key])} -> ${String(current[key])}`);
+}
+
+export function snapshotFiles(dir: string): SnapshotFiles {
+  return {
+    dir,
+    ram: join(dir, "ram"),
+    state: join(dir, "state"),
+    compressedState: join(dir, "state.zst"),
+    disk: join(dir, "disk.qcow2"),
+    overlayTemplate: join(dir, "overlay.qcow2"),
+    manifest: join(dir, "snapshot.json"),
+  };
+}
+
+export function pristineSnapshotDir(layout: HomeLayout, imageName: string): string {
+  return join(layout.snapshots, imageName);
+}
+
+/** A snapshot whose files are all present and whose sizes match its manifest, or the reason it is unusable. */
+export function readSnapshot(files: SnapshotFiles): { manifest?: SnapshotManifest; problem?: string } {
+  if (!existsSync(files.manifest)) return { problem: "no snapshot" };
+  let manifest: SnapshotManifest;
+  try {
+    manifest = JSON.parse(readFileSync(files.manifest, "utf8"));
+  } catch {
+    return { problem: "snapshot manifest is unreadable" };
+  }
+  for (const [file, bytes] of [
+    [manifest.compressed ? files.compressedState : files.state, manifest.stateBytes],
+    [files.ram, manifest.ramBytes],
+  ] as const) {
+    if (bytes === 0) continue;
+    let size = -1;
+    try {
+      size = statSync(file).size;
+    } catch {
+      return { problem: `snapshot file ${file} is missing` };
+    }
+    if (size !== bytes) return { problem: `snapshot file ${file} has ${size} bytes, expected ${bytes}` };
+  }
+  if (!existsSync(files.disk)) return { problem: `snapshot disk ${files.disk} is missing` };
+  return { manifest };
+}
+
+export function writeSnapshotManifest(files: SnapshotFiles, manifest: SnapshotManifest): void {
+  writeFileAtomic(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
+}
+
+/** Loaded on first use: a native addon that only the compressed-stream fallback needs, kept off every start. */
+function zstd(): Promise<typeof import("zstd-napi")> {
+  return import("zstd-napi");
+}
+
+/** Compresses a migration stream with zstd (level 3: about as fast as the disk, a fraction of the size). */
+export async function compressState(raw: string, compressed: string): Promise<void> {
+  const { CompressStream } = await zstd();
+  await pipeline(
+    createReadStream(raw),
+    new CompressStream({ compressionLevel: 3 }),
+    createWriteStream(compressed),
+  );
+}
+
+export async function decompressState(compressed: string, raw: string): Promise<void> {
+  const { DecompressStream } = await zstd();
+  await pipeline(createReadStream(compressed), new DecompressStream(), createWriteStream(raw));
+}
