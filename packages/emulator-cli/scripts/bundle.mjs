@@ -15,7 +15,7 @@ const dist = join(root, "dist");
 // Chunk names carry a content hash, and earlier builds emitted more: nothing of a previous build may linger.
 rmSync(dist, { recursive: true, force: true });
 await build({
-  entryPoints: { "stack-emulator": join(root, "src", "cli", "cli.ts") },
+  entryPoints: { "stack-emulator": join(root, "src", "cli", "main.ts") },
   outdir: dist,
   chunkNames: "stack-emulator-[hash]",
   bundle: true,

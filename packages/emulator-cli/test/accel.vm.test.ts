@@ -103,7 +103,7 @@ describe("kvm is used only once proven, and a kvm that fails falls back to tcg",
         const inst = await instanceWith(failure, "kvm");
         const result = await start(inst);
         expect(result.code, result.stderr).toBe(1);
-        expect(result.json.error.code).toBe("ACCEL_UNUSABLE");
+        expect(result.json.error.code, result.stderr).toBe("ACCEL_UNUSABLE");
         expect(result.json.error.message).toMatch(/^EMULATOR_ACCEL=kvm/);
         expect(result.stderr).toMatch(/failed to set MSR 0x10a/);
         expect(result.stderr).toMatch(/unset EMULATOR_ACCEL/i);

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { type AppConnection, composeAppEnv, formatDotenv } from "../src/app/app-env.js";
 import { childCommand } from "../src/app/run-child.js";
+import { buildSettings } from "../src/cli/settings.js";
 import type { EmulatorError } from "../src/core/errors.js";
 import { instancePaths, resolveHome } from "../src/core/paths.js";
 import { checkPortsFree, describePortOwner, type ServiceSpec } from "../src/core/ports.js";
@@ -90,7 +91,7 @@ function plan(overrides: Partial<PortPlanInput> & { busy?: number[] } = {}) {
   let next = 40000;
   return planPorts({
     services,
-    env: {},
+    given: {},
     instance: "default",
     reserved: new Set(),
     isFree: async (port) => !busy.has(port),
@@ -114,10 +115,6 @@ describe("port picking", () => {
     const result = await plan({ mode: "auto", reserved: new Set([40000, 40002]) });
     expect(result.ports).toEqual({ dashboard: 40001, backend: 40003 });
     expect(result.record).toEqual(result.ports);
-    expect(result.env).toEqual({
-      STACK_EMULATOR_DASHBOARD_PORT: "40001",
-      STACK_EMULATOR_BACKEND_PORT: "40003",
-    });
   });
 
   it("reuses recorded ports, re-picking under auto only the ones now taken", async () => {
@@ -137,25 +134,39 @@ describe("port picking", () => {
     expect((await plan({ instance: "second" })).ports).toEqual({ dashboard: 26700, backend: 26701 });
   });
 
-  it("leaves a port given by its variable alone, even under auto", async () => {
-    const result = await plan({ mode: "auto", env: { STACK_EMULATOR_BACKEND_PORT: "31001" } });
-    expect(result.ports).toEqual({ dashboard: 40000, backend: 31001 });
-    expect(result.env).toEqual({ STACK_EMULATOR_DASHBOARD_PORT: "40000" });
-    expect(result.record).toEqual({ dashboard: 40000 });
+  it("uses a port given by its variable as it is, over the record", async () => {
+    const given = { backend: { port: 31001, from: "STACK_EMULATOR_BACKEND_PORT" } };
+    const result = await plan({ given, recorded: { dashboard: 41000, backend: 41001 } });
+    expect(result.ports).toEqual({ dashboard: 41000, backend: 31001 });
+    expect(result.record).toBeUndefined();
   });
 
-  it("reads the original's EMULATOR_*_PORT names as given ports too, so no plan overrides them", async () => {
-    const result = await plan({ env: { EMULATOR_BACKEND_PORT: "31002" } });
-    expect(result.ports).toEqual({ dashboard: 26700, backend: 31002 });
-    // The plan sets only the ports nobody gave: STACK_EMULATOR_BACKEND_PORT would have beaten the user's value.
-    expect(result.env).toEqual({ STACK_EMULATOR_DASHBOARD_PORT: "26700" });
+  it("makes every port automatic under --ports auto, ports given by variables included (a flag beats a variable)", async () => {
+    const given = { backend: { port: 31001, from: "STACK_EMULATOR_BACKEND_PORT" } };
+    const result = await plan({ mode: "auto", given, busy: [31001] });
+    expect(result.ports).toEqual({ dashboard: 40000, backend: 40001 });
+    expect(result.record).toEqual(result.ports);
+    // --ports default: the image's ports, the variable's too.
+    expect((await plan({ mode: "default", given })).ports).toEqual({ dashboard: 26700, backend: 26701 });
+  });
+
+  it("reads the original's EMULATOR_*_PORT names as given ports, this project's name winning", () => {
+    const given = (env: NodeJS.ProcessEnv) => buildSettings({}, env).ports.given;
+    expect(given({ EMULATOR_BACKEND_PORT: "31002" }).backend).toEqual({
+      port: 31002,
+      from: "EMULATOR_BACKEND_PORT",
+    });
+    expect(given({ EMULATOR_BACKEND_PORT: "31002", STACK_EMULATOR_BACKEND_PORT: "31004" }).backend).toEqual({
+      port: 31004,
+      from: "STACK_EMULATOR_BACKEND_PORT",
+    });
   });
 
   it("records auto ports in the instance directory and reuses them on the next start", async () => {
     const home = mkdtempSync(join(tmpdir(), "se-ports-"));
     homes.push(home);
-    const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: home }), "b");
-    const input = { services, env: {}, instance: "b", reserved: new Set<number>() };
+    const paths = instancePaths(resolveHome(home), "b");
+    const input = { services, given: {}, instance: "b", reserved: new Set<number>() };
     const first = await assignPorts(paths, { ...input, mode: "auto" });
     const record = JSON.parse(readFileSync(paths.ports, "utf8"));
     expect(record).toEqual({ version: 1, ports: first.ports });

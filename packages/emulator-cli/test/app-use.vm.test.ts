@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
@@ -327,6 +328,30 @@ describe("using the emulator from an app (dev image)", () => {
       writeFileSync(`${configFile}.swp`, "export const config = {};\n");
       renameSync(`${configFile}.swp`, configFile);
       expect(await eventually(branchConfig, (c) => Object.keys(c).length === 0)).toEqual({});
+    },
+    TIMEOUT,
+  );
+
+  it(
+    "--ports auto beats an exported port variable (a flag beats the environment), with the original's names too",
+    async () => {
+      const inst = await dev.instance();
+      // The exported ports are taken: a start that used them would fail with PORT_IN_USE.
+      const blocker = createServer().listen(inst.backend, "127.0.0.1");
+      await new Promise((r) => blocker.once("listening", r));
+      try {
+        const env = { ...inst.env, EMULATOR_DASHBOARD_PORT: String(inst.backend) };
+        const started = await cli(["--instance", "shard1", "start", "--ports", "auto", "--json"], env);
+        const ports = Object.fromEntries(
+          started.json.services.map((s: { name: string; hostPort: number }) => [s.name, s.hostPort]),
+        );
+        expect(ports.backend).not.toBe(inst.backend);
+        expect(ports.dashboard).not.toBe(inst.backend);
+        expect((await fetch(`http://127.0.0.1:${ports.backend}/health?db=1`)).status).toBe(200);
+      } finally {
+        blocker.close();
+        await runCli(["--instance", "shard1", "stop", "--no-save"], inst.env);
+      }
     },
     TIMEOUT,
   );

@@ -3,24 +3,27 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { buildSettings } from "../src/cli/settings.js";
 import { writeConfigDisk } from "../src/contract/config-disk.js";
-import {
-  baseEnv,
-  configDiskFiles,
-  contractServices,
-  portPrefix,
-  runtimeEnv,
-} from "../src/contract/contract.js";
+import { baseEnv, configDiskFiles, contractServices, runtimeEnv } from "../src/contract/contract.js";
 import type { EmulatorError } from "../src/core/errors.js";
-import { type ForwardedService, resolveServicePorts } from "../src/core/ports.js";
+import { type ForwardedService, forwardServices } from "../src/core/ports.js";
 
 const dirs: string[] = [];
 afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The prefix a command with this environment uses. */
+const portPrefix = (env: NodeJS.ProcessEnv) => buildSettings({}, env).portPrefix;
+
+/** The services a command with this environment forwards (no other instances, no record). */
 function services(prefix: string, env: NodeJS.ProcessEnv = {}): ForwardedService[] {
-  return resolveServicePorts(contractServices(prefix), env);
+  const given = buildSettings({}, env).ports.given;
+  return forwardServices(
+    contractServices(prefix),
+    Object.fromEntries(Object.entries(given).map(([name, r]) => [name, r.port])),
+  );
 }
 
 describe("the port prefix", () => {

@@ -136,6 +136,53 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
   );
 });
 
+describe("an instance of the previous version", () => {
+  it(
+    "whose saved state was recorded by it is not resumed on a device layout it lacks: it boots from its disk, data kept, and says why",
+    async () => {
+      const env = await instanceEnv();
+      await startOk(env);
+      const backend = Number(env.STACK_EMULATOR_BACKEND_PORT);
+      const keys = JSON.parse(
+        JSON.stringify((await runCli(["env", "--json", "--prefix", "none"], env)).json),
+      );
+      const stored = await fetch(`http://127.0.0.1:${backend}/api/v1/kv/kept`, {
+        method: "POST",
+        headers: {
+          "x-stack-project-id": "internal",
+          "x-stack-access-type": "client",
+          "x-stack-publishable-client-key": keys.STACK_PUBLISHABLE_CLIENT_KEY,
+        },
+        body: "from the previous version",
+      });
+      expect(stored.status).toBe(200);
+      expect((await runCli(["stop", "--json"], env)).json.saved).toBe(true);
+      // What the previous version wrote: a fingerprint without the port prefix, of device layout 3.
+      const files = instanceFiles(env.STACK_EMULATOR_HOME as string);
+      const record = JSON.parse(readFileSync(files.suspendRecord, "utf8"));
+      delete record.fingerprint.portPrefix;
+      record.fingerprint.deviceLayout = 3;
+      writeFileSync(files.suspendRecord, JSON.stringify(record));
+
+      const result = await startOk(env);
+      expect(result.json.boot).toBe("cold");
+      expect(result.stderr).toMatch(
+        /the saved state cannot be resumed \(deviceLayout 3 -> 4, portPrefix undefined -> 81\)/,
+      );
+      const fresh = (await runCli(["env", "--json", "--prefix", "none"], env)).json;
+      const kept = await fetch(`http://127.0.0.1:${backend}/api/v1/kv/kept`, {
+        headers: {
+          "x-stack-project-id": "internal",
+          "x-stack-access-type": "client",
+          "x-stack-publishable-client-key": fresh.STACK_PUBLISHABLE_CLIENT_KEY,
+        },
+      });
+      expect(await kept.text()).toBe("from the previous version");
+    },
+    TIMEOUT,
+  );
+});
+
 describe("refusals", () => {
   it(
     "says QEMU is missing, and how to install it, on a host without it",

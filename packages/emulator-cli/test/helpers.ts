@@ -299,5 +299,5 @@ export async function appConfig(inst: Instance): Promise<Record<string, string>>
 
 /** An instance's files, named where the CLI names them (src/paths.ts), under a test's home. */
 export function instanceFiles(home: string, name = "default"): InstancePaths {
-  return instancePaths(resolveHome({ STACK_EMULATOR_HOME: home }), name);
+  return instancePaths(resolveHome(home), name);
 }

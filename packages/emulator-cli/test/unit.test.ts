@@ -4,13 +4,13 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { buildSettings, choiceFromEnv } from "../src/cli/settings.js";
 import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/contract/config-disk.js";
 import { contractServices, PUBLISHABLE_KEY_NAME, SECRET_NAMES } from "../src/contract/contract.js";
-import { choiceFromEnv } from "../src/core/context.js";
 import type { EmulatorError } from "../src/core/errors.js";
 import { acquireLock } from "../src/core/lock.js";
 import { instancePaths, resolveHome } from "../src/core/paths.js";
-import { checkPortsFree, parsePort, resolveServicePorts, type ServiceSpec } from "../src/core/ports.js";
+import { checkPortsFree, forwardServices, parsePort, type ServiceSpec } from "../src/core/ports.js";
 import { identify, isSameProcess } from "../src/core/process-identity.js";
 import { newLines } from "../src/guest/app-log.js";
 import { generateSecrets, loadKeys, saveKeys } from "../src/guest/secrets.js";
@@ -35,6 +35,12 @@ const services: ServiceSpec[] = [
     health: "/",
   },
 ];
+
+/** The services' host ports as a command with this environment would forward them (settings, then the plan). */
+function resolveServicePorts(specs: ServiceSpec[], env: NodeJS.ProcessEnv) {
+  const given = buildSettings({}, env).ports.given;
+  return forwardServices(specs, Object.fromEntries(Object.entries(given).map(([name, r]) => [name, r.port])));
+}
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -114,7 +120,7 @@ describe("image selectors", () => {
   });
 
   it("remembers the last image with its architecture, and reads what older versions wrote", () => {
-    const layout = resolveHome({ STACK_EMULATOR_HOME: mkdtempSync(join(tmpdir(), "current-")) });
+    const layout = resolveHome(mkdtempSync(join(tmpdir(), "current-")));
     expect(readCurrentImage(layout)).toBeUndefined();
     // `start --image dev --arch arm64`: a later plain `start` must not fall back to the host's architecture.
     writeCurrentImage(layout, { kind: "dev" }, "arm64");
@@ -150,17 +156,15 @@ describe("settings from the environment", () => {
 describe("paths", () => {
   it("keeps socket paths short however deep the home is", () => {
     const deep = join(tmpdir(), "a".repeat(60), "b".repeat(60));
-    const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: deep }), "default");
+    const paths = instancePaths(resolveHome(deep), "default");
     expect(Buffer.byteLength(paths.qmpSocket)).toBeLessThan(104);
     expect(paths.qmpSocket.startsWith(deep)).toBe(false);
-    const shallow = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
+    const shallow = instancePaths(resolveHome("/tmp/h"), "default");
     expect(shallow.qmpSocket).toBe("/tmp/h/instances/default/sock/qmp.sock");
   });
 
   it("rejects instance names that could escape the home", () => {
-    expect(codeOf(() => instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "../etc"))).toBe(
-      "INVALID_NAME",
-    );
+    expect(codeOf(() => instancePaths(resolveHome("/tmp/h"), "../etc"))).toBe("INVALID_NAME");
   });
 });
 
@@ -201,10 +205,7 @@ describe("secrets", () => {
     expect(a.A).toMatch(/^[0-9a-f]{64}$/);
     expect(a.A).not.toBe(b.A);
     expect(a.A).not.toBe(a.B);
-    const paths = instancePaths(
-      resolveHome({ STACK_EMULATOR_HOME: mkdtempSync(join(tmpdir(), "keys-")) }),
-      "i",
-    );
+    const paths = instancePaths(resolveHome(mkdtempSync(join(tmpdir(), "keys-"))), "i");
     mkdirSync(paths.dir, { recursive: true });
     const keys = generateSecrets(SECRET_NAMES);
     saveKeys(paths, keys);
@@ -264,7 +265,7 @@ describe("config disk", () => {
 });
 
 describe("QEMU command line", () => {
-  const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h,1" }), "default");
+  const paths = instancePaths(resolveHome("/tmp/h,1"), "default");
   const image = {
     dir: "/img",
     diskPath: "/img/disk.qcow2",
@@ -390,7 +391,7 @@ describe("the device layout", () => {
       // The cloud-init seed disk exists only while the image is built; the config-file share's root port only
       // while the emulator runs.
       delete build["0x7"];
-      const paths = instancePaths(resolveHome({ STACK_EMULATOR_HOME: "/tmp/h" }), "default");
+      const paths = instancePaths(resolveHome("/tmp/h"), "default");
       const ours = buildQemuArgs({
         image: {
           dir: "/i",

@@ -1,14 +1,7 @@
 import { EmulatorError } from "../core/errors.js";
+import type { AppConnection } from "../instance/connection.js";
 
-/** What an app needs to talk to the emulator's backend as one project. */
-export interface AppConnection {
-  projectId: string;
-  publishableClientKey: string;
-  secretServerKey: string;
-  apiUrl: string;
-}
-
-export { INTERNAL_PROJECT_ID } from "../contract/contract.js";
+export type { AppConnection };
 
 /** Framework prefixes that expose a variable to browser code; the secret server key never gets one. */
 const PUBLIC_PREFIXES = {
@@ -52,12 +45,12 @@ export function composeAppEnv(
       : prefixes === "none"
         ? [""]
         : [PUBLIC_PREFIXES[prefixes]];
-  const env: Record<string, string> = {};
+  const variables: Record<string, string> = {};
   for (const prefix of namePrefixes) {
-    for (const [name, value] of Object.entries(publicValues)) env[`${prefix}${name}`] = value;
+    for (const [name, value] of Object.entries(publicValues)) variables[`${prefix}${name}`] = value;
   }
-  env.STACK_SECRET_SERVER_KEY = connection.secretServerKey;
-  return env;
+  variables.STACK_SECRET_SERVER_KEY = connection.secretServerKey;
+  return variables;
 }
 
 /**

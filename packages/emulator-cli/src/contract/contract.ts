@@ -66,24 +66,16 @@ export const SHARE = {
 
 export const DEFAULT_PORT_PREFIX = "81";
 
-/**
- * The port prefix: `PORT_PREFIX`, else `NEXT_PUBLIC_STACK_PORT_PREFIX`, else 81. Guest ports are `${prefix}01` and so
- * on, so every port it makes must be a valid one.
- */
-export function portPrefix(env: NodeJS.ProcessEnv): string {
-  for (const name of ["PORT_PREFIX", "NEXT_PUBLIC_STACK_PORT_PREFIX"]) {
-    const value = env[name];
-    if (value === undefined || value === "") continue;
-    if (!/^[1-9][0-9]{0,2}$/.test(value) || Number(`${value}14`) > 65535) {
-      throw new EmulatorError(
-        "INVALID_PORT",
-        `${name}=${JSON.stringify(value)} is not a port prefix`,
-        "use 1 to 655 (the guest's ports are the prefix followed by 01, 02 and 14; the default is 81)",
-      );
-    }
-    return value;
+/** A port prefix as `name` gives it: the guest's ports are `${prefix}01` and so on, so each must be a valid port. */
+export function parsePortPrefix(value: string, name: string): string {
+  if (!/^[1-9][0-9]{0,2}$/.test(value) || Number(`${value}14`) > 65535) {
+    throw new EmulatorError(
+      "INVALID_PORT",
+      `${name}=${JSON.stringify(value)} is not a port prefix`,
+      "use 1 to 655 (the guest's ports are the prefix followed by 01, 02 and 14; the default is 81)",
+    );
   }
-  return DEFAULT_PORT_PREFIX;
+  return value;
 }
 
 /**

@@ -16,8 +16,9 @@ export interface HomeLayout {
   hostFacts: string;
 }
 
-export function resolveHome(env: NodeJS.ProcessEnv = process.env): HomeLayout {
-  const home = resolve(env.STACK_EMULATOR_HOME || join(homedir(), ".stack", "emulator"));
+/** The home's layout: `home` (STACK_EMULATOR_HOME), else ~/.stack/emulator. */
+export function resolveHome(home?: string): HomeLayout {
+  home = resolve(home || join(homedir(), ".stack", "emulator"));
   return {
     home,
     images: join(home, "images"),

@@ -39,27 +39,15 @@ export function originalPortEnv(portEnv: string): string | undefined {
   return portEnv.startsWith("STACK_EMULATOR_") ? portEnv.slice("STACK_".length) : undefined;
 }
 
-/** The variable that sets a service's port, and its value: this project's name first, then the original's. */
-export function portFromEnv(
-  service: ServiceSpec,
-  env: NodeJS.ProcessEnv,
-): { name: string; value: string } | undefined {
-  if (!service.portEnv) return undefined;
-  for (const name of [service.portEnv, originalPortEnv(service.portEnv)]) {
-    const value = name === undefined ? undefined : env[name];
-    if (name !== undefined && value !== undefined && value !== "") return { name, value };
-  }
-  return undefined;
-}
-
-/** Host ports for each service: the service's environment variable when set, else its default. */
-export function resolveServicePorts(services: ServiceSpec[], env: NodeJS.ProcessEnv): ForwardedService[] {
-  const resolved = services.map((service) => {
-    if (service.sameHostPort) return { ...service, hostPort: service.guestPort };
-    const fromEnv = portFromEnv(service, env);
-    const hostPort = fromEnv ? parsePort(fromEnv.value, fromEnv.name) : service.defaultHostPort;
-    return { ...service, hostPort };
-  });
+/**
+ * Each service with its host port: the one the port plan gives it (the image's default when it gives none), the
+ * guest's own number for a service that must be reached on it.
+ */
+export function forwardServices(services: ServiceSpec[], ports: Record<string, number>): ForwardedService[] {
+  const resolved = services.map((service) => ({
+    ...service,
+    hostPort: service.sameHostPort ? service.guestPort : (ports[service.name] ?? service.defaultHostPort),
+  }));
   const seen = new Map<number, string>();
   for (const service of resolved) {
     const other = seen.get(service.hostPort);

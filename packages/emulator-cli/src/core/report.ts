@@ -12,11 +12,20 @@ export interface Reporter {
   done(): void;
 }
 
-export function createReporter(options: { stream?: NodeJS.WriteStream; quiet?: boolean } = {}): Reporter {
+export interface ReporterOptions {
+  stream?: NodeJS.WriteStream;
+  quiet?: boolean;
+  /** Redraw progress in place (a terminal that is not a CI log). */
+  redraw?: boolean;
+  /** Timing marks on the stream too (STACK_EMULATOR_TRACE=1). */
+  trace?: boolean;
+}
+
+export function createReporter(options: ReporterOptions = {}): Reporter {
   const stream = options.stream ?? process.stderr;
-  const tty = Boolean(stream.isTTY) && !process.env.CI;
+  const tty = Boolean(stream.isTTY) && options.redraw !== false;
   const started = Date.now();
-  const trace = process.env.STACK_EMULATOR_TRACE === "1";
+  const trace = Boolean(options.trace);
 
   let logFile: string | undefined;
   let current: string | undefined;

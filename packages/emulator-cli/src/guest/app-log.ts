@@ -1,16 +1,14 @@
 import { QgaClient } from "@stack/qga";
-import { runningState } from "../app/connection.js";
 import { appLogScript, GUEST } from "../contract/contract.js";
-import type { Context } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
+import type { InstancePaths } from "../core/paths.js";
 
 /**
- * The app's own log, read in the guest through its agent: the journal of `stack.service`, where the container's
- * output goes when the guest writes no host log (docs/guest-contract.md, section 9). The last `lines` lines.
+ * The app's own log, read in the running guest through its agent: the journal of `stack.service`, where the
+ * container's output goes when the guest writes no host log (docs/guest-contract.md, section 9). The last `lines`.
  */
-export async function readAppLog(ctx: Context, lines: number): Promise<string> {
-  const state = runningState(ctx);
-  const qga = await QgaClient.connect(ctx.paths.qgaSocket, { timeoutMs: 10_000 });
+export async function readAppLog(paths: InstancePaths, lines: number): Promise<string> {
+  const qga = await QgaClient.connect(paths.qgaSocket, { timeoutMs: 10_000 });
   try {
     const result = await qga.exec(
       { path: GUEST.shell, args: ["-c", appLogScript(lines)], captureOutput: true },
@@ -20,7 +18,7 @@ export async function readAppLog(ctx: Context, lines: number): Promise<string> {
       throw new EmulatorError(
         "GUEST_COMMAND_FAILED",
         `reading the app's log in the guest failed: ${result.stderr.toString().trim() || `exit ${result.exitCode}`}`,
-        `the image ${state.image.name} may keep it elsewhere; \`stack-emulator logs --serial\` shows the console`,
+        "the image may keep it elsewhere; `stack-emulator logs --serial` shows the console",
       );
     }
     return result.stdout.toString();

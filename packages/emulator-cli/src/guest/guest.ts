@@ -5,35 +5,39 @@ import {
   REAPPLY_CONFIG_SCRIPT,
   SECRET_NAMES,
 } from "../contract/contract.js";
-import { timeoutMsFromEnv } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
-import { isSameProcess } from "../core/process-identity.js";
-import type { BootInputs } from "../instance/boot-inputs.js";
-import { coldBootTimeoutMs } from "../instance/cold-boot.js";
-import type { Rotation } from "../instance/instance-state.js";
-import { type LiveVm, withAgent } from "../vm/live-vm.js";
+import type { InstancePaths } from "../core/paths.js";
+import type { ForwardedService } from "../core/ports.js";
+import type { Reporter } from "../core/report.js";
+import type { Vm } from "../vm/vm.js";
 import { waitHealthy } from "./health.js";
-import { forgetKeys, formatEnv, generateSecrets, saveKeys, saveServedPublishableKey } from "./secrets.js";
+import {
+  forgetKeys,
+  formatEnv,
+  generateSecrets,
+  type Rotation,
+  saveKeys,
+  saveServedPublishableKey,
+} from "./secrets.js";
 
-/**
- * How long the guest's own work may take: a command through the agent, or its services' health after a resume. The
- * image may set it (a systemd guest under TCG needs minutes where the dev image needs seconds); the user may
- * override it, with the original's EMULATOR_SNAPSHOT_READY_TIMEOUT too; 45 s otherwise, as there.
- */
-function guestTimeoutMs(inputs: BootInputs): number {
-  const fromImage = inputs.image.manifest.timeoutSeconds;
-  const imageMs = typeof fromImage === "number" && fromImage > 0 ? fromImage * 1000 : 45_000;
-  return timeoutMsFromEnv(
-    inputs.ctx.env,
-    ["STACK_EMULATOR_GUEST_TIMEOUT", "EMULATOR_SNAPSHOT_READY_TIMEOUT"],
-    imageMs,
-  );
+/** What the guest's side of a boot needs: the VM, where the keys go, what to wait for and how long. */
+export interface GuestWork {
+  vm: Vm;
+  report: Reporter;
+  paths: InstancePaths;
+  services: ForwardedService[];
+  /** A guest command (rotation) and the health after a resume. */
+  guestTimeoutMs: number;
+  /** A whole app starting again, as at boot. */
+  bootTimeoutMs: number;
+  /** EMULATOR_NO_ROTATION: keep the image's public placeholder keys. */
+  noRotation: boolean;
 }
 
-async function guestShell(inputs: BootInputs, qga: QgaClient, script: string, what: string): Promise<void> {
+async function guestShell(work: GuestWork, qga: QgaClient, script: string, what: string): Promise<void> {
   const result = await qga.exec(
     { path: GUEST.shell, args: ["-c", script], captureOutput: true },
-    { timeoutMs: guestTimeoutMs(inputs) },
+    { timeoutMs: work.guestTimeoutMs },
   );
   checkGuestExit(result, what);
 }
@@ -53,13 +57,13 @@ function checkGuestExit(result: ExecResult, what: string): void {
  * Fresh keys for this install: generated here, handed to the guest on stdin through the agent, and saved on the
  * host only once the guest has accepted them. `whileStarting` runs while the guest starts the rotation program.
  */
-export async function rotateSecrets(
-  inputs: BootInputs,
+async function rotateSecrets(
+  work: GuestWork,
   qga: QgaClient,
   whileStarting?: () => Promise<void>,
 ): Promise<Rotation> {
-  const { report, paths } = inputs.ctx;
-  if (inputs.noRotation) {
+  const { report, paths } = work;
+  if (work.noRotation) {
     report.warn(
       "EMULATOR_NO_ROTATION=1: the emulator keeps the PUBLIC placeholder keys baked into the image. Anyone can use them. Never expose these ports.",
     );
@@ -74,31 +78,22 @@ export async function rotateSecrets(
   const secrets = generateSecrets(SECRET_NAMES);
   const pid = await qga.spawn(
     { path: GUEST.rotateSecrets, captureOutput: true, stdin: formatEnv(secrets) },
-    { timeoutMs: guestTimeoutMs(inputs) },
+    { timeoutMs: work.guestTimeoutMs },
   );
   // The guest starts the rotation program meanwhile, so the agent's hwclock run (set-time) no longer delays it.
   // Not a guarantee of order: the clock is set a few milliseconds into the program's start, while a restart of the
   // app comes after validating and storing the secrets, far later.
   await whileStarting?.();
-  checkGuestExit(await qga.waitForExit(pid, { timeoutMs: guestTimeoutMs(inputs) }), "secret rotation");
+  checkGuestExit(await qga.waitForExit(pid, { timeoutMs: work.guestTimeoutMs }), "secret rotation");
   saveKeys(paths, secrets);
   report.mark("secrets rotated");
   return "rotated";
 }
 
 /** Waits until every service answers healthy; UNHEALTHY with each failing service when it does not in time. */
-export async function waitServices(
-  inputs: BootInputs,
-  vm: LiveVm,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const { ctx } = inputs;
-  const result = await waitHealthy(inputs.services, {
-    timeoutMs,
-    stillRunning: () => isSameProcess(vm.identity),
-  });
-  ctx.report.mark(`${what}: services answered`);
+export async function waitServices(work: GuestWork, timeoutMs: number, what: string): Promise<void> {
+  const result = await waitHealthy(work.services, { timeoutMs, stillRunning: () => work.vm.alive });
+  work.report.mark(`${what}: services answered`);
   if (!result.healthy) {
     const failing = result.results
       .filter((r) => !r.healthy)
@@ -107,21 +102,21 @@ export async function waitServices(
     throw new EmulatorError(
       "UNHEALTHY",
       `${what}: services not healthy within ${Math.round(timeoutMs / 1000)} s (${failing})`,
-      `see \`stack-emulator logs\` (${ctx.paths.serialLog})`,
+      `see \`stack-emulator logs\` (${work.paths.serialLog})`,
     );
   }
 }
 
-async function setGuestClock(inputs: BootInputs, qga: QgaClient): Promise<void> {
+async function setGuestClock(work: GuestWork, qga: QgaClient): Promise<void> {
   await qga.setTime(new Date());
-  inputs.ctx.report.mark("guest clock set");
+  work.report.mark("guest clock set");
 }
 
 /** A freshly booted guest: this install's keys, then health (the rotation restarts the app). */
-export async function settleBootedGuest(inputs: BootInputs, vm: LiveVm): Promise<Rotation> {
-  const rotation = await withAgent(inputs.ctx, vm, (qga) => rotateSecrets(inputs, qga));
-  inputs.ctx.report.step("waiting for the restarted app");
-  await waitServices(inputs, vm, Math.max(60_000, guestTimeoutMs(inputs)), "after rotation");
+export async function settleBootedGuest(work: GuestWork): Promise<Rotation> {
+  const rotation = await work.vm.withAgent((qga) => rotateSecrets(work, qga));
+  work.report.step("waiting for the restarted app");
+  await waitServices(work, Math.max(60_000, work.guestTimeoutMs), "after rotation");
   return rotation;
 }
 
@@ -134,40 +129,33 @@ export async function settleBootedGuest(inputs: BootInputs, vm: LiveVm): Promise
  * it is rotated afterwards, once healthy, whatever the saved guest held before.
  */
 export async function settleResumedGuest(
-  inputs: BootInputs,
-  vm: LiveVm,
-  savedConfigHash: string,
-  options: { rotate: boolean; what: string },
+  work: GuestWork,
+  options: { rotate: boolean; configChanged: boolean; what: string },
 ): Promise<Rotation | undefined> {
-  const configChanged = savedConfigHash !== inputs.configHash;
+  const { configChanged } = options;
   const rotate = options.rotate || configChanged;
   if (configChanged) {
-    await withAgent(inputs.ctx, vm, async (qga) => {
+    await work.vm.withAgent(async (qga) => {
       // The clock is set before anything restarts the app: not with the time of the save.
-      await setGuestClock(inputs, qga);
-      inputs.ctx.report.step("restarting the app with the changed runtime config (stack.service)");
-      await guestShell(inputs, qga, REAPPLY_CONFIG_SCRIPT, "applying the runtime config");
+      await setGuestClock(work, qga);
+      work.report.step("restarting the app with the changed runtime config (stack.service)");
+      await guestShell(work, qga, REAPPLY_CONFIG_SCRIPT, "applying the runtime config");
     });
-    // A whole app starting again, as at boot.
-    await waitServices(inputs, vm, coldBootTimeoutMs(inputs.ctx.env), `${options.what}, new runtime config`);
+    await waitServices(work, work.bootTimeoutMs, `${options.what}, new runtime config`);
   }
-  const agentWork = withAgent(inputs.ctx, vm, async (qga) => {
-    if (configChanged) return rotate ? rotateSecrets(inputs, qga) : undefined;
-    if (rotate) return rotateSecrets(inputs, qga, () => setGuestClock(inputs, qga));
-    await setGuestClock(inputs, qga);
+  const agentWork = work.vm.withAgent(async (qga) => {
+    if (configChanged) return rotate ? rotateSecrets(work, qga) : undefined;
+    if (rotate) return rotateSecrets(work, qga, () => setGuestClock(work, qga));
+    await setGuestClock(work, qga);
     return undefined;
   });
-  const restartsApp = rotate && !inputs.noRotation;
-  if (restartsApp) {
+  if (rotate && !work.noRotation) {
     const rotation = await agentWork;
     // On a large guest this is seconds: the app's processes start again from nothing.
-    inputs.ctx.report.step("waiting for the restarted app");
-    await waitServices(inputs, vm, guestTimeoutMs(inputs), options.what);
+    work.report.step("waiting for the restarted app");
+    await waitServices(work, work.guestTimeoutMs, options.what);
     return rotation;
   }
-  const [rotation] = await Promise.all([
-    agentWork,
-    waitServices(inputs, vm, guestTimeoutMs(inputs), options.what),
-  ]);
+  const [rotation] = await Promise.all([agentWork, waitServices(work, work.guestTimeoutMs, options.what)]);
   return rotation;
 }

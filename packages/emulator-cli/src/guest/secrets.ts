@@ -6,6 +6,9 @@ import type { InstancePaths } from "../core/paths.js";
 
 export type Secrets = Record<string, string>;
 
+/** `rotated`: the guest holds this install's keys (in keys.env); `skipped`: the public placeholders. */
+export type Rotation = "rotated" | "skipped";
+
 /** Fresh per-install values: 32 crypto-random bytes each, as the 64 lowercase hex chars the guest accepts. */
 export function generateSecrets(names: readonly string[]): Secrets {
   return Object.fromEntries(names.map((name) => [name, randomBytes(32).toString("hex")]));

@@ -7,7 +7,6 @@ import {
   type Accelerator,
   type AcceleratorProof,
   chooseProvenAccelerator,
-  DEFAULT_PROOF_TIMEOUT_MS,
   type DoctorReport,
   doctor,
   findFirmware,
@@ -16,12 +15,12 @@ import {
   probeQemu,
   type QemuAbilities,
 } from "@stack/host-detect";
-import { timeoutMsFromEnv } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { HomeLayout } from "../core/paths.js";
+import type { Settings } from "../core/settings.js";
+import { CPU_MODEL, type MachineSpec, machineType } from "../host/machine.js";
 import type { Image } from "../image/image.js";
-import { CPU_MODEL, type MachineSpec, machineType } from "../vm/qemu-args.js";
 
 /**
  * What this CLI learned about the host's accelerators by trying, kept across runs: a proof's answer, or a boot that
@@ -102,10 +101,6 @@ export function rememberAcceleratorFailure(
   ]);
 }
 
-/** How long a proof guest may take before its accelerator is ruled out. */
-const proofTimeoutMs = (env: NodeJS.ProcessEnv) =>
-  timeoutMsFromEnv(env, "STACK_EMULATOR_ACCEL_PROOF_TIMEOUT", DEFAULT_PROOF_TIMEOUT_MS);
-
 export interface ResolvedMachine {
   machine: MachineSpec;
   qemuImg: string;
@@ -116,11 +111,8 @@ export interface ResolvedMachine {
   accelNote?: { level: "info" | "warn"; message: string };
 }
 
-export async function resolveMachine(
-  image: Image,
-  layout: HomeLayout,
-  env: NodeJS.ProcessEnv,
-): Promise<ResolvedMachine> {
+export async function resolveMachine(image: Image, settings: Settings): Promise<ResolvedMachine> {
+  const { layout, hostEnv: env } = settings;
   const arch = image.manifest.arch;
   const host = hostInfo();
   if (arch !== "amd64" && arch !== "arm64") {
@@ -142,7 +134,7 @@ export async function resolveMachine(
     known: knownProofs(layout, key),
     machine: machineType(arch),
     cpu: CPU_MODEL,
-    timeoutMs: proofTimeoutMs(env),
+    timeoutMs: settings.timeouts.accelProofMs,
   });
   rememberProofs(layout, key, choice.proofs);
   const { accel } = choice;
@@ -195,11 +187,8 @@ export async function resolveMachine(
 }
 
 /** host-detect's doctor with this CLI's memory of accelerator proofs: known answers reused, new ones kept. */
-export async function hostDoctor(
-  layout: HomeLayout,
-  env: NodeJS.ProcessEnv,
-  guestArch?: "amd64" | "arm64",
-): Promise<DoctorReport> {
+export async function hostDoctor(settings: Settings, guestArch?: "amd64" | "arm64"): Promise<DoctorReport> {
+  const { layout, hostEnv: env } = settings;
   const arch = guestArch ?? hostInfo().nativeGuestArchs[0] ?? "amd64";
   const cacheDir = join(layout.home, "cache");
   let key: HostKey | undefined;
@@ -215,7 +204,7 @@ export async function hostDoctor(
     cacheDir,
     machine: machineType(arch),
     cpu: CPU_MODEL,
-    proofTimeoutMs: proofTimeoutMs(env),
+    proofTimeoutMs: settings.timeouts.accelProofMs,
     ...(key ? { knownProofs: knownProofs(layout, key) } : {}),
   });
   if (key) rememberProofs(layout, key, report.proofs);

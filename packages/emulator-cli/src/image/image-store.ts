@@ -1,13 +1,13 @@
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { hostInfo } from "@stack/host-detect";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import { packageFile } from "../core/package-files.js";
 import type { HomeLayout } from "../core/paths.js";
+import type { PullSettings, Settings } from "../core/settings.js";
 import { type Image, loadImage } from "./image.js";
 
 const run = promisify(execFile);
@@ -91,10 +91,9 @@ export function writeCurrentImage(
   writeFileAtomic(currentFile(layout), `${describeSelector(selector)}\narch=${arch}\n`);
 }
 
-function devImageBuilder(env: NodeJS.ProcessEnv): string {
-  if (env.STACK_EMULATOR_DEV_IMAGE_BUILDER) return env.STACK_EMULATOR_DEV_IMAGE_BUILDER;
+function devImageBuilder(settings: Settings): string {
   // This package's directory -> the repository's guest/ folder.
-  return packageFile("../../guest/build-dev-image");
+  return settings.devImageBuilder ?? packageFile("../../guest/build-dev-image");
 }
 
 function newestMtime(path: string): number {
@@ -120,12 +119,12 @@ function devImageIsCurrent(builder: string, out: string): boolean {
 
 /** Builds the offline dev image, or reuses it when nothing it is built from changed since. */
 export async function ensureDevImage(
-  layout: HomeLayout,
-  env: NodeJS.ProcessEnv,
+  settings: Settings,
   options: { arch?: "amd64" | "arm64"; rebuild?: boolean; onBuild?: () => void } = {},
 ): Promise<Image> {
+  const { layout } = settings;
   const arch = options.arch ?? "amd64";
-  const builder = devImageBuilder(env);
+  const builder = devImageBuilder(settings);
   if (!existsSync(builder)) {
     throw new EmulatorError(
       "DEV_IMAGE_UNAVAILABLE",
@@ -138,7 +137,10 @@ export async function ensureDevImage(
   if (!options.rebuild && devImageIsCurrent(builder, out)) return loadImage(out);
   options.onBuild?.();
   try {
-    await run(builder, ["--arch", arch, "--out", out, "--json"], { env, maxBuffer: 16 * 1024 * 1024 });
+    await run(builder, ["--arch", arch, "--out", out, "--json"], {
+      env: settings.hostEnv,
+      maxBuffer: 16 * 1024 * 1024,
+    });
   } catch (error) {
     const stderr = String((error as { stderr?: string }).stderr ?? "").trim();
     throw new EmulatorError(
@@ -150,17 +152,14 @@ export async function ensureDevImage(
   return loadImage(out);
 }
 
-/** Emulator releases are tagged `emulator-<branch>-latest` or `emulator-<version>`. */
+/** Emulator releases are tagged `emulator-<branch>-latest` or `emulator-<branch>-<yyyymmdd>-<sha8>`. */
 export const RELEASE_PREFIX = "emulator-";
+export const DEFAULT_REPO = "stack-auth/stack-auth";
+/** The workflow whose runs build images for pull requests and runs (`qemu-emulator-build.yaml` in the original). */
+export const DEFAULT_WORKFLOW = "qemu-emulator-build.yaml";
 
-export interface PullFlags {
-  repo?: string;
-  tag?: string;
-  branch?: string;
-  pr?: string;
-  run?: string;
-  arch?: "amd64" | "arm64";
-}
+/** The parts of the pull settings that pick an image. */
+export type PullFlags = Pick<PullSettings, "tag" | "branch" | "pr" | "run" | "arch">;
 
 function positiveInt(value: string, flag: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1) {

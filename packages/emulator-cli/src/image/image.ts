@@ -77,31 +77,10 @@ export function loadImage(dir: string): Image {
 }
 
 /**
- * The image with the guest's RAM and vCPUs as `EMULATOR_RAM` (MiB) and `EMULATOR_CPUS` set them, the original's
- * variables; the image's own values otherwise. Both are part of a snapshot's fingerprint, so a change recaptures.
+ * The image with the guest's RAM and vCPUs as the settings say (EMULATOR_RAM, EMULATOR_CPUS, the original's
+ * variables); the image's own values otherwise. Both are part of a snapshot's fingerprint, so a change recaptures.
  */
-export function withMachineSettings(image: Image, env: NodeJS.ProcessEnv): Image {
-  const setting = (name: string, min: number, max: number): number | undefined => {
-    const value = env[name];
-    if (value === undefined || value === "") return undefined;
-    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-      throw new EmulatorError(
-        "INVALID_ARGUMENT",
-        `${name}=${JSON.stringify(value)} is out of range`,
-        `use a whole number from ${min} to ${max}, or unset it for the image's own value`,
-      );
-    }
-    return Number(value);
-  };
-  const memoryMiB = setting("EMULATOR_RAM", 128, 1024 * 1024);
-  const cpus = setting("EMULATOR_CPUS", 1, 256);
-  if (memoryMiB === undefined && cpus === undefined) return image;
-  return {
-    ...image,
-    manifest: {
-      ...image.manifest,
-      ...(memoryMiB === undefined ? {} : { memoryMiB }),
-      ...(cpus === undefined ? {} : { cpus }),
-    },
-  };
+export function withMachineSettings(image: Image, machine: { memoryMiB?: number; cpus?: number }): Image {
+  if (machine.memoryMiB === undefined && machine.cpus === undefined) return image;
+  return { ...image, manifest: { ...image.manifest, ...machine } };
 }

@@ -23,9 +23,6 @@ import {
   storedImageDir,
 } from "./image-store.js";
 
-export const DEFAULT_REPO = "stack-auth/stack-auth";
-/** The workflow whose runs build images for pull requests and runs (`qemu-emulator-build.yaml` in the original). */
-export const DEFAULT_WORKFLOW = "qemu-emulator-build.yaml";
 export const DEFAULT_BRANCH = "dev";
 
 /** The file name a published image's disk has, in releases and CI artifacts alike. */
@@ -54,7 +51,7 @@ export function releaseManifest(name: string, arch: "amd64" | "arm64", digest: s
 /** Few quick retries for API calls: an offline machine should hear about it in seconds, not a minute. */
 function github(ctx: Context): GitHubClient {
   return new GitHubClient({
-    env: ctx.env,
+    env: ctx.settings.hostEnv,
     retries: 2,
     retryDelayMs: 500,
     onMessage: (message) => ctx.report.warn(message),
@@ -67,17 +64,6 @@ export const latestTag = (branch: string) => `${RELEASE_PREFIX}${branch}-latest`
 function isDatedTag(tag: string, branch: string): boolean {
   const prefix = `${RELEASE_PREFIX}${branch}-`;
   return tag.startsWith(prefix) && /^\d{8}-[0-9a-f]{8}$/.test(tag.slice(prefix.length));
-}
-
-/**
- * How long to wait for a `-latest` release that is being re-uploaded (a draft, or missing its asset) to come back,
- * in seconds: STACK_EMULATOR_RELEASE_WAIT, default 15 (a re-upload of both images takes about that).
- */
-function reuploadWaitMs(env: NodeJS.ProcessEnv): number {
-  const seconds = Number(env.STACK_EMULATOR_RELEASE_WAIT);
-  return env.STACK_EMULATOR_RELEASE_WAIT && Number.isFinite(seconds) && seconds >= 0
-    ? seconds * 1000
-    : 15_000;
 }
 
 function hasAsset(release: Release, arch: string): boolean {
@@ -101,8 +87,9 @@ async function pickRelease(
   const tag = selector.tag ?? latestTag(DEFAULT_BRANCH);
   const branch = /^emulator-(.+)-latest$/.exec(tag)?.[1];
   if (branch === undefined) return client.releaseByTag(repo, tag);
-  const deadline = Date.now() + reuploadWaitMs(ctx.env);
-  const delayMs = Math.min(5000, reuploadWaitMs(ctx.env) / 3);
+  const waitMs = ctx.settings.pull.releaseWaitMs;
+  const deadline = Date.now() + waitMs;
+  const delayMs = Math.min(5000, waitMs / 3);
   for (;;) {
     const release = await client.releaseByTag(repo, tag).catch((error: unknown) => {
       if (error instanceof ArtifactsError && error.code === "NO_RELEASE") return undefined;
@@ -161,7 +148,7 @@ async function fetchDisk(
       const fetched = await fetchReleaseAsset({ ...transfer, client, release, asset, dest });
       return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
     }
-    const workflow = ctx.env.STACK_EMULATOR_WORKFLOW || DEFAULT_WORKFLOW;
+    const { workflow } = ctx.settings.pull;
     const query = { artifactName: artifactName(arch) };
     const artifact =
       selector.kind === "pr"
@@ -183,7 +170,7 @@ async function fetchDisk(
  */
 export async function pullImage(ctx: Context, selector: ImageSelector, flags: PullFlags): Promise<Image> {
   const arch = archOf(flags);
-  const repo = flags.repo ?? ctx.env.STACK_EMULATOR_REPO ?? DEFAULT_REPO;
+  const { repo } = ctx.settings.pull;
   const name = imageName(selector, arch);
   const downloads = join(ctx.layout.images, ".downloads");
   mkdirSync(downloads, { recursive: true });
@@ -225,8 +212,8 @@ export interface ReleaseRow {
   assets: string[];
 }
 
-export async function listReleases(ctx: Context, repo?: string): Promise<ReleaseRow[]> {
-  const releases = await github(ctx).listReleases(repo ?? ctx.env.STACK_EMULATOR_REPO ?? DEFAULT_REPO, {
+export async function listReleases(ctx: Context): Promise<ReleaseRow[]> {
+  const releases = await github(ctx).listReleases(ctx.settings.pull.repo, {
     prefix: RELEASE_PREFIX,
   });
   return releases.map((r) => ({

@@ -1,9 +1,10 @@
 import { bestSaveMethod, type SaveMethod } from "@stack/qmp";
 import { writeConfigDisk } from "../contract/config-disk.js";
-import { configDiskFiles, contractServices, portPrefix } from "../contract/contract.js";
-import { type Context, choiceFromEnv } from "../core/context.js";
-import type { InstancePaths } from "../core/paths.js";
-import { checkPortsFree, type ForwardedService, resolveServicePorts } from "../core/ports.js";
+import { configDiskFiles, contractServices } from "../contract/contract.js";
+import type { Context } from "../core/context.js";
+import { checkPortsFree, type ForwardedService, forwardServices } from "../core/ports.js";
+import type { Settings } from "../core/settings.js";
+import type { GuestWork } from "../guest/guest.js";
 import { type ResolvedMachine, resolveMachine } from "../host/host.js";
 import type { Image } from "../image/image.js";
 import type { ImageSelector } from "../image/image-store.js";
@@ -19,8 +20,8 @@ import {
 export interface StartOptions {
   selector: ImageSelector;
   image: Image;
-  noSnapshot: boolean;
-  noRotation: boolean;
+  /** The host port of each service, from the port plan. */
+  ports: Record<string, number>;
 }
 
 /** Everything a boot needs, checked before any VM starts. Never changed: a new machine is a new value. */
@@ -43,17 +44,17 @@ export interface BootInputs {
 
 /** Ports free, QEMU found and its accelerator proven, config disk written. */
 export async function prepareBoot(ctx: Context, options: StartOptions): Promise<BootInputs> {
-  const { paths, report, layout, env } = ctx;
+  const { paths, report, layout, settings } = ctx;
   const { image } = options;
-  const prefix = portPrefix(env);
-  const ports = await checkPortsFree(resolveServicePorts(contractServices(prefix), env));
+  const prefix = settings.portPrefix;
+  const ports = await checkPortsFree(forwardServices(contractServices(prefix), options.ports));
   for (const note of ports.notes) report.warn(note);
   const { services } = ports;
-  const resolved = await resolveMachine(image, layout, env);
+  const resolved = await resolveMachine(image, settings);
   if (resolved.accelNote) report[resolved.accelNote.level](resolved.accelNote.message);
   const config = configDiskFiles(prefix, services);
   await writeConfigDisk(paths.configIso, config.files);
-  const method = options.noSnapshot ? undefined : snapshotMethod(resolved, env);
+  const method = settings.noSnapshot ? undefined : snapshotMethod(resolved, settings);
   return {
     ctx,
     image,
@@ -63,8 +64,8 @@ export async function prepareBoot(ctx: Context, options: StartOptions): Promise<
     services,
     configHash: config.hash,
     snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
-    noRotation: options.noRotation,
-    ownRam: instanceRam({ resolved, image }, paths, env),
+    noRotation: settings.noRotation,
+    ownRam: instanceRam({ resolved, image }, ctx),
     ...(method ? { method } : {}),
   };
 }
@@ -80,24 +81,18 @@ const OWN_RAM_FILE_FROM_MIB = 1024;
  * boot writes the RAM as a stream, which the next start loads into the file. Small guests, whose whole-RAM stream
  * saves and loads in under a second, keep anonymous RAM: for the 256 MiB dev image the copy would add a tenth of a
  * second to every resume.
- * STACK_EMULATOR_INSTANCE_RAM=file|anonymous decides instead; without x-ignore-shared RAM is always anonymous.
+ * STACK_EMULATOR_INSTANCE_RAM=file|anonymous (settings.instanceRam) decides instead; without x-ignore-shared RAM is
+ * always anonymous.
  */
-function instanceRam(
-  inputs: { resolved: ResolvedMachine; image: Image },
-  paths: InstancePaths,
-  env: NodeJS.ProcessEnv,
-): RamSpec {
-  const choice = choiceFromEnv(env, "STACK_EMULATOR_INSTANCE_RAM", {
-    choices: ["file", "anonymous"],
-    isNot: "a kind of guest RAM",
-    unsetMeans: "decide by the image's RAM size",
-  });
+function instanceRam(inputs: { resolved: ResolvedMachine; image: Image }, ctx: Context): RamSpec {
   const { abilities } = inputs.resolved;
   const fileWorks =
     abilities.memoryBackendFile && abilities.migrationCapabilities.includes("x-ignore-shared");
-  const wanted = choice ?? (inputs.image.manifest.memoryMiB >= OWN_RAM_FILE_FROM_MIB ? "file" : "anonymous");
+  const wanted =
+    ctx.settings.instanceRam ??
+    (inputs.image.manifest.memoryMiB >= OWN_RAM_FILE_FROM_MIB ? "file" : "anonymous");
   return fileWorks && wanted === "file"
-    ? { kind: "file", path: paths.ram, share: true }
+    ? { kind: "file", path: ctx.paths.ram, share: true }
     : { kind: "anonymous" };
 }
 
@@ -106,17 +101,12 @@ function instanceRam(
  * `x-ignore-shared` makes a capture write only device state and a resume map RAM lazily; otherwise the whole guest
  * goes into a migration stream, stored compressed. STACK_EMULATOR_SNAPSHOT_METHOD=stream forces the stream.
  */
-function snapshotMethod(resolved: ResolvedMachine, env: NodeJS.ProcessEnv): SaveMethod {
+function snapshotMethod(resolved: ResolvedMachine, settings: Settings): SaveMethod {
   const { abilities } = resolved;
-  const forced = choiceFromEnv(env, "STACK_EMULATOR_SNAPSHOT_METHOD", {
-    choices: ["x-ignore-shared", "stream"],
-    isNot: "a snapshot method",
-    unsetMeans: "let the host decide",
-  });
   return bestSaveMethod({
     version: abilities.version,
     migrationCapabilities: abilities.migrationCapabilities,
-    sharedRam: abilities.memoryBackendFile && forced !== "stream",
+    sharedRam: abilities.memoryBackendFile && settings.snapshotMethod !== "stream",
   });
 }
 
@@ -135,4 +125,29 @@ export function fingerprint(inputs: BootInputs, method: SaveMethod): Fingerprint
 export function onTcg(inputs: BootInputs): BootInputs {
   const { resolved } = inputs;
   return { ...inputs, resolved: { ...resolved, machine: { ...resolved.machine, accel: "tcg" } } };
+}
+
+/**
+ * How long the guest's own work may take: a command through the agent, or its services' health after a resume. The
+ * image may set it (a systemd guest under TCG needs minutes where the dev image needs seconds); the user may
+ * override it (STACK_EMULATOR_GUEST_TIMEOUT, the original's EMULATOR_SNAPSHOT_READY_TIMEOUT); 45 s otherwise.
+ */
+function guestTimeoutMs(inputs: BootInputs): number {
+  const fromImage = inputs.image.manifest.timeoutSeconds;
+  const imageMs = typeof fromImage === "number" && fromImage > 0 ? fromImage * 1000 : 45_000;
+  return inputs.ctx.settings.timeouts.guestMs ?? imageMs;
+}
+
+/** The guest's side of a boot of these inputs on `vm`. */
+export function guestWork(inputs: BootInputs, vm: GuestWork["vm"]): GuestWork {
+  const { ctx } = inputs;
+  return {
+    vm,
+    report: ctx.report,
+    paths: ctx.paths,
+    services: inputs.services,
+    guestTimeoutMs: guestTimeoutMs(inputs),
+    bootTimeoutMs: ctx.settings.timeouts.bootMs,
+    noRotation: inputs.noRotation,
+  };
 }

@@ -1,11 +1,8 @@
 import { rmSync, statSync } from "node:fs";
-import { saveVmState } from "@stack/qmp";
 import { msSince } from "../core/context.js";
 import { commitStaging, createStaging } from "../core/staging.js";
 import { createOverlay } from "../vm/disks.js";
-import { abandon, holdingAgent } from "../vm/live-vm.js";
 import { compressState, snapshotFiles, writeSnapshotManifest } from "../vm/snapshot.js";
-import { removeRuntimeFiles, terminate } from "../vm/vm.js";
 import { type BootInputs, fingerprint } from "./boot-inputs.js";
 import { coldBoot } from "./cold-boot.js";
 
@@ -17,7 +14,7 @@ export async function captureSnapshot(
   inputs: BootInputs,
   method: NonNullable<BootInputs["method"]>,
 ): Promise<void> {
-  const { report, paths } = inputs.ctx;
+  const { report } = inputs.ctx;
   const staging = createStaging(inputs.ctx.layout.snapshots);
   const files = snapshotFiles(staging);
   try {
@@ -31,19 +28,13 @@ export async function captureSnapshot(
     report.step("capturing the snapshot");
     const started = Date.now();
     try {
-      await holdingAgent(inputs.ctx, vm, async () => {
-        report.mark("guest agent channel open");
-        await vm.qmp.stop();
-        await saveVmState(vm.qmp, { method, path: files.state, timeoutMs: 120_000 });
-        report.mark("device state saved");
-      });
-    } catch (error) {
-      await abandon(vm, paths);
-      throw error;
+      await vm.save(method, files.state);
+      report.mark("device state saved");
+    } finally {
+      // Captured or not, this VM has done its work: a snapshot is resumed in a new QEMU.
+      await vm.end();
     }
-    await terminate(vm.identity, vm.qmp);
     report.mark("QEMU ended");
-    removeRuntimeFiles(paths);
     if (compressed) {
       report.step("compressing the snapshot");
       await compressState(files.state, files.compressedState);

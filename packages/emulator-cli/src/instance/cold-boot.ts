@@ -1,16 +1,16 @@
 import { statSync } from "node:fs";
-import { timeoutMsFromEnv } from "../core/context.js";
 import { EmulatorError, isEmulatorError } from "../core/errors.js";
 import { isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
 import { settleBootedGuest, waitServices } from "../guest/guest.js";
-import { abandon, connectAgent, type LiveVm, launchVm } from "../vm/live-vm.js";
 import type { RamSpec } from "../vm/qemu-args.js";
-import type { BootInputs } from "./boot-inputs.js";
+import type { Vm } from "../vm/vm.js";
+import { type BootInputs, guestWork } from "./boot-inputs.js";
 import type { BootKind, Rotation } from "./instance-state.js";
+import { launchVm } from "./launch.js";
 
 /** A boot that ended with a VM serving this install's keys (or, when asked, the placeholders). */
 export interface BootOutcome {
-  vm: LiveVm;
+  vm: Vm;
   boot: BootKind;
   ram: RamSpec;
   rotation: Rotation;
@@ -33,20 +33,15 @@ export class AcceleratorFailed extends EmulatorError {
   }
 }
 
-/** How long a boot from the disk may take to become healthy. */
-export function coldBootTimeoutMs(env: NodeJS.ProcessEnv): number {
-  return timeoutMsFromEnv(env, ["STACK_EMULATOR_BOOT_TIMEOUT", "EMULATOR_READY_TIMEOUT"], 300_000);
-}
-
 /** Boots the image from `disk` until its services answer; the VM is ended on any failure. */
-export async function coldBoot(inputs: BootInputs, disk: string, ram: RamSpec): Promise<LiveVm> {
-  const { report, env, paths } = inputs.ctx;
-  const timeoutMs = coldBootTimeoutMs(env);
+export async function coldBoot(inputs: BootInputs, disk: string, ram: RamSpec): Promise<Vm> {
+  const { report, paths, settings } = inputs.ctx;
+  const timeoutMs = settings.timeouts.bootMs;
   const { accel } = inputs.resolved.machine;
   const hardware = accel !== "tcg";
   report.step(`cold booting (${accel})`);
   const serialBefore = fileSize(paths.serialLog);
-  let vm: LiveVm;
+  let vm: Vm;
   try {
     vm = await launchVm(inputs, disk, ram);
   } catch (error) {
@@ -56,11 +51,11 @@ export async function coldBoot(inputs: BootInputs, disk: string, ram: RamSpec): 
     throw error;
   }
   // The agent comes up with the services: its channel is open by the time they answer.
-  vm.agent = connectAgent(inputs.ctx, timeoutMs);
+  vm.openAgent(timeoutMs);
   try {
     if (hardware) {
       // The last line of defence: a hardware accelerator that passed its proof can still stall a real kernel.
-      const progressMs = timeoutMsFromEnv(env, "STACK_EMULATOR_KVM_PROGRESS_TIMEOUT", 20_000);
+      const progressMs = settings.timeouts.kvmProgressMs;
       const progress = await waitForSerialOutput(paths.serialLog, serialBefore, progressMs, vm.identity);
       if (progress === "exited") {
         throw new AcceleratorFailed(accel, `QEMU under ${accel} exited before the guest printed anything`);
@@ -70,10 +65,10 @@ export async function coldBoot(inputs: BootInputs, disk: string, ram: RamSpec): 
       }
     }
     report.step("waiting for the services");
-    await waitServices(inputs, vm, timeoutMs, "cold boot");
+    await waitServices(guestWork(inputs, vm), timeoutMs, "cold boot");
     return vm;
   } catch (error) {
-    await abandon(vm, paths);
+    await vm.end();
     throw error;
   }
 }
@@ -83,9 +78,9 @@ export async function coldBootWithKeys(inputs: BootInputs, disk: string): Promis
   const ram: RamSpec = { kind: "anonymous" };
   const vm = await coldBoot(inputs, disk, ram);
   try {
-    return { vm, boot: "cold", ram, rotation: await settleBootedGuest(inputs, vm) };
+    return { vm, boot: "cold", ram, rotation: await settleBootedGuest(guestWork(inputs, vm)) };
   } catch (error) {
-    await abandon(vm, inputs.ctx.paths);
+    await vm.end();
     throw error;
   }
 }

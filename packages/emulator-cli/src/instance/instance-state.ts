@@ -7,8 +7,10 @@ import type { RamSpec } from "../vm/qemu-args.js";
 import type { Fingerprint } from "../vm/snapshot.js";
 
 export type BootKind = "cold" | "snapshot" | "quick-boot";
-/** `rotated`: the guest holds this install's keys (in keys.env); `skipped`: the public placeholders. */
-export type Rotation = "rotated" | "skipped";
+
+import type { Rotation } from "../guest/secrets.js";
+
+export type { Rotation };
 
 /** What a running instance is, written once it is healthy; `status` and `stop` read it. */
 export interface InstanceState {

@@ -1,22 +1,10 @@
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname } from "node:path";
-import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
-import { isPortFree, parsePort, portFromEnv, type ServiceSpec } from "../core/ports.js";
-
-/** `auto`: free ports, recorded with the instance and reused; `default`: the image's ports, forgetting a record. */
-export type PortsMode = "auto" | "default";
-
-export function parsePortsMode(value: string): PortsMode {
-  if (value === "auto" || value === "default") return value;
-  throw new EmulatorError(
-    "INVALID_ARGUMENT",
-    `--ports ${JSON.stringify(value)} is not a ports mode`,
-    "use --ports auto (free ports, kept for this instance) or --ports default (the image's ports)",
-  );
-}
+import { isPortFree, type ServiceSpec } from "../core/ports.js";
+import type { PortRequest, PortsMode } from "../core/settings.js";
 
 export type ServicePorts = Record<string, number>;
 
@@ -55,7 +43,8 @@ export async function pickFreePort(taken: ReadonlySet<number>): Promise<number> 
 
 export interface PortPlanInput {
   services: ServiceSpec[];
-  env: NodeJS.ProcessEnv;
+  /** Ports given by variables (settings.ports.given), by service name. */
+  given: Record<string, PortRequest>;
   instance: string;
   mode?: PortsMode;
   recorded?: ServicePorts;
@@ -67,25 +56,22 @@ export interface PortPlanInput {
 
 export interface PortPlan {
   ports: ServicePorts;
-  /** The port variables to set for the start, one per service whose port is not already given by its variable. */
-  env: Record<string, string>;
   /** What to keep in the instance's ports file: auto ports are recorded, `default` forgets them. */
   record: ServicePorts | "forget" | undefined;
   note?: string;
 }
 
 /**
- * Host ports for each service. A port variable in the environment always wins. With `auto`, or for an instance other
- * than `default` whose default ports are taken (by the default instance, typically), each service gets its recorded
- * port while that is free, else a free one. Otherwise the recorded port, else the image's default.
+ * Host ports for each service, by precedence: a flag beats a variable, which beats the instance's record, which
+ * beats the image's default. `--ports auto` makes every port automatic, given ones included: each service gets its
+ * recorded port while that is free, else a free one; `--ports default` takes the image's ports. Without the flag a
+ * port given by its variable is used as it is, and an instance other than `default` whose default ports are taken
+ * (by the default instance, typically) goes auto by itself.
  */
 export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
-  // The same reading the engine does (portFromEnv), so the original's EMULATOR_*_PORT names count as explicit too.
-  const explicit = (service: ServiceSpec) => {
-    const fromEnv = portFromEnv(service, input.env);
-    return fromEnv ? parsePort(fromEnv.value, fromEnv.name) : undefined;
-  };
-  const movable = input.services.filter((s) => s.portEnv && !s.sameHostPort && explicit(s) === undefined);
+  const given = input.mode ? {} : input.given;
+  const forwarded = input.services.filter((s) => !s.sameHostPort);
+  const movable = forwarded.filter((s) => given[s.name] === undefined);
   const recorded = input.mode === "default" ? undefined : input.recorded;
   let auto = input.mode === "auto";
   let note: string | undefined;
@@ -102,7 +88,7 @@ export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
   for (const service of input.services) {
     ports[service.name] = service.sameHostPort
       ? service.guestPort
-      : (explicit(service) ?? service.defaultHostPort);
+      : (given[service.name]?.port ?? service.defaultHostPort);
   }
   const taken = new Set([...input.reserved, ...Object.values(ports)]);
   for (const service of movable) {
@@ -114,13 +100,12 @@ export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
     taken.add(port);
     ports[service.name] = port;
   }
-  const env = Object.fromEntries(movable.map((s) => [s.portEnv as string, String(ports[s.name])]));
   const record = auto
     ? Object.fromEntries(movable.map((s) => [s.name, ports[s.name] as number]))
     : input.mode === "default"
       ? "forget"
       : undefined;
-  return { ports, env, record, ...(note ? { note } : {}) };
+  return { ports, record, ...(note ? { note } : {}) };
 }
 
 /** planPorts with the real network and the instance's record, which it updates. */

@@ -3,11 +3,13 @@ import type { SaveMethod } from "@stack/qmp";
 import { EmulatorError } from "../core/errors.js";
 import { settleResumedGuest } from "../guest/guest.js";
 import { copyRamFile, createOverlay, recordInstanceDisk } from "../vm/disks.js";
-import { abandon, type LiveVm, launchVm } from "../vm/live-vm.js";
 import type { RamSpec } from "../vm/qemu-args.js";
+import { removeRuntimeFiles } from "../vm/qemu-process.js";
 import { decompressState, readSnapshot } from "../vm/snapshot.js";
-import type { BootInputs } from "./boot-inputs.js";
+import type { Vm } from "../vm/vm.js";
+import { type BootInputs, guestWork } from "./boot-inputs.js";
 import type { BootOutcome } from "./cold-boot.js";
+import { launchVm } from "./launch.js";
 import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js";
 
 /** The image's snapshot, resumed on a new instance disk (an overlay on the snapshot's disk) with fresh keys. */
@@ -30,7 +32,7 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
       : { kind: "file", path: inputs.snapshot.ram, share: false };
   // A compressed stream is unpacked next to the instance for the restore and removed right after.
   const unpacked = manifest.compressed ? paths.restoreState : undefined;
-  let vm: LiveVm | undefined;
+  let vm: Vm | undefined;
   try {
     if (unpacked) await decompressState(inputs.snapshot.compressedState, unpacked);
     if (ownCopy) {
@@ -43,13 +45,14 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
       ...(ownCopy ? { ownsRamFile: true } : {}),
     });
     if (unpacked) rmSync(unpacked, { force: true });
-    const rotation = await settleResumedGuest(inputs, vm, manifest.configHash, {
+    const rotation = await settleResumedGuest(guestWork(inputs, vm), {
       rotate: true,
+      configChanged: manifest.configHash !== inputs.configHash,
       what: "snapshot resume",
     });
     return { vm, boot: "snapshot", ram, rotation: rotation ?? "skipped", method };
   } catch (error) {
-    await abandon(vm, paths);
+    await endOrClean(vm, inputs);
     if (unpacked) rmSync(unpacked, { force: true });
     if (ownCopy) rmSync(paths.ram, { force: true });
     rmSync(paths.disk, { force: true });
@@ -66,7 +69,7 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
   const ownsRamFile = record.ram.kind === "file" && record.ram.share;
   // A stream carries the whole RAM: it is loaded into a fresh file, not over what an earlier run left there.
   if (ownsRamFile && !ramOutsideStream(record)) rmSync(paths.ram, { force: true });
-  let vm: LiveVm | undefined;
+  let vm: Vm | undefined;
   try {
     vm = await launchVm(inputs, paths.disk, record.ram, {
       method: record.method,
@@ -75,8 +78,9 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
       ...(record.shareDevice ? { shareDevice: true } : {}),
     });
     dropSuspend(paths);
-    const rotation = await settleResumedGuest(inputs, vm, record.configHash, {
+    const rotation = await settleResumedGuest(guestWork(inputs, vm), {
       rotate: !holdsOwnKeys,
+      configChanged: record.configHash !== inputs.configHash,
       what: "quick-boot resume",
     });
     return {
@@ -88,7 +92,13 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
       ...(record.shareDevice ? { shareDevice: true } : {}),
     };
   } catch (error) {
-    await abandon(vm, paths);
+    await endOrClean(vm, inputs);
     throw error;
   }
+}
+
+/** After a failed resume: the VM ended, or with none started, what a QEMU that failed at launch left. */
+async function endOrClean(vm: Vm | undefined, inputs: BootInputs): Promise<void> {
+  if (vm) await vm.end();
+  else removeRuntimeFiles(inputs.ctx.paths);
 }

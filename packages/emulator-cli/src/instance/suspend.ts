@@ -1,13 +1,13 @@
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "node:path";
-import { type QmpClient, type SaveMethod, saveVmState } from "@stack/qmp";
+import type { SaveMethod } from "@stack/qmp";
 import type { Context } from "../core/context.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
 import { commitStaging, createStaging } from "../core/staging.js";
-import { holdingAgent } from "../vm/live-vm.js";
 import type { RamSpec } from "../vm/qemu-args.js";
 import type { Fingerprint } from "../vm/snapshot.js";
+import type { Vm } from "../vm/vm.js";
 import type { InstanceState, Rotation } from "./instance-state.js";
 
 /**
@@ -58,21 +58,14 @@ export function dropSuspend(paths: InstancePaths): void {
   rmSync(paths.suspend, { recursive: true, force: true });
 }
 
-/** Saves the paused guest of `state` with its record, both committed together or not at all. */
-export async function saveSuspend(ctx: Context, qmp: QmpClient, state: InstanceState): Promise<void> {
+/** Saves the guest of `state` with its record, both committed together or not at all. */
+export async function saveSuspend(ctx: Context, vm: Vm, state: InstanceState): Promise<void> {
   const { paths } = ctx;
   const staging = createStaging(paths.dir);
   const ram = runningRam(state);
   const method = suspendMethod(ram);
   try {
-    await holdingAgent(ctx, { identity: state.qemu, qmp }, async () => {
-      await qmp.stop();
-      await saveVmState(qmp, {
-        method,
-        path: join(staging, basename(paths.suspendState)),
-        timeoutMs: 120_000,
-      });
-    });
+    await vm.save(method, join(staging, basename(paths.suspendState)));
     const record: SuspendRecord = {
       fingerprint: state.suspendFingerprint,
       method,

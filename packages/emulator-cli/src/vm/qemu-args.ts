@@ -3,19 +3,12 @@ import { memoryBackend } from "@stack/qmp";
 import { SHARE } from "../contract/contract.js";
 import type { InstancePaths } from "../core/paths.js";
 import type { ForwardedService } from "../core/ports.js";
+import { CPU_MODEL, type MachineSpec, machineType } from "../host/machine.js";
 import type { Image } from "../image/image.js";
 
 /** Bump when the device layout changes: snapshots captured with another layout cannot be resumed. */
 export const DEVICE_LAYOUT_VERSION = 4;
-export const CPU_MODEL = "max";
 const RAM_BACKEND_ID = "ram0";
-
-export interface MachineSpec {
-  qemu: string;
-  arch: "amd64" | "arm64";
-  accel: string;
-  firmware?: Firmware;
-}
 
 export type RamSpec =
   | { kind: "anonymous" }
@@ -63,15 +56,6 @@ function firmwareArgs(firmware: Firmware | undefined, paths: InstancePaths): str
   if (firmware.vars)
     args.push("-drive", `if=pflash,format=${firmware.format},file=${opt(paths.firmwareVars)}`);
   return args;
-}
-
-/**
- * The machine with every property a saved state depends on (it is part of the snapshot fingerprint). virt's GIC
- * is pinned rather than "max", which means the host's under KVM: v3, what TCG emulates for -cpu max and what
- * current arm64 servers and HVF provide (hosts with a GICv2 only, like the Raspberry Pi 4, cannot use KVM then).
- */
-export function machineType(arch: "amd64" | "arm64"): string {
-  return arch === "amd64" ? "q35" : "virt,gic-version=3";
 }
 
 /**

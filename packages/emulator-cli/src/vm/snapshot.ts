@@ -3,8 +3,9 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { HomeLayout } from "../core/paths.js";
+import { CPU_MODEL, type MachineSpec, machineType } from "../host/machine.js";
 import type { Image } from "../image/image.js";
-import { CPU_MODEL, DEVICE_LAYOUT_VERSION, type MachineSpec, machineType } from "./qemu-args.js";
+import { DEVICE_LAYOUT_VERSION } from "./qemu-args.js";
 
 /** Everything a saved VM state silently depends on: any difference means it cannot be resumed. */
 export interface Fingerprint {

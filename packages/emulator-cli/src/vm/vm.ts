@@ -1,147 +1,169 @@
-import { spawn } from "node:child_process";
+import { QgaClient } from "@stack/qga";
 import {
-  appendFileSync,
-  closeSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  rmSync,
-} from "node:fs";
-import { QmpClient } from "@stack/qmp";
-import { EmulatorError } from "../core/errors.js";
-import { ensureSocketDir, type InstancePaths } from "../core/paths.js";
-import { identify, isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
-import { buildQemuArgs, type LaunchSpec } from "./qemu-args.js";
+  type QmpClient,
+  readsStateByPath,
+  restoreVmState,
+  type SaveMethod,
+  type SaveResult,
+  saveVmState,
+} from "@stack/qmp";
+import type { InstancePaths } from "../core/paths.js";
+import { isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
+import type { Reporter } from "../core/report.js";
+import type { LaunchSpec } from "./qemu-args.js";
+import { connectQmp, INHERITED_STATE_FD, launchQemu, removeRuntimeFiles, terminate } from "./qemu-process.js";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** The descriptor a state file handed to QEMU at launch has in QEMU (see launchQemu's `stateFile`). */
-export const INHERITED_STATE_FD = 3;
-
-/**
- * Starts QEMU daemonized: the launcher exits once the machine is initialised (sockets listening), so its exit
- * status and stderr tell whether the start worked, and the pid file names the VM process. A `stateFile` is
- * opened here and inherited by QEMU as INHERITED_STATE_FD, for a restore that needs no shell.
- */
-export async function launchQemu(spec: LaunchSpec, stateFile?: string): Promise<ProcessIdentity> {
-  const { paths } = spec;
-  ensureSocketDir(paths.socketDir);
-  for (const stale of [paths.qmpSocket, paths.qgaSocket, paths.pidFile]) rmSync(stale, { force: true });
-  const vars = spec.machine.firmware?.vars;
-  // UEFI variables are per instance and persist across its boots; the template is never written.
-  if (vars && !existsSync(paths.firmwareVars)) copyFileSync(vars, paths.firmwareVars);
-  // The share's -fsdev names it on every launch, shared or not.
-  mkdirSync(paths.shareDir, { recursive: true, mode: 0o700 });
-
-  const args = buildQemuArgs(spec);
-  const stateFd = stateFile === undefined ? undefined : openSync(stateFile, "r");
-  const stderr = await new Promise<string>((resolvePromise, reject) => {
-    const child = spawn(spec.machine.qemu, args, {
-      stdio: ["ignore", "ignore", "pipe", ...(stateFd === undefined ? [] : [stateFd])],
-    });
-    let output = "";
-    child.stderr?.on("data", (chunk: Buffer) => {
-      output = (output + chunk.toString()).slice(-8192);
-    });
-    child.on("error", (error) =>
-      reject(
-        new EmulatorError(
-          "QEMU_NOT_RUNNABLE",
-          `cannot run ${spec.machine.qemu}: ${error.message}`,
-          "run `stack-emulator doctor`",
-        ),
-      ),
-    );
-    child.on("close", (code) => {
-      if (code === 0) {
-        resolvePromise(output);
-        return;
-      }
-      const kept = output.trim() !== "" && appendQemuLog(paths, output);
-      reject(
-        new EmulatorError(
-          "QEMU_EXITED",
-          `QEMU exited with status ${code}: ${output.trim().split("\n").slice(-5).join(" | ") || "no message"}`,
-          `${kept ? `its output is in ${paths.qemuLog}; ` : ""}\`stack-emulator doctor\` checks the host`,
-        ),
-      );
-    });
-  }).finally(() => {
-    if (stateFd !== undefined) closeSync(stateFd);
-  });
-  if (stderr.trim()) appendQemuLog(paths, stderr);
-  const pid = Number.parseInt(readFileSync(paths.pidFile, "utf8").trim(), 10);
-  const identity = identify(pid);
-  if (!identity) {
-    throw new EmulatorError(
-      "QEMU_EXITED",
-      "QEMU started but exited right away",
-      existsSync(paths.serialLog)
-        ? `the guest's console is in ${paths.serialLog}`
-        : "run `stack-emulator doctor`",
-    );
-  }
-  return identity;
+/** A saved state to load into the new QEMU instead of booting. */
+export interface Restore {
+  method: SaveMethod;
+  state: string;
+  /** The RAM file is this instance's own and moves on with it (see restoreVmState). */
+  ownsRamFile?: boolean;
 }
 
-/** QEMU's own messages (warnings, or why it failed), kept for `logs`; whether they were written. */
-function appendQemuLog(paths: InstancePaths, text: string): boolean {
-  try {
-    appendFileSync(paths.qemuLog, `${new Date().toISOString()} ${text.trim()}\n`);
-    return true;
-  } catch {
-    // Losing a warning line is not worth failing a start over.
-    return false;
-  }
-}
-
-export async function connectQmp(paths: InstancePaths, timeoutMs = 10_000): Promise<QmpClient> {
-  return QmpClient.connect(paths.qmpSocket, { timeoutMs });
-}
-
-export async function waitForExit(identity: ProcessIdentity, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  // QEMU usually exits within milliseconds of `quit`: short polls first, so a capture does not wait on the timer.
-  let delay = 1;
-  while (isSameProcess(identity)) {
-    if (Date.now() >= deadline) return false;
-    await sleep(delay);
-    delay = Math.min(delay * 2, 20);
-  }
-  return true;
+export interface VmOptions {
+  report: Reporter;
+  /** How long the guest agent may take to answer a new connection. */
+  agentTimeoutMs: number;
 }
 
 /**
- * Ends a VM: `quit` over QMP when a connection is at hand, then SIGTERM, then SIGKILL, each given time to work.
- * Only signals the process we started (pid and start time match), never a reused pid.
+ * A QEMU this command started, or one of an earlier start that it took over: its identity, its QMP connection and
+ * its guest agent. Whoever holds it ends it (`end`) when something fails, or hands it on (`release`) once it is
+ * healthy with this install's keys: each path through a command calls one of the two, in one `finally` or `catch`.
  */
-export async function terminate(identity: ProcessIdentity, qmp?: QmpClient): Promise<void> {
-  if (qmp) {
-    await qmp.quit().catch(() => undefined);
-    await qmp.close().catch(() => undefined);
-    if (await waitForExit(identity, 5000)) return;
-  }
-  for (const [signal, wait] of [
-    ["SIGTERM", 5000],
-    ["SIGKILL", 5000],
-  ] as const) {
-    if (!isSameProcess(identity)) return;
+export class Vm {
+  #earlyAgent: Promise<QgaClient> | undefined;
+
+  private constructor(
+    readonly identity: ProcessIdentity,
+    readonly qmp: QmpClient,
+    private readonly paths: InstancePaths,
+    private readonly options: VmOptions,
+  ) {}
+
+  /** Starts QEMU for `spec`; with `restore`, loads that state and lets the guest run. A failure ends the QEMU. */
+  static async launch(spec: LaunchSpec, options: VmOptions & { restore?: Restore }): Promise<Vm> {
+    const { report, restore } = options;
+    report.mark("launching QEMU");
+    // Methods that stream the state can read it from a descriptor QEMU inherits; the others open it by path.
+    const viaFd = restore && !readsStateByPath(restore.method);
+    const identity = await launchQemu(spec, viaFd ? restore.state : undefined);
+    report.mark("QEMU initialised");
+    let qmp: QmpClient;
     try {
-      process.kill(identity.pid, signal);
-    } catch {
-      return;
+      qmp = await connectQmp(spec.paths);
+    } catch (error) {
+      await terminate(identity).catch(() => undefined);
+      removeRuntimeFiles(spec.paths);
+      throw error;
     }
-    if (await waitForExit(identity, wait)) return;
+    const vm = new Vm(identity, qmp, spec.paths, options);
+    report.mark("QMP negotiated");
+    if (!restore) return vm;
+    try {
+      // Connected before the guest runs: a guest saved with the agent's channel open (see save) finds it still
+      // open and answers at once. A channel that opens after the resume is only noticed on the agent's next poll,
+      // which qemu-ga makes every 100 ms while no host is connected.
+      vm.openAgent();
+      await restoreVmState(qmp, {
+        method: restore.method,
+        path: restore.state,
+        ...(viaFd ? { fd: INHERITED_STATE_FD } : {}),
+        ...(restore.ownsRamFile ? { ownsRamFile: true } : {}),
+        timeoutMs: 60_000,
+      });
+      report.mark("state restored");
+      await qmp.cont();
+      report.mark("guest running");
+      return vm;
+    } catch (error) {
+      await vm.end();
+      throw error;
+    }
   }
-  throw new EmulatorError(
-    "STOP_FAILED",
-    `QEMU (pid ${identity.pid}) did not exit after SIGKILL`,
-    "check the process with `ps`",
-  );
-}
 
-export function removeRuntimeFiles(paths: InstancePaths): void {
-  for (const file of [paths.qmpSocket, paths.qgaSocket, paths.pidFile]) rmSync(file, { force: true });
+  /** Takes over the running QEMU of an earlier start; undefined when its control socket does not answer. */
+  static async attach(
+    paths: InstancePaths,
+    identity: ProcessIdentity,
+    options: VmOptions,
+  ): Promise<Vm | undefined> {
+    try {
+      return new Vm(identity, await connectQmp(paths, 5000), paths, options);
+    } catch {
+      return undefined;
+    }
+  }
+
+  get alive(): boolean {
+    return isSameProcess(this.identity);
+  }
+
+  /** Starts connecting to the guest agent now (a booting guest's agent comes up with its services). */
+  openAgent(timeoutMs = this.options.agentTimeoutMs): void {
+    if (this.#earlyAgent) return;
+    this.#earlyAgent = QgaClient.connect(this.paths.qgaSocket, { timeoutMs });
+    // Awaited later, or never when the command fails first: its rejection must not count as unhandled.
+    this.#earlyAgent.catch(() => undefined);
+  }
+
+  /** The early connection (handed out once, so nothing else closes it), else a new one. */
+  #takeAgent(timeoutMs?: number): Promise<QgaClient> {
+    const pending =
+      this.#earlyAgent ??
+      QgaClient.connect(this.paths.qgaSocket, {
+        timeoutMs: timeoutMs ?? this.options.agentTimeoutMs,
+      });
+    this.#earlyAgent = undefined;
+    return pending;
+  }
+
+  /** Runs `fn` with a guest agent connection, closed afterwards. */
+  async withAgent<T>(fn: (qga: QgaClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+    // An early connection that failed is not retried: it already waited the whole agent timeout, or QEMU is gone.
+    const qga = await this.#takeAgent(timeoutMs);
+    this.options.report.mark("guest agent in sync");
+    try {
+      return await fn(qga);
+    } finally {
+      await qga.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Pauses the guest and saves its state to `path`: the one save routine of a capture and a stop. The guest agent's
+   * channel is held open meanwhile, so the saved guest waits on an open channel and answers a resume at once; an
+   * agent that does not answer soon does not hold the save up (the resume then pays the agent's poll delay).
+   */
+  async save(method: SaveMethod, path: string): Promise<SaveResult> {
+    const qga = await this.#takeAgent(2000).catch(() => undefined);
+    try {
+      await this.qmp.stop();
+      return await saveVmState(this.qmp, { method, path, timeoutMs: 120_000 });
+    } finally {
+      await qga?.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Ends QEMU (`quit`, then signals) and removes what it leaves behind: sockets, pid file. Never throws, so that it
+   * can clean up after another failure; says whether QEMU is gone (only a process that survives SIGKILL is not).
+   */
+  async end(): Promise<boolean> {
+    await terminate(this.identity, this.qmp).catch((error: Error) => this.options.report.warn(error.message));
+    // Only now: a connection still waiting for the agent's answer fails as soon as QEMU is gone, where before it
+    // would wait out its whole deadline (a cold boot's).
+    await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
+    this.#earlyAgent = undefined;
+    removeRuntimeFiles(this.paths);
+    return !this.alive;
+  }
+
+  /** Leaves QEMU running for the instance: this command's connections close, the VM stays. */
+  async release(): Promise<void> {
+    await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
+    this.#earlyAgent = undefined;
+    await this.qmp.close().catch(() => undefined);
+  }
 }

@@ -1,23 +1,52 @@
-import { PUBLISHABLE_KEY_NAME, SERVER_KEY_NAME } from "../contract/contract.js";
+import { INTERNAL_PROJECT_ID, PUBLISHABLE_KEY_NAME, SERVER_KEY_NAME } from "../contract/contract.js";
 import type { Context } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
-import { isSameProcess } from "../core/process-identity.js";
+import { configFileIdentity, ensureConfigProject } from "../guest/backend.js";
 import { serviceUrl } from "../guest/health.js";
 import { loadKeys } from "../guest/secrets.js";
-import { shareConfigFile } from "../instance/commands.js";
-import { type InstanceState, readState } from "../instance/instance-state.js";
-import { type AppConnection, INTERNAL_PROJECT_ID } from "./app-env.js";
-import { configFileIdentity, ensureConfigProject } from "./projects.js";
+import { addSharedFile } from "../guest/share.js";
+import { connectQmp } from "../vm/qemu-process.js";
+import { inspectInstance } from "./inspect.js";
+import { type InstanceState, writeState } from "./instance-state.js";
+import { locked } from "./lifecycle.js";
+import { attachShare } from "./share-attach.js";
 
-/** The running instance's recorded state; a stopped or vanished one is an error that says how to start it. */
-export function runningState(ctx: Context): InstanceState {
-  const state = readState(ctx.paths);
-  if (state && isSameProcess(state.qemu)) return state;
-  throw new EmulatorError(
+/** What an app needs to talk to the emulator's backend as one project. */
+export interface AppConnection {
+  projectId: string;
+  publishableClientKey: string;
+  secretServerKey: string;
+  apiUrl: string;
+}
+
+function notRunning(ctx: Context): EmulatorError {
+  return new EmulatorError(
     "NOT_RUNNING",
     `the emulator instance ${ctx.name} is not running`,
     `start it first: stack-emulator${ctx.name === "default" ? "" : ` --instance ${ctx.name}`} start`,
   );
+}
+
+/** The running instance's recorded state; a stopped or vanished one is an error that says how to start it. */
+export async function runningState(ctx: Context): Promise<InstanceState> {
+  const { state } = await inspectInstance(ctx);
+  if (!state) throw notRunning(ctx);
+  return state;
+}
+
+/** Shares a config file with the running instance, so that its backend finds it at /host<path>. */
+export async function shareConfigFile(ctx: Context, file: string): Promise<void> {
+  await locked(ctx, "share", async () => {
+    const state = await runningState(ctx);
+    addSharedFile(ctx.paths, file);
+    const qmp = await connectQmp(ctx.paths, 5000);
+    try {
+      const plugged = await attachShare(ctx, qmp, state.qemu, Boolean(state.shareDevice));
+      if (plugged !== Boolean(state.shareDevice)) writeState(ctx.paths, { ...state, shareDevice: plugged });
+    } finally {
+      await qmp.close().catch(() => undefined);
+    }
+  });
 }
 
 /**
@@ -25,7 +54,7 @@ export function runningState(ctx: Context): InstanceState {
  * project the backend keeps for that config file.
  */
 export async function appConnection(ctx: Context, configFile?: string): Promise<AppConnection> {
-  const state = runningState(ctx);
+  const state = await runningState(ctx);
   const backend = state.services.find((s) => s.name === "backend");
   if (!backend) {
     throw new EmulatorError("NO_BACKEND", `the image ${state.image.name} has no service named backend`);
