@@ -6,7 +6,6 @@
  */
 export { Channel, type ChannelOptions, type Runstate } from "./channel.js";
 export { ConnectError, type ConnectFailure } from "./connect.js";
-export { guard, type StopReason } from "./deadline.js";
 export { type ErrorDetails, ProtocolError } from "./error.js";
 export { type Decoder, encodeJson, type Frame, LineDecoder } from "./framing.js";
 export type { WireLog } from "./redact.js";
