@@ -95,8 +95,8 @@ export class QmpClient {
 
   /** The server's greeting: QEMU version and the capabilities it offered. */
   get greeting(): QmpGreeting {
-    if (!this.#greeting) throw new QmpError("PROTOCOL", "no QMP greeting received yet");
-    return this.#greeting;
+    // Set before connect() resolves, and a client exists for its user only from then on.
+    return this.#greeting as QmpGreeting;
   }
 
   /** True until the connection starts to close. */
