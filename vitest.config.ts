@@ -2,13 +2,13 @@ import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 const packages = ["iso9660", "qmp", "qga", "host-detect", "artifacts"];
-// Tests import sibling packages from source, so `pnpm test` needs no prior build.
-const alias = Object.fromEntries(
-  packages.map((name) => [
-    `@stack/${name}`,
-    fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url)),
-  ]),
-);
+// Tests import sibling packages from source, so `pnpm test` needs no prior build. A subpath export comes before
+// its package's entry: the first alias that matches wins, and `@stack/qmp` also matches `@stack/qmp/protocol`.
+const source = (file: string) => fileURLToPath(new URL(`./packages/${file}`, import.meta.url));
+const alias = Object.fromEntries([
+  ["@stack/qmp/protocol", source("qmp/src/protocol/index.ts")],
+  ...packages.map((name) => [`@stack/${name}`, source(`${name}/src/index.ts`)]),
+]);
 
 export default defineConfig({
   test: {

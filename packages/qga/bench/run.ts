@@ -8,7 +8,8 @@
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { encodeJson, LineDecoder } from "../src/framing.js";
+import { encodeJson } from "@stack/qmp/protocol";
+import { DelimitedDecoder, isDelimited } from "../src/framing.js";
 import { QgaClient } from "../src/index.js";
 import { startAgent } from "../test/agent.js";
 import { bootDevImage, buildDevImage } from "../test/dev-vm.js";
@@ -53,7 +54,7 @@ function stats(times: number[]): { median: number; p99: number; mean: number } {
 function socatCommand(socketPath: string, command: string, args?: object): Promise<unknown> {
   const id = randomInt(1, 2 ** 47);
   const child = spawn("socat", ["-", `UNIX-CONNECT:${socketPath}`], { stdio: ["pipe", "pipe", "ignore"] });
-  const decoder = new LineDecoder(64 * 1024 * 1024);
+  const decoder = new DelimitedDecoder(64 * 1024 * 1024);
   const exited = new Promise((resolve) => child.once("exit", resolve));
   const reply = new Promise<unknown>((resolve, reject) => {
     let synced = false;
@@ -63,7 +64,7 @@ function socatCommand(socketPath: string, command: string, args?: object): Promi
         if (frame.kind !== "line") continue;
         const message = JSON.parse(frame.text) as { return?: unknown; error?: unknown };
         if (!synced) {
-          synced = frame.delimited && message.return === id;
+          synced = isDelimited(frame) && message.return === id;
         } else if (message.error) {
           reject(new Error(`${command}: ${JSON.stringify(message.error)}`));
         } else {

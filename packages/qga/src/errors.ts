@@ -1,27 +1,10 @@
+import { type ErrorDetails, ProtocolError } from "@stack/qmp/protocol";
+
 export type QgaErrorCode = "AGENT_UNRESPONSIVE" | "COMMAND_FAILED" | "UNSUPPORTED" | "TIMEOUT" | "CLOSED";
 
-export interface QgaErrorDetails {
-  /** The agent command that failed, when there is one. */
-  command?: string;
-  /** The agent's error class (`GenericError`, `CommandNotFound`, ...) for errors the agent reported. */
-  errorClass?: string;
-  /** The agent's own description of the error. */
-  desc?: string;
-  cause?: unknown;
-}
+/** `errorClass` and `desc` are the agent's own, for errors the agent reported. */
+export type QgaErrorDetails = ErrorDetails;
 
-export class QgaError extends Error {
+export class QgaError extends ProtocolError<QgaErrorCode> {
   override readonly name = "QgaError";
-  readonly code: QgaErrorCode;
-  readonly command?: string;
-  readonly errorClass?: string;
-  readonly desc?: string;
-
-  constructor(code: QgaErrorCode, message: string, details: QgaErrorDetails = {}) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
-    this.code = code;
-    if (details.command !== undefined) this.command = details.command;
-    if (details.errorClass !== undefined) this.errorClass = details.errorClass;
-    if (details.desc !== undefined) this.desc = details.desc;
-  }
 }

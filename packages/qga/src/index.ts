@@ -1,3 +1,4 @@
+export type { WireLog } from "@stack/qmp/protocol";
 export {
   type AgentInfo,
   type CommandOptions,
@@ -7,4 +8,3 @@ export {
   QgaClient,
 } from "./client.js";
 export { QgaError, type QgaErrorCode, type QgaErrorDetails } from "./errors.js";
-export type { WireLog } from "./session.js";

@@ -1,29 +1,20 @@
 import { randomInt } from "node:crypto";
-import { createConnection, type Socket } from "node:net";
-import { setTimeout as sleep } from "node:timers/promises";
+import { Channel, type ConnectError, type Frame, type WireLog } from "@stack/qmp/protocol";
 import { QgaError } from "./errors.js";
-import { DELIMITER, encodeJson, type Frame, LineDecoder } from "./framing.js";
-
-export type WireLog = (direction: "in" | "out", line: string) => void;
+import { DELIMITER, DelimitedDecoder, isDelimited } from "./framing.js";
 
 export interface SessionOptions {
-  /** Sees every line sent and received; stdin (`input-data`) and captured output are replaced by their sizes. */
+  /**
+   * Sees every line sent and received, with stdin (`input-data`), file contents (`buf-b64`), captured output
+   * (`out-data`, `err-data`), passwords and other secrets replaced by their sizes. Exceptions it throws are ignored.
+   */
   wireLog?: WireLog;
   /** Longest reply line kept; longer ones fail the command. Default 64 MiB (two full 16 MiB outputs in base64). */
   maxLineBytes?: number;
 }
 
-export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
-
-/**
- * Fields that carry a process's stdin, file contents or passwords (secrets), or a process's output (large, and
- * possibly secrets too).
- */
-const LOG_REDACTED = new Set(["input-data", "out-data", "err-data", "buf-b64", "password"]);
-const LOG_LINE_LIMIT = 4096;
-
-/** Errors of the socket file not being there yet, or nobody listening on it yet. */
-const NOT_YET = new Set(["ENOENT", "ECONNREFUSED", "EAGAIN"]);
+const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
+const SHOWN_REPLY_CHARS = 4096;
 
 interface Waiter {
   onFrame(frame: Frame, message: unknown): void;
@@ -31,55 +22,42 @@ interface Waiter {
 }
 
 /**
- * One connection to a guest agent. The agent answers one command at a time and its replies carry no id, so
- * commands are strictly serialised; after anything that may leave a reply in flight (a timeout, a garbled
- * reply) the channel is resynchronised before the next command is written.
+ * One connection to a guest agent, over the protocol layer QMP uses. The agent answers one command at a time and
+ * its replies carry no id, so commands are strictly serialised; after anything that may leave a reply in flight
+ * (a timeout, a garbled reply) the channel is resynchronised before the next command is written.
  */
 export class QgaSession {
   readonly socketPath: string;
-  #socket: Socket;
-  #decoder: LineDecoder;
-  #wireLog: WireLog | undefined;
+  readonly #channel: Channel<QgaError>;
+  readonly #decoder: DelimitedDecoder;
   #waiter: Waiter | undefined;
   #tail: Promise<unknown> = Promise.resolve();
   #needsResync = true;
-  #closed: QgaError | undefined;
-  #closing: Promise<void>;
 
-  private constructor(socketPath: string, socket: Socket, opts: SessionOptions) {
+  private constructor(socketPath: string, opts: SessionOptions) {
     this.socketPath = socketPath;
-    this.#socket = socket;
-    this.#decoder = new LineDecoder(opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES);
-    this.#wireLog = opts.wireLog;
-    socket.on("data", (chunk: Buffer) => {
-      for (const frame of this.#decoder.push(chunk)) this.#receive(frame);
-    });
-    let socketError: Error | undefined;
-    socket.on("error", (error) => {
-      socketError = error;
-    });
-    this.#closing = new Promise((resolve) => {
-      socket.on("close", () => {
-        const detail = socketError ? `: ${socketError.message}` : "";
-        this.#fail(
-          new QgaError("CLOSED", `the connection to the guest agent at ${socketPath} closed${detail}`, {
-            cause: socketError,
-          }),
-        );
-        resolve();
-      });
+    this.#decoder = new DelimitedDecoder(opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES);
+    this.#channel = new Channel<QgaError>({
+      decoder: this.#decoder,
+      wireLog: opts.wireLog,
+      onMessage: (message, frame) => this.#waiter?.onFrame(frame, message),
+      onClose: (reason) => this.#waiter?.onClose(reason),
+      connectError,
+      closedError: (cause) =>
+        new QgaError(
+          "CLOSED",
+          `the connection to the guest agent at ${socketPath} closed${cause ? `: ${cause.message}` : ""}`,
+          { cause },
+        ),
     });
   }
 
   /** Connects (waiting for the socket to appear until the deadline) and resynchronises the channel. */
   static async open(socketPath: string, deadline: number, opts: SessionOptions = {}): Promise<QgaSession> {
-    const session = new QgaSession(socketPath, await connectWhenPresent(socketPath, deadline), opts);
-    try {
-      await session.#serialised(() => session.#resync(deadline));
-    } catch (error) {
-      await session.close();
-      throw error;
-    }
+    const session = new QgaSession(socketPath, opts);
+    await session.#channel.connect(socketPath, { deadline }, () =>
+      session.#serialised(() => session.#resync(deadline)),
+    );
     return session;
   }
 
@@ -87,35 +65,32 @@ export class QgaSession {
   execute(command: string, args: object | undefined, deadline: number): Promise<unknown> {
     return this.#serialised(async () => {
       if (this.#needsResync) await this.#resync(deadline);
-      const reply = await this.#exchange(command, args, deadline, (frame, message) => {
-        if (frame.delimited) return undefined; // a late reply to an abandoned resync
+      const message = await this.#exchange(command, args, deadline, (frame, message) => {
+        if (isDelimited(frame)) return undefined; // a late reply to an abandoned resync
         if (frame.kind === "oversized") {
           throw new QgaError(
             "COMMAND_FAILED",
-            `the reply to ${command} was ${frame.bytes} bytes, over the ${this.#decoder.maxLineBytes}-byte limit: ` +
-              "raise maxLineBytes or ask for less output",
+            `the reply to ${command} exceeds the ${this.#decoder.maxLineBytes}-byte limit (at least ${frame.bytes} ` +
+              "bytes): raise maxLineBytes or ask for less output",
             { command },
           );
         }
         if (!isObject(message) || !("return" in message || "error" in message)) {
           this.#needsResync = true;
-          throw new QgaError("COMMAND_FAILED", `unexpected reply to ${command}: ${truncate(frame.text)}`, {
+          throw new QgaError("COMMAND_FAILED", `unexpected reply to ${command}: ${shown(frame.text)}`, {
             command,
           });
         }
-        return { message };
+        return message;
       });
-      const { message } = reply;
       if ("error" in message) throw agentError(command, message.error);
       return message.return;
     });
   }
 
-  async close(): Promise<void> {
-    this.#fail(new QgaError("CLOSED", "the guest agent client was closed"));
-    // Nothing written afterwards matters, and a peer that never answers would never finish a graceful end.
-    this.#socket.destroy();
-    await this.#closing;
+  /** Ends the connection; a command still waiting is rejected with CLOSED. */
+  close(): Promise<void> {
+    return this.#channel.disconnect(new QgaError("CLOSED", "the guest agent client was closed"));
   }
 
   /**
@@ -130,7 +105,8 @@ export class QgaSession {
       "guest-sync-delimited",
       { id },
       deadline,
-      (frame, message) => (frame.delimited && isObject(message) && message.return === id ? true : undefined),
+      (frame, message) =>
+        isDelimited(frame) && isObject(message) && message.return === id ? true : undefined,
       () =>
         new QgaError(
           "AGENT_UNRESPONSIVE",
@@ -158,10 +134,10 @@ export class QgaSession {
       }),
     prefix?: Buffer,
   ): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#closed);
+    const ended = this.#channel.reason;
+    if (ended) return Promise.reject(ended);
     const remaining = deadline - Date.now();
     if (remaining <= 0) return Promise.reject(onTimeout());
-    const request = args === undefined ? { execute: command } : { execute: command, arguments: args };
     return new Promise<T>((resolve, reject) => {
       const finish = (settle: () => void) => {
         clearTimeout(timer);
@@ -185,38 +161,11 @@ export class QgaSession {
         },
         onClose: (error) => finish(() => reject(error)),
       };
-      this.#wireLog?.("out", `${prefix ? "\\xff" : ""}${encodeJson(request, LOG_REDACTED)}`);
-      const line = `${encodeJson(request)}\n`;
-      this.#socket.write(prefix ? Buffer.concat([prefix, Buffer.from(line)]) : line);
+      this.#channel.send(
+        args === undefined ? { execute: command } : { execute: command, arguments: args },
+        prefix,
+      );
     });
-  }
-
-  #receive(frame: Frame): void {
-    let message: unknown;
-    if (frame.kind === "line") {
-      try {
-        message = JSON.parse(frame.text);
-      } catch {
-        message = undefined;
-      }
-    }
-    if (this.#wireLog) {
-      const marker = frame.delimited ? "\\xff" : "";
-      const body =
-        frame.kind === "oversized"
-          ? `<${frame.bytes}-byte line dropped>`
-          : message === undefined
-            ? truncate(frame.text)
-            : truncate(encodeJson(message, LOG_REDACTED));
-      this.#wireLog("in", marker + body);
-    }
-    this.#waiter?.onFrame(frame, message);
-  }
-
-  #fail(error: QgaError): void {
-    if (this.#closed) return;
-    this.#closed = error;
-    this.#waiter?.onClose(error);
   }
 
   #serialised<T>(task: () => Promise<T>): Promise<T> {
@@ -224,6 +173,15 @@ export class QgaSession {
     this.#tail = result.catch(() => undefined);
     return result;
   }
+}
+
+function connectError(error: ConnectError): QgaError {
+  return new QgaError(
+    "AGENT_UNRESPONSIVE",
+    `cannot connect to the guest agent socket ${error.path} (${error.errno ?? error.reason}): check that QEMU ` +
+      "runs with a guest agent chardev at that path, or pass a larger timeoutMs",
+    { cause: error.cause },
+  );
 }
 
 function agentError(command: string, error: unknown): QgaError {
@@ -245,42 +203,12 @@ function agentError(command: string, error: unknown): QgaError {
   });
 }
 
-async function connectWhenPresent(socketPath: string, deadline: number): Promise<Socket> {
-  let delay = 2;
-  for (;;) {
-    try {
-      return await connectOnce(socketPath);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? "";
-      if (!NOT_YET.has(code) || Date.now() + delay >= deadline) {
-        throw new QgaError(
-          "AGENT_UNRESPONSIVE",
-          `cannot connect to the guest agent socket ${socketPath} (${code || String(error)}): check that QEMU ` +
-            "runs with a guest agent chardev at that path, or pass a larger timeoutMs",
-          { cause: error },
-        );
-      }
-      await sleep(delay);
-      delay = Math.min(delay * 2, 100);
-    }
-  }
-}
-
-function connectOnce(socketPath: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection(socketPath);
-    socket.once("error", reject);
-    socket.once("connect", () => {
-      socket.off("error", reject);
-      resolve(socket);
-    });
-  });
-}
-
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function truncate(text: string): string {
-  return text.length <= LOG_LINE_LIMIT ? text : `${text.slice(0, LOG_LINE_LIMIT)}... <${text.length} chars>`;
+function shown(text: string): string {
+  return text.length <= SHOWN_REPLY_CHARS
+    ? text
+    : `${text.slice(0, SHOWN_REPLY_CHARS)}... <${text.length} chars>`;
 }

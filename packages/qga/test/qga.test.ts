@@ -81,7 +81,7 @@ describe("QgaClient against a real qemu-ga", () => {
       stderrTruncated: false,
     });
     const log = wire.join("\n");
-    expect(log).toContain('"input-data":"<redacted');
+    expect(log).toContain('"input-data":"[redacted: ');
     expect(log).not.toContain("0123456789abcdef");
     expect(log).not.toContain(Buffer.from(secret).toString("base64"));
     // qemu-ga 7.2 takes capture-output only as a boolean.
@@ -96,7 +96,7 @@ describe("QgaClient against a real qemu-ga", () => {
     await client.execute("guest-file-write", { handle, "buf-b64": Buffer.from(secret).toString("base64") });
     await client.execute("guest-file-close", { handle });
     expect(readFileSync(path, "utf8")).toBe(secret);
-    expect(wire.join("\n")).toContain('"buf-b64":"<redacted');
+    expect(wire.join("\n")).toContain('"buf-b64":"[redacted: ');
     expect(wire.join("\n")).not.toContain(Buffer.from(secret).toString("base64"));
   });
 

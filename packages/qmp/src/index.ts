@@ -6,27 +6,26 @@ export {
   memoryBackend,
   memoryBackendArgs,
 } from "./memory.js";
+export type { WireLog } from "./protocol/redact.js";
+export {
+  bestSaveMethod,
+  chooseSaveMethod,
+  readsStateByPath,
+  type SaveMethod,
+  type SaveMethodInputs,
+} from "./save-method.js";
 export type {
   ConnectOptions,
   ExecuteOptions,
-  MigrationCapabilityStatus,
-  MigrationInfo,
   QemuVersionTriple,
   QmpEvent,
   QmpGreeting,
   StatusInfo,
-  VersionInfo,
   WaitForEventOptions,
-  WireLog,
 } from "./types.js";
 export {
-  bestSaveMethod,
-  chooseSaveMethod,
   type RestoreOptions,
-  readsStateByPath,
   restoreVmState,
-  type SaveMethod,
-  type SaveMethodInputs,
   type SaveOptions,
   type SaveProgress,
   type SaveResult,

@@ -1,3 +1,5 @@
+import type { WireLog } from "./protocol/redact.js";
+
 export interface QemuVersionTriple {
   major: number;
   minor: number;
@@ -15,13 +17,11 @@ export interface QmpEvent {
   timestamp?: { seconds: number; microseconds: number };
 }
 
-export type WireLog = (dir: "in" | "out", line: string) => void;
-
 export interface ConnectOptions {
   /** Deadline for the socket to appear, accept, greet and negotiate. Default 10 s. */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** Receives every line on the wire with secrets redacted (see `redactLine`). */
+  /** Receives every line on the wire with secrets redacted (see the README's "Wire log"). */
   wireLog?: WireLog;
   /** Default deadline for each `execute` that sets none. Default 60 s; `Infinity` waits forever. */
   commandTimeoutMs?: number;
@@ -44,23 +44,4 @@ export interface StatusInfo {
   status: string;
   running: boolean;
   singlestep?: boolean;
-}
-
-export interface VersionInfo {
-  qemu: QemuVersionTriple;
-  package: string;
-}
-
-export interface MigrationCapabilityStatus {
-  capability: string;
-  state: boolean;
-}
-
-/** The subset of `query-migrate`'s answer this package reads; QEMU sends more. */
-export interface MigrationInfo {
-  status?: string;
-  "error-desc"?: string;
-  "total-time"?: number;
-  ram?: { transferred: number; total: number; remaining: number; [k: string]: unknown };
-  [k: string]: unknown;
 }

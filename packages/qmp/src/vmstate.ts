@@ -3,17 +3,15 @@ import { rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import type { QmpClient } from "./client.js";
 import { QmpError } from "./errors.js";
-import type { MigrationInfo, QemuVersionTriple, QmpEvent } from "./types.js";
-
-/**
- * How VM state is written, best first:
- * - `x-ignore-shared`: guest RAM lives in a `memory-backend-file,share=on`; only device state is streamed.
- *   Restore maps the same file with `share=off` (copy-on-write), so the file stays a reusable template.
- * - `mapped-ram`: RAM pages at fixed offsets of a `file:` target (QEMU >= 9.0).
- * - `file`: a plain stream to a `file:` target (QEMU >= 8.2).
- * - `exec`: a stream piped through `/bin/sh -c "cat > path"` (every QEMU version).
- */
-export type SaveMethod = "x-ignore-shared" | "mapped-ram" | "file" | "exec";
+import {
+  type Abilities,
+  abilities,
+  assertSupported,
+  migrationUri,
+  readsStateByPath,
+  type SaveMethod,
+} from "./save-method.js";
+import type { QmpEvent } from "./types.js";
 
 export interface SaveProgress {
   transferred: number;
@@ -62,50 +60,14 @@ const DEFAULT_MIGRATION_TIMEOUT_MS = 10 * 60_000;
 const UNTHROTTLED_BYTES_PER_SECOND = 100 * 1024 ** 3;
 /** `query-migrate` costs well under a millisecond; MIGRATION events usually wake the loop before this. */
 const POLL_INTERVAL_MS = 25;
-
-interface MethodRequirement {
-  capability?: string;
-  minVersion?: [number, number];
-}
-
-const REQUIREMENTS: Record<SaveMethod, MethodRequirement> = {
-  "x-ignore-shared": { capability: "x-ignore-shared", minVersion: [4, 0] },
-  "mapped-ram": { capability: "mapped-ram", minVersion: [9, 0] },
-  file: { minVersion: [8, 2] },
-  exec: {},
-};
-
 /** Capabilities this module turns on or off; each one is only sent when the running QEMU knows it. */
 const MANAGED_CAPABILITIES = ["events", "x-ignore-shared", "mapped-ram", "multifd"] as const;
 
-function atLeast(v: QemuVersionTriple, [major, minor]: [number, number]): boolean {
-  return v.major > major || (v.major === major && v.minor >= minor);
-}
-
-function versionText(v: QemuVersionTriple): string {
-  return `${v.major}.${v.minor}.${v.micro}`;
-}
-
-/** Single-quotes `s` for `/bin/sh`, which is how QEMU runs an `exec:` migration command. */
-export function shellQuote(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
-}
-
-/** The migration URI that writes (`out`) or reads (`in`) `file` with `method`. */
-export function migrationUri(method: SaveMethod, file: string, direction: "in" | "out"): string {
-  if (method === "file" || method === "mapped-ram") {
-    // QEMU parses `file:<path>[,offset=N]`, so a comma in the path would be taken as an option.
-    if (file.includes(",")) {
-      throw new QmpError("UNSUPPORTED", `the ${method} method cannot use a path containing a comma: ${file}`);
-    }
-    return `file:${file}`;
-  }
-  return direction === "out" ? `exec:cat > ${shellQuote(file)}` : `exec:cat ${shellQuote(file)}`;
-}
-
-/** Methods whose state QEMU opens by path (`file:`), so it cannot come through an inherited descriptor. */
-export function readsStateByPath(method: SaveMethod): boolean {
-  return method === "file" || method === "mapped-ram";
+/** The part of `query-migrate`'s answer read here; QEMU sends more. */
+interface MigrationInfo {
+  status?: string;
+  "error-desc"?: string;
+  ram?: { transferred: number; total: number };
 }
 
 function incomingUri(opts: RestoreOptions, source: string): string {
@@ -122,92 +84,6 @@ function incomingUri(opts: RestoreOptions, source: string): string {
   return `fd:${opts.fd}`;
 }
 
-interface Abilities {
-  version: QemuVersionTriple;
-  capabilities: Set<string>;
-  /** Some guest RAM is a memory backend with share=on. */
-  sharedRam: boolean;
-}
-
-async function abilities(q: QmpClient): Promise<Abilities> {
-  const [version, caps, memdevs] = await Promise.all([
-    q.queryVersion(),
-    q.queryMigrateCapabilities(),
-    q.execute<{ id?: string; share?: boolean }[]>("query-memdev"),
-  ]);
-  return {
-    version: version.qemu,
-    capabilities: new Set(caps.map((c) => c.capability)),
-    sharedRam: memdevs.some((m) => m.share === true),
-  };
-}
-
-function unsupportedReason(method: SaveMethod, a: Abilities): string | undefined {
-  const req = REQUIREMENTS[method];
-  if (req.minVersion && !atLeast(a.version, req.minVersion)) {
-    return `needs QEMU >= ${req.minVersion.join(".")}`;
-  }
-  if (req.capability && !a.capabilities.has(req.capability)) {
-    return `needs the ${req.capability} migration capability`;
-  }
-  return undefined;
-}
-
-function assertSupported(method: SaveMethod, a: Abilities): void {
-  if (!(method in REQUIREMENTS)) {
-    throw new QmpError("UNSUPPORTED", `unknown save method ${JSON.stringify(method)}`);
-  }
-  const reason = unsupportedReason(method, a);
-  if (reason) {
-    throw new QmpError(
-      "UNSUPPORTED",
-      `save method ${method} is unsupported on QEMU ${versionText(a.version)}: it ${reason}; ` +
-        "use chooseSaveMethod() to pick one this QEMU supports (exec works everywhere)",
-    );
-  }
-}
-
-/**
- * The best method the running QEMU supports. `sharedMemoryBackend` says the caller put guest RAM in a
- * `memory-backend-file,share=on` (see `memoryBackendArgs`) to allow `x-ignore-shared`; it is only chosen when
- * `query-memdev` confirms a shared backend.
- */
-export async function chooseSaveMethod(
-  q: QmpClient,
-  opts: { sharedMemoryBackend: boolean },
-): Promise<SaveMethod> {
-  const a = await abilities(q);
-  return bestSaveMethod({
-    version: a.version,
-    migrationCapabilities: [...a.capabilities],
-    sharedRam: opts.sharedMemoryBackend && a.sharedRam,
-  });
-}
-
-/** What decides the save method, as a probe reports it before any VM runs (host-detect's `probeQemu`). */
-export interface SaveMethodInputs {
-  version: QemuVersionTriple;
-  migrationCapabilities: readonly string[];
-  /** Guest RAM is (or will be) a `memory-backend-file,share=on`: the precondition of `x-ignore-shared`. */
-  sharedRam: boolean;
-}
-
-/**
- * The one policy for how to save a VM: RAM left in its shared file (`x-ignore-shared`) when it can be, else the
- * fastest stream this QEMU writes: `mapped-ram` (>= 9.0), `file:` (>= 8.2), `exec:` (everywhere).
- */
-export function bestSaveMethod(inputs: SaveMethodInputs): SaveMethod {
-  const a: Abilities = {
-    version: inputs.version,
-    capabilities: new Set(inputs.migrationCapabilities),
-    sharedRam: inputs.sharedRam,
-  };
-  const order: SaveMethod[] = a.sharedRam
-    ? ["x-ignore-shared", "mapped-ram", "file", "exec"]
-    : ["mapped-ram", "file", "exec"];
-  return order.find((m) => unsupportedReason(m, a) === undefined) ?? "exec";
-}
-
 /** Both sides of a migration must agree on these, or the destination QEMU exits while loading. */
 async function setCapabilitiesFor(q: QmpClient, method: SaveMethod, a: Abilities): Promise<void> {
   const wanted: Record<string, boolean> = {
@@ -219,7 +95,9 @@ async function setCapabilitiesFor(q: QmpClient, method: SaveMethod, a: Abilities
   };
   const caps: Record<string, boolean> = {};
   for (const name of MANAGED_CAPABILITIES) if (a.capabilities.has(name)) caps[name] = wanted[name] ?? false;
-  await q.setMigrateCapabilities(caps);
+  await q.execute("migrate-set-capabilities", {
+    capabilities: Object.entries(caps).map(([capability, state]) => ({ capability, state })),
+  });
 }
 
 function migrationFailure(info: MigrationInfo, what: string, hint: string): QmpError {
@@ -243,7 +121,7 @@ async function awaitMigration(
 ): Promise<MigrationInfo> {
   let nextEvent: Promise<unknown> | undefined;
   for (;;) {
-    const info = await q.queryMigrate();
+    const info = await q.execute<MigrationInfo>("query-migrate");
     onInfo(info);
     if (info.status === "completed" || info.status === "failed" || info.status === "cancelled") return info;
     const left = deadline - Date.now();
@@ -287,13 +165,14 @@ export async function saveVmState(q: QmpClient, opts: SaveOptions): Promise<Save
 
   const status = await q.queryStatus();
   if (status.running) await q.stop();
-  await q.setMaxBandwidth(UNTHROTTLED_BYTES_PER_SECOND);
+  // QEMU's default of 128 MiB/s throttles even a paused save to a local file.
+  await q.execute("migrate-set-parameters", { "max-bandwidth": UNTHROTTLED_BYTES_PER_SECOND });
   await setCapabilitiesFor(q, opts.method, a);
 
   const events = q.events("MIGRATION");
   const started = performance.now();
   try {
-    await q.migrate(uri);
+    await q.execute("migrate", { uri });
     let info: MigrationInfo;
     try {
       info = await awaitMigration(q, deadline, events, (i) => {
@@ -301,7 +180,7 @@ export async function saveVmState(q: QmpClient, opts: SaveOptions): Promise<Save
       });
     } catch (error) {
       if (error instanceof QmpError && error.code === "TIMEOUT")
-        await q.migrateCancel().catch(() => undefined);
+        await q.execute("migrate_cancel").catch(() => undefined);
       throw error;
     }
     const durationMs = performance.now() - started;
@@ -357,7 +236,7 @@ export async function restoreVmState(q: QmpClient, opts: RestoreOptions): Promis
   await setCapabilitiesFor(q, opts.method, a);
   const events = q.events("MIGRATION");
   try {
-    await q.migrateIncoming(incomingUri(opts, source));
+    await q.execute("migrate-incoming", { uri: incomingUri(opts, source) });
     const info = await awaitMigration(q, deadline, events, () => undefined);
     if (info.status !== "completed") {
       throw migrationFailure(

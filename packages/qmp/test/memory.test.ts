@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { memoryBackend, memoryBackendArgs, QmpError } from "../src/index.js";
-import { migrationUri, shellQuote } from "../src/vmstate.js";
+import { migrationUri, shellQuote } from "../src/save-method.js";
 
 describe("memoryBackendArgs", () => {
   it("builds the -object and -machine arguments, doubling commas in the path", () => {

@@ -36,7 +36,7 @@ describe("QmpClient against QEMU 7.2", () => {
     expect(q.greeting.capabilities).toContain("oob");
     // Only a negotiated connection may run commands other than qmp_capabilities.
     expect(await q.queryStatus()).toMatchObject({ status: "running", running: true });
-    expect((await q.queryVersion()).qemu.major).toBe(7);
+    expect((await q.execute<{ qemu: { major: number } }>("query-version")).qemu.major).toBe(7);
   });
 
   it("times out clearly when the socket never appears or another client holds the monitor", async () => {
@@ -153,16 +153,26 @@ describe("QmpClient against QEMU 7.2", () => {
     expect(q.isOpen).toBe(true);
   });
 
-  it("surfaces an error without id (a request QEMU could not parse) on the request it belongs to", async () => {
+  it("ends the connection with PROTOCOL when QEMU answers with an error without id (an unparseable request)", async () => {
     const { q } = await qemuWithClient();
+    const events = q.events();
     const before = q.queryStatus();
+    // A lone surrogate is not valid JSON text: QEMU's parser rejects the line, and its error carries no id.
     const broken = q.execute("query-status", { text: "\ud800" });
-    const after = q.queryVersion();
+    const after = q.execute("query-name");
+    // QEMU answers in order, so the command before the broken one still gets its own reply.
+    expect((await before).status).toBe("running");
     const error = await rejection(broken);
     expect(error).toMatchObject({ code: "PROTOCOL", errorClass: "GenericError", command: "query-status" });
     expect(error.desc).toMatch(/JSON parse error/);
-    expect((await before).status).toBe("running");
-    expect((await after).qemu.major).toBe(7);
+    // Nothing is guessed: the command after it fails too, although QEMU did answer it.
+    expect(await rejection(after)).toMatchObject({ code: "PROTOCOL", command: "query-name" });
+    const reason = await q.closed;
+    expect(reason.code).toBe("PROTOCOL");
+    expect(reason.message).toMatch(/error without an id/);
+    expect(q.isOpen).toBe(false);
+    expect(await events.next()).toEqual({ value: undefined, done: true });
+    expect((await rejection(q.queryStatus())).code).toBe("CLOSED");
   });
 
   it("rejects pending commands with CLOSED when QEMU dies under them", async () => {
