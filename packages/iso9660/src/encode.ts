@@ -6,16 +6,22 @@ export function sectorsFor(bytes: number): number {
   return Math.ceil(bytes / SECTOR);
 }
 
+// Byte stores rather than Buffer's writeUInt32LE/BE: tens of thousands of records write several fields each.
+
 /** 7.3.3: little-endian then big-endian copy of a 32-bit value. */
 export function both32(buf: Buffer, offset: number, value: number): void {
-  buf.writeUInt32LE(value, offset);
-  buf.writeUInt32BE(value, offset + 4);
+  if (!(value >= 0 && value <= 0xffffffff)) throw new RangeError(`${value} does not fit in 32 bits`);
+  buf[offset] = buf[offset + 7] = value & 0xff;
+  buf[offset + 1] = buf[offset + 6] = (value >>> 8) & 0xff;
+  buf[offset + 2] = buf[offset + 5] = (value >>> 16) & 0xff;
+  buf[offset + 3] = buf[offset + 4] = value >>> 24;
 }
 
 /** 7.2.3: little-endian then big-endian copy of a 16-bit value. */
 export function both16(buf: Buffer, offset: number, value: number): void {
-  buf.writeUInt16LE(value, offset);
-  buf.writeUInt16BE(value, offset + 2);
+  if (!(value >= 0 && value <= 0xffff)) throw new RangeError(`${value} does not fit in 16 bits`);
+  buf[offset] = buf[offset + 3] = value & 0xff;
+  buf[offset + 1] = buf[offset + 2] = value >>> 8;
 }
 
 /** Writes `text` as single bytes padded with spaces to `length` (a-/d-character fields). */
@@ -47,7 +53,7 @@ export function writeUcs2be(out: Buffer, at: number, text: string): void {
 
 // Names are mostly ASCII: a JavaScript loop over them costs less than a call into Buffer's native code.
 
-function isAscii(text: string): boolean {
+export function isAscii(text: string): boolean {
   for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return false;
   return true;
 }

@@ -329,8 +329,9 @@ function primaryTree(
   if (rrMoved !== null) rrMoved.item.links += rrMoved.members.length;
   for (const laid of byNode.values()) {
     const names = new NameAllocator();
-    const ordered = [...laid.members].sort(compareMembers);
-    for (const m of ordered) {
+    // Names are given out in source name order; the records are then put in identifier order.
+    laid.members.sort(compareMembers);
+    for (const m of laid.members) {
       const node = m.item.node;
       m.id = names.iso(node.name, node.type === "dir", opts.level);
       if (isDirRecord(m)) byNode.get(node as DirNode)!.id = m.id;
@@ -500,15 +501,31 @@ class DirectoryRecords {
     if (inSector + length > SECTOR) this.pos += SECTOR - inSector;
     const at = this.start + this.pos;
     this.pos += length;
-    const out = this.out;
-    if (out === null) return;
+    // Encoding is a method of its own: compiled while only sizing, this one would lack type feedback for it.
+    if (this.out !== null)
+      this.encode(this.out, at, length, id, ucs2, extent, size, timeMs, flags, su, continued);
+  }
+
+  private encode(
+    out: Buffer,
+    at: number,
+    length: number,
+    id: string,
+    ucs2: boolean,
+    extent: number,
+    size: number,
+    timeMs: number,
+    flags: number,
+    su: SystemUse | null,
+    continued: Buffer[] | null,
+  ): void {
+    const idLength = ucs2 ? 2 * id.length : id.length;
     writeRecordHeader(out, at, length, extent, size, this.dates.of(timeMs), flags, idLength);
     if (ucs2) writeUcs2be(out, at + 33, id);
     else writeUtf8(out, at + 33, id);
-    if (continued !== null) {
-      let pos = at + base;
-      for (const e of continued) pos += e.copy(out, pos);
-    } else if (su !== null) this.rr!.write(out, at + base, su);
+    let pos = at + recordBaseLength(idLength);
+    if (continued !== null) for (const e of continued) pos += e.copy(out, pos);
+    else if (su !== null) this.rr!.write(out, pos, su);
   }
 
   /** Keeps what fits in `room` and moves the rest to continuation areas; returns the record's entries. */
