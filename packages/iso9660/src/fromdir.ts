@@ -119,7 +119,10 @@ export function addDirectoryContents(dir: DirNode, path: string, opts: WalkOptio
   // join(path, name) for every name, normalized once: an entry name holds no slash and is never . or ..
   const prefix = join(path, "_").slice(0, -1);
   const imagePrefix = dir.path === "" ? "" : `${dir.path}/`;
-  for (const name of readNames(path).sort()) {
+  const names = readNames(path).sort();
+  // Indexed: until V8 optimizes this loop, for...of allocates an iterator result per name.
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
     const childPath = prefix + name;
     const imagePath = imagePrefix + name;
     validateName(name, imagePath);

@@ -26,7 +26,6 @@ import {
   erEntry,
   nmEntries,
   nmLength,
-  type PosixAttributes,
   PX_LENGTH,
   plEntry,
   pxEntry,
@@ -92,6 +91,8 @@ interface Item {
   serial: number;
   /** Rock Ridge link count (PX): 2 and the subdirectories for a directory, else 1. */
   links: number;
+  /** The node's mtime as a 7-byte recording date, shared by every record and TF entry that gives it. */
+  date: Buffer;
   /** First sector of a file's data. */
   extent: number;
   /** A directory's children in name order. */
@@ -162,9 +163,12 @@ class ContinuationAreas {
   }
 }
 
+// Loops over what a layout has per file are indexed: until V8 optimizes the code, for...of allocates an
+// iterator result per element, the largest share of a 20,000-file layout's garbage.
+
 function sum(buffers: Buffer[]): number {
   let n = 0;
-  for (const b of buffers) n += b.length;
+  for (let i = 0; i < buffers.length; i++) n += buffers[i]!.length;
   return n;
 }
 
@@ -184,16 +188,17 @@ function compareMembers(a: Member, b: Member): number {
 const NO_ITEMS: Item[] = [];
 
 /** The items of `root`'s tree, children in name order, numbered depth-first from 1. */
-function itemTree(root: DirNode): { root: Item; count: number } {
+function itemTree(root: DirNode, dates: RecordingDates): { root: Item; count: number } {
   let count = 0;
   const make = (node: TreeNode): Item => {
-    const item: Item = { node, serial: ++count, links: 1, extent: 0, children: NO_ITEMS };
+    const date = dates.of(node.mtimeMs);
+    const item: Item = { node, serial: ++count, links: 1, date, extent: 0, children: NO_ITEMS };
     if (node.type === "dir") {
       // Names are unique within a directory, so the name alone orders them.
       const sorted = [...node.children.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
       item.children = sorted.map(make);
       item.links = 2;
-      for (const c of sorted) if (c.type === "dir") item.links++;
+      for (let i = 0; i < sorted.length; i++) if (sorted[i]!.type === "dir") item.links++;
     }
     return item;
   };
@@ -214,7 +219,9 @@ function numberDirectories(root: LaidDir, byNode: Map<DirNode, LaidDir>, what: s
   for (let i = 0; i < order.length; i++) {
     const dir = order[i]!;
     dir.number = i + 1;
-    for (const m of dir.members) if (isDirRecord(m)) order.push(byNode.get(m.item.node as DirNode)!);
+    const members = dir.members;
+    for (let k = 0; k < members.length; k++)
+      if (isDirRecord(members[k]!)) order.push(byNode.get(members[k]!.item.node as DirNode)!);
   }
   if (order.length > MAX_DIRECTORIES)
     throw new IsoError(
@@ -225,7 +232,7 @@ function numberDirectories(root: LaidDir, byNode: Map<DirNode, LaidDir>, what: s
 }
 
 function checkFileSizes(dir: DirNode, level: IsoLevel, maxExtent: number): void {
-  for (const child of dir.children.values()) {
+  dir.children.forEach((child) => {
     if (child.type === "dir") checkFileSizes(child, level, maxExtent);
     else if (child.type === "file" && child.size > maxExtent && level < 3)
       throw new IsoError(
@@ -233,16 +240,16 @@ function checkFileSizes(dir: DirNode, level: IsoLevel, maxExtent: number): void 
         `File "${child.path}" has ${child.size} bytes; files of 4 GiB or more need isoLevel 3 (multi-extent).`,
         { path: child.path },
       );
-  }
+  });
 }
 
 function maxDepth(dir: DirNode, level: number): { depth: number; path: string } {
   let deepest = { depth: level, path: dir.path };
-  for (const child of dir.children.values()) {
-    if (child.type !== "dir") continue;
+  dir.children.forEach((child) => {
+    if (child.type !== "dir") return;
     const d = maxDepth(child, level + 1);
     if (d.depth > deepest.depth) deepest = d;
-  }
+  });
   return deepest;
 }
 
@@ -250,6 +257,7 @@ function maxDepth(dir: DirNode, level: number): { depth: number; path: string } 
 function primaryTree(
   items: { root: Item; count: number },
   opts: LayoutOptions,
+  dates: RecordingDates,
 ): { dirs: LaidDir[]; byNode: Map<DirNode, LaidDir>; rrMoved: LaidDir | null } {
   const root = items.root.node as DirNode;
   const deepest = maxDepth(root, 1);
@@ -300,13 +308,16 @@ function primaryTree(
     const node = newDir(name, name, opts.date.getTime());
     node.implicit = false;
     // Links are counted once the relocated directories are known.
-    const item: Item = { node, serial: items.count + 1, links: 2, extent: 0, children: NO_ITEMS };
+    const date = dates.of(node.mtimeMs);
+    const item: Item = { node, serial: items.count + 1, links: 2, date, extent: 0, children: NO_ITEMS };
     rrMoved = make(item, rootDir, null, 0);
   }
   // Members are collected breadth-first so each directory's level is known when its children are placed.
   const queue: { laid: LaidDir; level: number }[] = [{ laid: rootDir, level: 1 }];
   const visit = (laid: LaidDir, level: number) => {
-    for (const child of laid.item.children) {
+    const children = laid.item.children;
+    for (let i = 0; i < children.length; i++) {
+      const child = children[i]!;
       const type = child.node.type;
       if (type === "symlink" && !opts.rockRidge) continue;
       if (type === "dir" && level + 1 > MAX_LEVELS) {
@@ -330,8 +341,9 @@ function primaryTree(
   for (const laid of byNode.values()) {
     const names = new NameAllocator();
     // Names are given out in source name order; the records are then put in identifier order.
-    laid.members.sort(compareMembers);
-    for (const m of laid.members) {
+    const members = laid.members.sort(compareMembers);
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!;
       const node = m.item.node;
       m.id = names.iso(node.name, node.type === "dir", opts.level);
       if (isDirRecord(m)) byNode.get(node as DirNode)!.id = m.id;
@@ -378,7 +390,8 @@ function jolietTree(root: Item): LaidDir[] {
     };
     byNode.set(node, laid);
     const names = new NameAllocator();
-    for (const child of item.children) {
+    for (let i = 0; i < item.children.length; i++) {
+      const child = item.children[i]!;
       const { type, name } = child.node;
       if (type === "symlink") continue;
       const m: Member = { item: child, kind: "normal", id: names.joliet(name, type === "dir") };
@@ -417,44 +430,39 @@ function systemUse(item: Item, name: string | null, extra: Buffer[]): SystemUse 
   return { item, first: null, name, extra };
 }
 
-/** Encodes Rock Ridge system use in place, or entry by entry when it must be split. */
-class RockRidge {
-  constructor(private readonly dates: RecordingDates) {}
+function posixMode(node: TreeNode): number {
+  return (node.type === "dir" ? S_IFDIR : node.type === "file" ? S_IFREG : S_IFLNK) | node.mode;
+}
 
-  private attributes(item: Item): PosixAttributes {
-    const { type, mode } = item.node;
-    const format = type === "dir" ? S_IFDIR : type === "file" ? S_IFREG : S_IFLNK;
-    return { mode: format | mode, links: item.links, uid: 0, gid: 0, serial: item.serial };
-  }
+function suLength(su: SystemUse): number {
+  const named = su.name === null ? 0 : nmLength(su.name);
+  return (su.first?.length ?? 0) + PX_LENGTH + TF_LENGTH + named + sum(su.extra);
+}
 
-  length(su: SystemUse): number {
-    const named = su.name === null ? 0 : nmLength(su.name);
-    return (su.first?.length ?? 0) + PX_LENGTH + TF_LENGTH + named + sum(su.extra);
+/** Writes the entries at `at`; the record must have room for all of them. */
+function writeSystemUse(out: Buffer, at: number, su: SystemUse): void {
+  if (su.first !== null) at += su.first.copy(out, at);
+  const item = su.item;
+  writePx(out, at, posixMode(item.node), item.links, 0, 0, item.serial);
+  writeTf(out, at + PX_LENGTH, item.date);
+  at += PX_LENGTH + TF_LENGTH;
+  if (su.name !== null) {
+    writeNm(out, at, su.name);
+    at += nmLength(su.name);
   }
+  for (let i = 0; i < su.extra.length; i++) at += su.extra[i]!.copy(out, at);
+}
 
-  /** Writes the entries at `at`; the record must have room for all of them. */
-  write(out: Buffer, at: number, su: SystemUse): void {
-    if (su.first !== null) at += su.first.copy(out, at);
-    writePx(out, at, this.attributes(su.item));
-    writeTf(out, at + PX_LENGTH, this.dates.of(su.item.node.mtimeMs));
-    at += PX_LENGTH + TF_LENGTH;
-    if (su.name !== null) {
-      writeNm(out, at, su.name);
-      at += nmLength(su.name);
-    }
-    for (const e of su.extra) at += e.copy(out, at);
-  }
-
-  /** The entries one by one, for a record whose system use must be split over continuation areas. */
-  entries(su: SystemUse): Buffer[] {
-    return [
-      ...(su.first === null ? [] : [su.first]),
-      pxEntry(this.attributes(su.item)),
-      tfEntry(this.dates.of(su.item.node.mtimeMs)),
-      ...(su.name === null ? [] : nmEntries(su.name)),
-      ...su.extra,
-    ];
-  }
+/** The entries one by one, for a record whose system use must be split over continuation areas. */
+function systemUseEntries(su: SystemUse): Buffer[] {
+  const { node, links, serial, date } = su.item;
+  return [
+    ...(su.first === null ? [] : [su.first]),
+    pxEntry({ mode: posixMode(node), links, uid: 0, gid: 0, serial }),
+    tfEntry(date),
+    ...(su.name === null ? [] : nmEntries(su.name)),
+    ...su.extra,
+  ];
 }
 
 /**
@@ -469,8 +477,6 @@ class DirectoryRecords {
     private readonly out: Buffer | null,
     private readonly start: number,
     readonly ce: ContinuationAreas,
-    private readonly rr: RockRidge | null,
-    private readonly dates: RecordingDates,
   ) {}
 
   get sectors(): number {
@@ -483,27 +489,27 @@ class DirectoryRecords {
     ucs2: boolean,
     extent: number,
     size: number,
-    timeMs: number,
+    date: Buffer,
     flags: number,
     su: SystemUse | null,
   ): void {
     const idLength = ucs2 ? 2 * id.length : id.length;
     const base = recordBaseLength(idLength);
     const room = 254 - base;
-    let suLength = su === null ? 0 : this.rr!.length(su);
+    let used = su === null ? 0 : suLength(su);
     let continued: Buffer[] | null = null;
-    if (suLength > room) {
-      continued = this.continue(this.rr!.entries(su!), room);
-      suLength = sum(continued);
+    if (used > room) {
+      continued = this.continue(systemUseEntries(su!), room);
+      used = sum(continued);
     }
-    const length = base + suLength + (suLength % 2);
+    const length = base + used + (used % 2);
     const inSector = this.pos % SECTOR;
     if (inSector + length > SECTOR) this.pos += SECTOR - inSector;
     const at = this.start + this.pos;
     this.pos += length;
     // Encoding is a method of its own: compiled while only sizing, this one would lack type feedback for it.
     if (this.out !== null)
-      this.encode(this.out, at, length, id, ucs2, extent, size, timeMs, flags, su, continued);
+      this.encode(this.out, at, length, id, ucs2, extent, size, date, flags, su, continued);
   }
 
   private encode(
@@ -514,18 +520,18 @@ class DirectoryRecords {
     ucs2: boolean,
     extent: number,
     size: number,
-    timeMs: number,
+    date: Buffer,
     flags: number,
     su: SystemUse | null,
     continued: Buffer[] | null,
   ): void {
     const idLength = ucs2 ? 2 * id.length : id.length;
-    writeRecordHeader(out, at, length, extent, size, this.dates.of(timeMs), flags, idLength);
+    writeRecordHeader(out, at, length, extent, size, date, flags, idLength);
     if (ucs2) writeUcs2be(out, at + 33, id);
     else writeUtf8(out, at + 33, id);
     let pos = at + recordBaseLength(idLength);
-    if (continued !== null) for (const e of continued) pos += e.copy(out, pos);
-    else if (su !== null) this.rr!.write(out, pos, su);
+    if (continued !== null) for (let i = 0; i < continued.length; i++) pos += continued[i]!.copy(out, pos);
+    else if (su !== null) writeSystemUse(out, pos, su);
   }
 
   /** Keeps what fits in `room` and moves the rest to continuation areas; returns the record's entries. */
@@ -568,13 +574,13 @@ function recordEncoders(
     const node = item.node as FileNode;
     const extent = node.size === 0 ? loc.zeroBlock : item.extent;
     if (node.size <= extents.max) {
-      records.add(id, ucs2, extent, node.size, node.mtimeMs, 0, su);
+      records.add(id, ucs2, extent, node.size, item.date, 0, su);
       return;
     }
     for (let offset = 0; offset < node.size; offset += extents.section) {
       const size = Math.min(extents.section, node.size - offset);
       const last = offset + size >= node.size;
-      records.add(id, ucs2, extent + offset / SECTOR, size, node.mtimeMs, last ? 0 : FLAG_MULTI_EXTENT, su);
+      records.add(id, ucs2, extent + offset / SECTOR, size, item.date, last ? 0 : FLAG_MULTI_EXTENT, su);
     }
   };
 
@@ -594,28 +600,30 @@ function recordEncoders(
           ? systemUse(parent.item, null, NO_ENTRIES)
           : systemUse(real.item, null, [plEntry(real.extent)]);
     }
-    records.add(DOT, false, dir.extent, dir.sectors * SECTOR, dir.node.mtimeMs, FLAG_DIRECTORY, dotSu);
-    const { extent, sectors, node } = parent;
-    records.add(DOTDOT, false, extent, sectors * SECTOR, node.mtimeMs, FLAG_DIRECTORY, dotdotSu);
+    records.add(DOT, false, dir.extent, dir.sectors * SECTOR, dir.item.date, FLAG_DIRECTORY, dotSu);
+    const { extent, sectors, item: parentItem } = parent;
+    records.add(DOTDOT, false, extent, sectors * SECTOR, parentItem.date, FLAG_DIRECTORY, dotdotSu);
     const rr = rootEntries !== null;
-    for (const m of dir.members) {
+    const members = dir.members;
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!;
       const item = m.item;
       const node = item.node;
       if (node.type === "file") {
         fileRecords(records, m.id, false, item, loc, rr ? systemUse(item, node.name, NO_ENTRIES) : null);
       } else if (node.type === "symlink") {
         const su = systemUse(item, node.name, slEntries(node.target));
-        records.add(m.id, false, loc.zeroBlock, 0, node.mtimeMs, 0, su);
+        records.add(m.id, false, loc.zeroBlock, 0, item.date, 0, su);
       } else {
         const target = loc.isoDir.get(node)!;
         if (m.kind === "placeholder") {
           const su = systemUse(item, node.name, [clEntry(target.extent)]);
-          records.add(m.id, false, loc.zeroBlock, 0, node.mtimeMs, 0, su);
+          records.add(m.id, false, loc.zeroBlock, 0, item.date, 0, su);
         } else {
           const extra = m.kind === "relocated" ? [reEntry()] : NO_ENTRIES;
           const su = rr ? systemUse(item, node.name, extra) : null;
           const size = target.sectors * SECTOR;
-          records.add(m.id, false, target.extent, size, node.mtimeMs, FLAG_DIRECTORY, su);
+          records.add(m.id, false, target.extent, size, item.date, FLAG_DIRECTORY, su);
         }
       }
     }
@@ -624,15 +632,16 @@ function recordEncoders(
   const jolietByNode = new Map(joliet.map((d) => [d.node, d]));
   const jolietRecords: EncodeDir = (dir, loc, records) => {
     const parent = dir.parent ?? dir;
-    records.add(DOT, false, dir.extent, dir.sectors * SECTOR, dir.node.mtimeMs, FLAG_DIRECTORY, null);
-    const { extent, sectors, node } = parent;
-    records.add(DOTDOT, false, extent, sectors * SECTOR, node.mtimeMs, FLAG_DIRECTORY, null);
-    for (const m of dir.members) {
-      const node = m.item.node;
-      if (node.type === "file") fileRecords(records, m.id, true, m.item, loc, null);
+    records.add(DOT, false, dir.extent, dir.sectors * SECTOR, dir.item.date, FLAG_DIRECTORY, null);
+    const { extent, sectors, item: parentItem } = parent;
+    records.add(DOTDOT, false, extent, sectors * SECTOR, parentItem.date, FLAG_DIRECTORY, null);
+    const members = dir.members;
+    for (let i = 0; i < members.length; i++) {
+      const { item, id } = members[i]!;
+      if (item.node.type === "file") fileRecords(records, id, true, item, loc, null);
       else {
-        const target = jolietByNode.get(node as DirNode)!;
-        records.add(m.id, true, target.extent, target.sectors * SECTOR, node.mtimeMs, FLAG_DIRECTORY, null);
+        const target = jolietByNode.get(item.node as DirNode)!;
+        records.add(id, true, target.extent, target.sectors * SECTOR, item.date, FLAG_DIRECTORY, null);
       }
     }
   };
@@ -645,12 +654,10 @@ function sizeDirectories(
   primary: { dirs: LaidDir[]; byNode: Map<DirNode, LaidDir> },
   joliet: LaidDir[],
   encoders: { primaryRecords: EncodeDir; jolietRecords: EncodeDir },
-  rr: RockRidge | null,
-  dates: RecordingDates,
 ): void {
   const sizing: Locations = { isoDir: primary.byNode, zeroBlock: 0 };
   const size = (d: LaidDir, encode: EncodeDir) => {
-    const records = new DirectoryRecords(null, 0, new ContinuationAreas(0, null), rr, dates);
+    const records = new DirectoryRecords(null, 0, new ContinuationAreas(0, null));
     encode(d, sizing, records);
     d.sectors = records.sectors;
     d.ceSectors = records.ce.used;
@@ -713,7 +720,8 @@ function allocateSectors(
   const zeroBlock = next++;
   const files: PlannedFile[] = [];
   for (const d of primary.dirs) {
-    for (const { item } of d.members) {
+    for (let i = 0; i < d.members.length; i++) {
+      const item = d.members[i]!.item;
       const node = item.node;
       if (node.type !== "file" || node.size === 0) continue;
       files.push({ node, sector: next });
@@ -737,17 +745,10 @@ function allocateSectors(
 }
 
 /** Pass 3, directories: encodes each with real locations into `metadata`, checking it kept its pass-1 size. */
-function writeDirectories(
-  metadata: Buffer,
-  dirs: LaidDir[],
-  encode: EncodeDir,
-  loc: Locations,
-  rr: RockRidge | null,
-  dates: RecordingDates,
-): void {
+function writeDirectories(metadata: Buffer, dirs: LaidDir[], encode: EncodeDir, loc: Locations): void {
   for (const d of dirs) {
     const ce = new ContinuationAreas(d.extent + d.sectors, metadata);
-    const records = new DirectoryRecords(metadata, d.extent * SECTOR, ce, rr, dates);
+    const records = new DirectoryRecords(metadata, d.extent * SECTOR, ce);
     encode(d, loc, records);
     if (records.sectors !== d.sectors || ce.used !== d.ceSectors)
       throw new Error(`internal: directory ${d.node.path} changed size`);
@@ -758,7 +759,7 @@ function rootRecord(dirs: LaidDir[]): Buffer {
   return directoryRecord({
     extent: dirs[0]!.extent,
     size: dirs[0]!.sectors * SECTOR,
-    date: dirDate(new Date(dirs[0]!.node.mtimeMs)),
+    date: dirs[0]!.item.date,
     flags: FLAG_DIRECTORY,
     identifier: Buffer.from([0]),
   });
@@ -811,18 +812,17 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   if (extents.section % SECTOR !== 0 || extents.section > extents.max)
     throw new Error("internal: sections must be whole sectors and fit in one extent");
   checkFileSizes(root, opts.level, extents.max);
-  const items = itemTree(root);
-  const primary = primaryTree(items, opts);
-  const joliet = opts.joliet ? jolietTree(items.root) : [];
   const dates = new RecordingDates();
-  const rr = opts.rockRidge ? new RockRidge(dates) : null;
+  const items = itemTree(root, dates);
+  const primary = primaryTree(items, opts, dates);
+  const joliet = opts.joliet ? jolietTree(items.root) : [];
   const encoders = recordEncoders(opts, extents, joliet);
-  sizeDirectories(primary, joliet, encoders, rr, dates);
+  sizeDirectories(primary, joliet, encoders);
   const at = allocateSectors(primary, joliet, opts.joliet);
   const metadata = Buffer.alloc((at.zeroBlock + 1) * SECTOR);
   const loc: Locations = { isoDir: primary.byNode, zeroBlock: at.zeroBlock };
-  writeDirectories(metadata, primary.dirs, encoders.primaryRecords, loc, rr, dates);
-  writeDirectories(metadata, joliet, encoders.jolietRecords, loc, rr, dates);
+  writeDirectories(metadata, primary.dirs, encoders.primaryRecords, loc);
+  writeDirectories(metadata, joliet, encoders.jolietRecords, loc);
   writeDescriptorsAndPathTables(metadata, opts, primary.dirs, joliet, at);
   return { metadata, files: at.files, totalSectors: at.totalSectors };
 }

@@ -61,18 +61,26 @@ export interface PosixAttributes {
 export const PX_LENGTH = 44;
 
 /** PX in its 44-byte form, which carries the serial number, written at `at`. */
-export function writePx(out: Buffer, at: number, a: PosixAttributes): void {
+export function writePx(
+  out: Buffer,
+  at: number,
+  mode: number,
+  links: number,
+  uid: number,
+  gid: number,
+  serial: number,
+): void {
   header(out, at, "PX", PX_LENGTH);
-  both32(out, at + 4, a.mode);
-  both32(out, at + 12, a.links);
-  both32(out, at + 20, a.uid);
-  both32(out, at + 28, a.gid);
-  both32(out, at + 36, a.serial);
+  both32(out, at + 4, mode);
+  both32(out, at + 12, links);
+  both32(out, at + 20, uid);
+  both32(out, at + 28, gid);
+  both32(out, at + 36, serial);
 }
 
 export function pxEntry(a: PosixAttributes): Buffer {
   const out = Buffer.allocUnsafe(PX_LENGTH);
-  writePx(out, 0, a);
+  writePx(out, 0, a.mode, a.links, a.uid, a.gid, a.serial);
   return out;
 }
 

@@ -1,10 +1,8 @@
 // The write pass: emits the layout's metadata, then every file's bytes strictly in sector order through a
 // small pool of reused buffers, so memory stays flat whatever the file sizes.
 
-import { randomBytes } from "node:crypto";
 import { closeSync, openSync, readSync, WriteStream, writeSync } from "node:fs";
 import { rename, unlink } from "node:fs/promises";
-import { Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
 import { SECTOR } from "./encode.js";
 import { IsoError } from "./errors.js";
@@ -229,7 +227,8 @@ export async function writePlan(plan: Plan, sink: Sink): Promise<number> {
   const pump = new Pump(sink);
   try {
     await pump.push(plan.metadata);
-    for (const { node, sector } of plan.files) {
+    for (let i = 0; i < plan.files.length; i++) {
+      const { node, sector } = plan.files[i]!;
       if (pump.position !== sector * SECTOR) throw new Error("internal: data out of order");
       const source = node.source;
       if (source.kind === "buffer") await pump.push(source.data);
@@ -261,15 +260,25 @@ function writeFailed(path: string, cause: unknown): IsoError {
   );
 }
 
+/**
+ * Creates a temporary file beside `path`. "wx" never opens an existing file or follows a link planted there, so
+ * the name only has to be unlikely: Math.random rather than node:crypto, whose modules took longer to load
+ * than stack-mkiso takes to write a seed image.
+ */
+function createTemp(path: string): { temp: string; fd: number } {
+  for (let attempt = 0; ; attempt++) {
+    const temp = join(dirname(path), `.${basename(path)}.${Math.random().toString(16).slice(2, 14)}.tmp`);
+    try {
+      return { temp, fd: openSync(temp, "wx", 0o644) };
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code !== "EEXIST" || attempt === 9) throw writeFailed(path, cause);
+    }
+  }
+}
+
 /** Writes to a temporary file beside `path` and renames it into place, so no partial image is ever there. */
 export async function fileSink(path: string): Promise<Sink> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  let fd: number;
-  try {
-    fd = openSync(temp, "wx", 0o644);
-  } catch (cause) {
-    throw writeFailed(path, cause);
-  }
+  const { temp, fd } = createTemp(path);
   let chunks = 0;
   return {
     retainsChunks: false,
@@ -310,22 +319,24 @@ export async function fileSink(path: string): Promise<Sink> {
  * streams). Any other stream may hand the very buffer on to its reader (PassThrough does), so it gets a fresh
  * buffer for every chunk.
  */
-function writesBeforeCallback(stream: NodeJS.WritableStream): boolean {
+async function writesBeforeCallback(stream: NodeJS.WritableStream): Promise<boolean> {
   if (stream === process.stdout || stream === process.stderr) return true;
   const type = (stream as object).constructor;
-  return type === WriteStream || type === Socket;
+  // Loaded only here: file outputs, the common case, do without node:net.
+  return type === WriteStream || type === (await import("node:net")).Socket;
 }
 
 /** Writes to a caller's stream, honouring backpressure; the stream is left open for the caller to end. */
-export function streamSink(stream: NodeJS.WritableStream): Sink {
+export async function streamSink(stream: NodeJS.WritableStream): Promise<Sink> {
   let failure: unknown = null;
   const onError = (error: unknown) => {
     failure ??= error;
   };
   stream.on("error", onError);
   const release = () => stream.removeListener("error", onError);
+  const retainsChunks = !(await writesBeforeCallback(stream));
   return {
-    retainsChunks: !writesBeforeCallback(stream),
+    retainsChunks,
     chunkSize: STREAM_CHUNK,
     write(chunk) {
       if (failure !== null) return Promise.reject(writeFailed("<stream>", failure));
