@@ -85,6 +85,11 @@ export class NameAllocator {
     const cleaned = JOLIET_UNCLEAN.test(name)
       ? name.replace(SURROGATE_PAIR, "_").replace(JOLIET_FORBIDDEN, "_")
       : name;
+    // Within 64 characters a name is its own first candidate, whatever its extension: no split and rejoin.
+    if (cleaned.length <= JOLIET_MAX && !this.taken.has(cleaned)) {
+      this.taken.add(cleaned);
+      return isDir ? cleaned : `${cleaned};1`;
+    }
     const dot = isDir ? -1 : extensionDot(cleaned);
     const extLength = dot < 0 ? 0 : cleaned.length - dot - 1;
     const hasExt = extLength > 0 && extLength < JOLIET_MAX / 2;
