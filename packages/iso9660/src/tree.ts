@@ -1,5 +1,6 @@
 // The in-memory tree every image is laid out from, and its construction from `IsoEntry` lists.
 
+import { isAscii } from "./encode.js";
 import { IsoError } from "./errors.js";
 
 export type FileContent = Buffer | string | (() => NodeJS.ReadableStream);
@@ -72,7 +73,10 @@ export function validateName(name: string, path: string): void {
     );
   if (name.includes("\0"))
     throw new IsoError("INVALID_NAME", `Name in "${path}" contains a NUL character; remove it.`, { path });
-  if (LONE_SURROGATE.test(name))
+  // Checked for every entry of a walk: an ASCII name (most are) needs neither the regular expression nor
+  // Buffer's native byte count.
+  const ascii = isAscii(name);
+  if (!ascii && LONE_SURROGATE.test(name))
     throw new IsoError(
       "INVALID_NAME",
       `Name in "${path}" is not valid Unicode (lone surrogate); fix the name.`,
@@ -80,7 +84,7 @@ export function validateName(name: string, path: string): void {
         path,
       },
     );
-  if (Buffer.byteLength(name, "utf8") > MAX_NAME_BYTES)
+  if ((ascii ? name.length : Buffer.byteLength(name, "utf8")) > MAX_NAME_BYTES)
     throw new IsoError(
       "INVALID_NAME",
       `Name "${name.slice(0, 40)}..." in "${path}" is longer than ${MAX_NAME_BYTES} UTF-8 bytes; shorten it.`,
