@@ -507,31 +507,15 @@ class DirectoryRecords {
     if (inSector + length > SECTOR) this.pos += SECTOR - inSector;
     const at = this.start + this.pos;
     this.pos += length;
-    // Encoding is a method of its own: compiled while only sizing, this one would lack type feedback for it.
-    if (this.out !== null)
-      this.encode(this.out, at, length, id, ucs2, extent, size, date, flags, su, continued);
-  }
-
-  private encode(
-    out: Buffer,
-    at: number,
-    length: number,
-    id: string,
-    ucs2: boolean,
-    extent: number,
-    size: number,
-    date: Buffer,
-    flags: number,
-    su: SystemUse | null,
-    continued: Buffer[] | null,
-  ): void {
-    const idLength = ucs2 ? 2 * id.length : id.length;
+    const out = this.out;
+    if (out === null) return;
     writeRecordHeader(out, at, length, extent, size, date, flags, idLength);
     if (ucs2) writeUcs2be(out, at + 33, id);
     else writeUtf8(out, at + 33, id);
-    let pos = at + recordBaseLength(idLength);
-    if (continued !== null) for (let i = 0; i < continued.length; i++) pos += continued[i]!.copy(out, pos);
-    else if (su !== null) writeSystemUse(out, pos, su);
+    if (continued !== null) {
+      let pos = at + base;
+      for (let i = 0; i < continued.length; i++) pos += continued[i]!.copy(out, pos);
+    } else if (su !== null) writeSystemUse(out, at + base, su);
   }
 
   /** Keeps what fits in `room` and moves the rest to continuation areas; returns the record's entries. */
