@@ -1,22 +1,41 @@
 /**
- * Writes the same trees with this package, genisoimage and xorriso in one run and prints the ratios:
+ * Writes the same trees with stack-mkiso (this package's bin, built first), genisoimage and xorriso in one run,
+ * each as a whole process with the same flags (-quiet -R -J -V BENCH -o FILE SRC), and prints each writer's
+ * wall-time min/median and CPU-time median, and stack-mkiso's ratio to the others, min/median of the wall-time
+ * ratios round by round:
  * 1. one 1 GiB file; 2. 20,000 files of 4 KiB in 100 directories; 3. a 3-file cloud-init seed.
- * All three writers get Joliet and Rock Ridge, write to a file in the same directory, and run warm (one
- * unmeasured round first). Then: the in-process time of a seed image, and the peak RSS of a child process
- * writing a 2 GiB image.
+ * One unmeasured round first, then BENCH_ROUNDS rounds (default 7; 3 for the 1 GiB file, at least 10 for the
+ * seed), the writers' order rotating each round. Then: the in-process time of a seed image with buildIso, and
+ * the peak RSS of a stack-mkiso process writing a 2 GiB image.
  */
-import { execFile } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  ftruncateSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { buildIso, writeIsoFromDirectory } from "../src/index.js";
+import { pathToFileURL } from "node:url";
+import { buildIso } from "../src/index.js";
 
-const run = promisify(execFile);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const packageDir = join(import.meta.dirname, "..");
+const cli = join(packageDir, "dist", "cli.js");
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const work = mkdtempSync(join(tmpdir(), "iso9660-bench-"));
 const DATE = new Date("2024-01-01T00:00:00Z");
+// SOURCE_DATE_EPOCH: stack-mkiso then writes no clock-dependent byte; the others ignore it.
+// NODE_EXTRA_CA_CERTS: node parses that bundle at every start-up (about 40 ms of CPU where it was set when
+// this bench was written), a cost of the machine's configuration rather than of writing images.
+const { NODE_EXTRA_CA_CERTS, ...inherited } = process.env;
+const env = { ...inherited, SOURCE_DATE_EPOCH: String(DATE.getTime() / 1000) };
 
 function median(samples: number[]): number {
   const sorted = [...samples].sort((a, b) => a - b);
@@ -47,44 +66,69 @@ function makeSeed(dir: string): void {
   writeFileSync(join(dir, "network-config"), "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n");
 }
 
-type Writer = { name: string; write: (src: string, out: string) => Promise<unknown> };
-
-const writers: Writer[] = [
-  {
-    name: "@stack/iso9660",
-    write: (src, out) => writeIsoFromDirectory(src, out, { volumeId: "BENCH", date: DATE }),
-  },
-  {
-    name: "genisoimage",
-    write: (src, out) => run("genisoimage", ["-quiet", "-R", "-J", "-V", "BENCH", "-o", out, src]),
-  },
-  {
-    name: "xorriso",
-    write: (src, out) =>
-      run("xorriso", ["-as", "mkisofs", "-quiet", "-R", "-J", "-V", "BENCH", "-o", out, src]),
-  },
+const FLAGS = ["-quiet", "-R", "-J", "-V", "BENCH", "-o"];
+const writers: { name: string; command: (src: string, out: string) => [string, string[]] }[] = [
+  { name: "stack-mkiso", command: (src, out) => [process.execPath, [cli, ...FLAGS, out, src]] },
+  { name: "genisoimage", command: (src, out) => ["genisoimage", [...FLAGS, out, src]] },
+  { name: "xorriso", command: (src, out) => ["xorriso", ["-as", "mkisofs", ...FLAGS, out, src]] },
 ];
+const OURS = writers[0]!.name;
 
-async function compare(label: string, src: string, rounds: number): Promise<void> {
-  const times = new Map<string, number[]>(writers.map((w) => [w.name, []]));
+/**
+ * CPU time (user + system, all threads) of the children this process has waited for, in milliseconds, from
+ * /proc (Linux; in clock ticks of 10 ms); null elsewhere. On a busy machine wall times swing with the load,
+ * while CPU time says what each writer costs.
+ */
+function childrenCpuMs(): number | null {
+  try {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[13]) + Number(fields[14])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** Wall and CPU time of one whole process, in milliseconds. */
+function timeProcess(file: string, args: string[]): { wall: number; cpu: number | null } {
+  const cpuBefore = childrenCpuMs();
+  const start = process.hrtime.bigint();
+  const result = spawnSync(file, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+  const wall = Number(process.hrtime.bigint() - start) / 1e6;
+  if (result.status !== 0) throw new Error(`${file} ${args.join(" ")} failed: ${result.stderr}`);
+  const cpuAfter = childrenCpuMs();
+  return { wall, cpu: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore };
+}
+
+const fmt = (ms: number) => `${ms.toFixed(ms < 100 ? 1 : 0)} ms`;
+
+function compare(label: string, src: string, rounds: number): void {
+  const times = new Map<string, { wall: number; cpu: number | null }[]>(writers.map((w) => [w.name, []]));
   for (let round = -1; round < rounds; round++) {
     // Rotate the order so no writer always runs right after another's page-cache writeback.
     const order = writers.map((_, i) => writers[(i + Math.max(round, 0)) % writers.length]!);
     for (const writer of order) {
       const out = join(work, "out.iso");
-      const start = performance.now();
-      await writer.write(src, out);
-      const elapsed = performance.now() - start;
+      const sample = timeProcess(...writer.command(src, out));
       rmSync(out, { force: true });
-      if (round >= 0) times.get(writer.name)!.push(elapsed);
+      if (round >= 0) times.get(writer.name)!.push(sample);
     }
   }
-  const ours = median(times.get("@stack/iso9660")!);
-  console.log(`\n${label} (median of ${rounds})`);
+  const ours = times.get(OURS)!;
+  console.log(`\n${label}: whole process, ${rounds} rounds`);
+  console.log(
+    `  ${"writer".padEnd(12)} ${"wall min".padStart(9)} ${"median".padStart(8)} ${"cpu median".padStart(11)}   ${OURS} / writer (wall), per round`,
+  );
   for (const [name, samples] of times) {
-    const m = median(samples);
-    const ratio = name === "@stack/iso9660" ? "" : `  ours/${name} = ${(ours / m).toFixed(2)}x`;
-    console.log(`  ${name.padEnd(16)} ${m.toFixed(1).padStart(9)} ms${ratio}`);
+    const walls = samples.map((s) => s.wall);
+    const cpus = samples.flatMap((s) => (s.cpu === null ? [] : [s.cpu]));
+    const cpu = cpus.length === 0 ? "-" : fmt(median(cpus));
+    const ratios = walls.map((t, i) => ours[i]!.wall / t);
+    const ratio =
+      name === OURS ? "" : `   min ${Math.min(...ratios).toFixed(2)}x  median ${median(ratios).toFixed(2)}x`;
+    console.log(
+      `  ${name.padEnd(12)} ${fmt(Math.min(...walls)).padStart(9)} ${fmt(median(walls)).padStart(8)} ${cpu.padStart(11)}${ratio}`,
+    );
   }
 }
 
@@ -104,50 +148,63 @@ async function seedInProcess(): Promise<void> {
   console.log(`\ncidata image in process with buildIso (median of 200): ${median(samples).toFixed(3)} ms`);
 }
 
-async function peakRss(): Promise<void> {
+/** Peak RSS of a node process running `code`, in MiB (resource usage of the process itself). */
+function peakRssOf(code: string): number {
+  const stdout = execFileSync(process.execPath, ["--input-type=module", "-e", code], {
+    encoding: "utf8",
+    env,
+  });
+  return (JSON.parse(stdout) as { maxRssKiB: number }).maxRssKiB / 1024;
+}
+
+function peakRss(): void {
   const src = join(work, "two-gib");
   mkdirSync(src);
   const fd = openSync(join(src, "disk.img"), "w");
   ftruncateSync(fd, 2 * 1024 ** 3);
   closeSync(fd);
   const out = join(work, "two-gib.iso");
-  const script = `
-    const { writeIsoFromDirectory } = await import(${JSON.stringify(new URL("../src/index.ts", import.meta.url).href)});
-    await writeIsoFromDirectory(${JSON.stringify(src)}, ${JSON.stringify(out)}, {});
-    console.log(JSON.stringify({ maxRssKiB: process.resourceUsage().maxRSS }));`;
-  const baselineScript = "console.log(JSON.stringify({ maxRssKiB: process.resourceUsage().maxRSS }));";
-  const node = async (code: string) =>
-    JSON.parse(
-      (await run(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code])).stdout,
-    ) as {
-      maxRssKiB: number;
-    };
-  const writing = await node(script);
-  const idle = await node(baselineScript);
+  const report = "console.log(JSON.stringify({ maxRssKiB: process.resourceUsage().maxRSS }));";
+  // The bin itself, with its exit reporting the peak: process.argv as stack-mkiso would get it.
+  const writing = peakRssOf(
+    `process.argv.splice(1, Infinity, ${JSON.stringify(cli)}, "-o", ${JSON.stringify(out)}, ${JSON.stringify(src)});
+     process.on("exit", () => { ${report} });
+     await import(${JSON.stringify(pathToFileURL(cli).href)});`,
+  );
+  const idle = peakRssOf(report);
   rmSync(out, { force: true });
   console.log(
-    `\npeak RSS writing a 2 GiB image: ${(writing.maxRssKiB / 1024).toFixed(1)} MiB` +
-      ` (the same node + tsx process doing nothing: ${(idle.maxRssKiB / 1024).toFixed(1)} MiB)`,
+    `\npeak RSS of stack-mkiso writing a 2 GiB image: ${writing.toFixed(1)} MiB` +
+      ` (node doing nothing: ${idle.toFixed(1)} MiB)`,
   );
 }
 
 try {
-  console.log(
-    `writers: this package (in process), genisoimage and xorriso -as mkisofs (processes), all -R -J`,
+  // The bin is measured as users run it: build it from the current source first.
+  execFileSync(
+    process.execPath,
+    [createRequire(import.meta.url).resolve("typescript/bin/tsc"), "-p", "tsconfig.build.json"],
+    {
+      cwd: packageDir,
+      stdio: "inherit",
+    },
   );
+  console.log(`writers: stack-mkiso (node ${process.version}), genisoimage, xorriso -as mkisofs; all -R -J`);
+  if (NODE_EXTRA_CA_CERTS !== undefined)
+    console.log("NODE_EXTRA_CA_CERTS is left out of the writers' environment");
   const big = join(work, "one-gib");
   makeOneBigFile(big);
-  await compare("one 1 GiB file", big, ROUNDS);
+  compare("one 1 GiB file", big, Math.min(ROUNDS, 3));
   rmSync(big, { recursive: true });
   const many = join(work, "many");
   makeManySmallFiles(many);
-  await compare("20,000 files of 4 KiB in 100 directories", many, ROUNDS);
+  compare("20,000 files of 4 KiB in 100 directories", many, ROUNDS);
   rmSync(many, { recursive: true });
   const seed = join(work, "seed");
   makeSeed(seed);
-  await compare("3-file cidata seed", seed, Math.max(ROUNDS, 10));
+  compare("3-file cidata seed", seed, Math.max(ROUNDS, 10));
   await seedInProcess();
-  await peakRss();
+  peakRss();
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

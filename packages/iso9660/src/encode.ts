@@ -6,16 +6,22 @@ export function sectorsFor(bytes: number): number {
   return Math.ceil(bytes / SECTOR);
 }
 
+// Byte stores rather than Buffer's writeUInt32LE/BE: tens of thousands of records write several fields each.
+
 /** 7.3.3: little-endian then big-endian copy of a 32-bit value. */
 export function both32(buf: Buffer, offset: number, value: number): void {
-  buf.writeUInt32LE(value, offset);
-  buf.writeUInt32BE(value, offset + 4);
+  if (!(value >= 0 && value <= 0xffffffff)) throw new RangeError(`${value} does not fit in 32 bits`);
+  buf[offset] = buf[offset + 7] = value & 0xff;
+  buf[offset + 1] = buf[offset + 6] = (value >>> 8) & 0xff;
+  buf[offset + 2] = buf[offset + 5] = (value >>> 16) & 0xff;
+  buf[offset + 3] = buf[offset + 4] = value >>> 24;
 }
 
 /** 7.2.3: little-endian then big-endian copy of a 16-bit value. */
 export function both16(buf: Buffer, offset: number, value: number): void {
-  buf.writeUInt16LE(value, offset);
-  buf.writeUInt16BE(value, offset + 2);
+  if (!(value >= 0 && value <= 0xffff)) throw new RangeError(`${value} does not fit in 16 bits`);
+  buf[offset] = buf[offset + 3] = value & 0xff;
+  buf[offset + 1] = buf[offset + 2] = value >>> 8;
 }
 
 /** Writes `text` as single bytes padded with spaces to `length` (a-/d-character fields). */
@@ -33,8 +39,36 @@ export function ucs2Field(buf: Buffer, offset: number, length: number, text: str
 
 export function ucs2be(text: string): Buffer {
   const out = Buffer.allocUnsafe(text.length * 2);
-  for (let i = 0; i < text.length; i++) out.writeUInt16BE(text.charCodeAt(i), i * 2);
+  writeUcs2be(out, 0, text);
   return out;
+}
+
+export function writeUcs2be(out: Buffer, at: number, text: string): void {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    out[at + 2 * i] = c >> 8;
+    out[at + 2 * i + 1] = c & 0xff;
+  }
+}
+
+// Names are mostly ASCII: a JavaScript loop over them costs less than a call into Buffer's native code.
+
+export function isAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+export function utf8Length(text: string): number {
+  return isAscii(text) ? text.length : Buffer.byteLength(text, "utf8");
+}
+
+/** Writes `text` as UTF-8 at `at`: for ASCII, such as ISO 9660 identifiers, the same bytes as latin1. */
+export function writeUtf8(out: Buffer, at: number, text: string): void {
+  if (!isAscii(text)) {
+    out.write(text, at, "utf8");
+    return;
+  }
+  for (let i = 0; i < text.length; i++) out[at + i] = text.charCodeAt(i);
 }
 
 /** 9.1.5: seven-byte recording date, always written in UTC (offset 0) so no local time zone leaks in. */
@@ -105,28 +139,36 @@ export function recordLength(f: DirectoryRecordFields): number {
 }
 
 /**
- * Writes a record into `out` at `at`, which must hold zeros (pad bytes are not written). Writing in place
- * rather than allocating a buffer per record keeps layouts of many files cheap.
+ * Writes the fixed part of a record of `length` bytes at `at` (up to its identifier's length byte); the
+ * identifier and system use follow at `at + 33`. `out` must hold zeros there: pad bytes are not written.
+ * Writing in place rather than allocating a buffer per record keeps layouts of many files cheap.
  */
-export function writeDirectoryRecord(out: Buffer, at: number, f: DirectoryRecordFields): number {
-  const length = recordLength(f);
+export function writeRecordHeader(
+  out: Buffer,
+  at: number,
+  length: number,
+  extent: number,
+  size: number,
+  date: Buffer,
+  flags: number,
+  identifierLength: number,
+): void {
   if (length > 255) throw new RangeError(`directory record of ${length} bytes exceeds 255`);
   out[at] = length;
-  both32(out, at + 2, f.extent);
-  both32(out, at + 10, f.size);
-  f.date.copy(out, at + 18);
-  out[at + 25] = f.flags;
+  both32(out, at + 2, extent);
+  both32(out, at + 10, size);
+  for (let i = 0; i < 7; i++) out[at + 18 + i] = date[i]!;
+  out[at + 25] = flags;
   both16(out, at + 28, 1);
-  out[at + 32] = f.identifier.length;
-  f.identifier.copy(out, at + 33);
-  let pos = at + recordBaseLength(f.identifier.length);
-  for (const entry of f.systemUse ?? []) pos += entry.copy(out, pos);
-  return length;
+  out[at + 32] = identifierLength;
 }
 
 export function directoryRecord(f: DirectoryRecordFields): Buffer {
   const out = Buffer.alloc(recordLength(f));
-  writeDirectoryRecord(out, 0, f);
+  writeRecordHeader(out, 0, out.length, f.extent, f.size, f.date, f.flags, f.identifier.length);
+  f.identifier.copy(out, 33);
+  let pos = recordBaseLength(f.identifier.length);
+  for (const entry of f.systemUse ?? []) pos += entry.copy(out, pos);
   return out;
 }
 

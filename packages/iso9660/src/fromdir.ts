@@ -27,24 +27,40 @@ function statOrThrow(path: string, missingCode: "SOURCE_NOT_FOUND" | "READ_FAILE
   }
 }
 
-function mtimeOf(stats: Stats, opts: WalkOptions): Date {
-  return opts.clampMtime && stats.mtimeMs > opts.date.getTime() ? opts.date : stats.mtime;
+/** Whole milliseconds, rounded as Node rounds `Stats.mtime` (which images made before this used). */
+function mtimeOf(stats: Stats, opts: WalkOptions): number {
+  const cap = opts.date.getTime();
+  return opts.clampMtime && stats.mtimeMs > cap ? cap : Math.round(stats.mtimeMs);
 }
 
-/** Directory entry names as bytes, so names that are not UTF-8 are refused instead of silently altered. */
+function listFailed(path: string, cause: unknown): IsoError {
+  return new IsoError(
+    "READ_FAILED",
+    `Cannot list "${path}": ${(cause as Error).message}. Check its permissions.`,
+    {
+      path,
+      cause,
+    },
+  );
+}
+
+/**
+ * Directory entry names, refusing names that are not UTF-8 instead of silently altering them. Decoding puts a
+ * U+FFFD where the bytes are not UTF-8, so only a listing with one is read again as bytes and checked.
+ */
 function readNames(path: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(path);
+  } catch (cause) {
+    throw listFailed(path, cause);
+  }
+  if (!names.some((name) => name.includes("\ufffd"))) return names;
   let raw: Buffer[];
   try {
     raw = readdirSync(path, { encoding: "buffer" });
   } catch (cause) {
-    throw new IsoError(
-      "READ_FAILED",
-      `Cannot list "${path}": ${(cause as Error).message}. Check its permissions.`,
-      {
-        path,
-        cause,
-      },
-    );
+    throw listFailed(path, cause);
   }
   return raw.map((bytes) => {
     const name = bytes.toString("utf8");
@@ -61,7 +77,7 @@ function nodeFromDisk(
   stats: Stats,
   opts: WalkOptions,
 ): TreeNode {
-  const mtime = mtimeOf(stats, opts);
+  const mtimeMs = mtimeOf(stats, opts);
   const mode = stats.mode & 0o7777;
   if (stats.isFile())
     return {
@@ -69,7 +85,7 @@ function nodeFromDisk(
       name,
       path: imagePath,
       mode,
-      mtime,
+      mtimeMs,
       size: stats.size,
       source: { kind: "path", path },
     };
@@ -83,10 +99,10 @@ function nodeFromDisk(
         cause,
       });
     }
-    return { type: "symlink", name, path: imagePath, mode: 0o777, mtime, target };
+    return { type: "symlink", name, path: imagePath, mode: 0o777, mtimeMs, target };
   }
   if (stats.isDirectory()) {
-    const dir = newDir(name, imagePath, mtime, mode);
+    const dir = newDir(name, imagePath, mtimeMs, mode);
     dir.implicit = false;
     addDirectoryContents(dir, path, opts);
     return dir;
@@ -100,9 +116,15 @@ function nodeFromDisk(
 
 /** Adds the contents of the directory at `path` under `dir`. Names are sorted so disk order never matters. */
 export function addDirectoryContents(dir: DirNode, path: string, opts: WalkOptions): void {
-  for (const name of readNames(path).sort()) {
-    const childPath = join(path, name);
-    const imagePath = dir.path === "" ? name : `${dir.path}/${name}`;
+  // join(path, name) for every name, normalized once: an entry name holds no slash and is never . or ..
+  const prefix = join(path, "_").slice(0, -1);
+  const imagePrefix = dir.path === "" ? "" : `${dir.path}/`;
+  const names = readNames(path).sort();
+  // Indexed: until V8 optimizes this loop, for...of allocates an iterator result per name.
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    const childPath = prefix + name;
+    const imagePath = imagePrefix + name;
     validateName(name, imagePath);
     dir.children.set(
       name,
@@ -132,7 +154,7 @@ export function treeFromDirectory(path: string, opts: WalkOptions): DirNode {
  * at the root under its own name. A name given twice is an error.
  */
 export function treeFromOperands(paths: string[], opts: WalkOptions): DirNode {
-  const root = newDir("", "", opts.date);
+  const root = newDir("", "", opts.date.getTime());
   for (const path of paths) {
     const stats = statOrThrow(path, "SOURCE_NOT_FOUND");
     if (stats.isDirectory()) {

@@ -14,7 +14,7 @@ export async function writeTree(
   let sink: Sink;
   if (typeof output === "string") sink = await fileSink(output);
   else if (output !== null && typeof output === "object" && typeof output.write === "function")
-    sink = streamSink(output);
+    sink = await streamSink(output);
   else throw new IsoError("INVALID_OPTION", "The output must be a file path or a writable stream.");
   return { bytes: await writePlan(plan, sink) };
 }

@@ -2,20 +2,20 @@
 // encode all sectors before the first file's data. Pure: no I/O, no clock.
 
 import {
-  type DirectoryRecordFields,
   dirDate,
   directoryRecord,
   FLAG_DIRECTORY,
   FLAG_MULTI_EXTENT,
   pathTableRecord,
   recordBaseLength,
-  recordLength,
   SECTOR,
   sectorsFor,
   terminatorDescriptor,
   ucs2be,
   volumeDescriptor,
-  writeDirectoryRecord,
+  writeRecordHeader,
+  writeUcs2be,
+  writeUtf8,
 } from "./encode.js";
 import { IsoError } from "./errors.js";
 import { compareIdentifiers, type IsoLevel, NameAllocator } from "./names.js";
@@ -25,13 +25,19 @@ import {
   clEntry,
   erEntry,
   nmEntries,
+  nmLength,
+  PX_LENGTH,
   plEntry,
   pxEntry,
   reEntry,
   slEntries,
   spEntry,
   splitSystemUse,
+  TF_LENGTH,
   tfEntry,
+  writeNm,
+  writePx,
+  writeTf,
 } from "./rockridge.js";
 import { type DirNode, type FileNode, newDir, type TreeNode } from "./tree.js";
 
@@ -78,19 +84,31 @@ const S_IFLNK = 0o120000;
 
 type MemberKind = "normal" | "placeholder" | "relocated";
 
-interface Member {
+/** A tree node with what the layout assigns it, shared by the records of both hierarchies. */
+interface Item {
   node: TreeNode;
+  /** Rock Ridge serial number (PX): depth-first order of the sorted tree. */
+  serial: number;
+  /** Rock Ridge link count (PX): 2 and the subdirectories for a directory, else 1. */
+  links: number;
+  /** The node's mtime as a 7-byte recording date, shared by every record and TF entry that gives it. */
+  date: Buffer;
+  /** First sector of a file's data. */
+  extent: number;
+  /** A directory's children in name order. */
+  children: Item[];
+}
+
+interface Member {
+  item: Item;
   kind: MemberKind;
   id: string;
-  /** The identifier as recorded, encoded once for both passes. */
-  bytes?: Buffer;
-  /** Rock Ridge entries of the record that do not depend on locations, built once for both passes. */
-  su?: Buffer[];
 }
 
 /** A directory of one hierarchy (primary or Joliet) with its records' targets in sorted order. */
 interface LaidDir {
   node: DirNode;
+  item: Item;
   parent: LaidDir | null;
   id: string;
   members: Member[];
@@ -113,7 +131,6 @@ interface LaidDir {
 
 interface Locations {
   isoDir: Map<DirNode, LaidDir>;
-  fileExtent: Map<FileNode, number>;
   zeroBlock: number;
 }
 
@@ -146,41 +163,50 @@ class ContinuationAreas {
   }
 }
 
+// Loops over what a layout has per file are indexed: until V8 optimizes the code, for...of allocates an
+// iterator result per element, the largest share of a 20,000-file layout's garbage.
+
 function sum(buffers: Buffer[]): number {
   let n = 0;
-  for (const b of buffers) n += b.length;
+  for (let i = 0; i < buffers.length; i++) n += buffers[i]!.length;
   return n;
 }
 
 const NO_ENTRIES: Buffer[] = [];
+const DOT = "\x00";
+const DOTDOT = "\x01";
 
-/** Lays records out in sectors (none crossing a boundary) and returns each record's offset and the sector count. */
-function packRecords(records: DirectoryRecordFields[]): { offsets: number[]; sectors: number } {
-  const offsets: number[] = [];
-  let pos = 0;
-  for (const r of records) {
-    const length = recordLength(r);
-    const inSector = pos % SECTOR;
-    if (inSector + length > SECTOR) pos += SECTOR - inSector;
-    offsets.push(pos);
-    pos += length;
-  }
-  return { offsets, sectors: Math.max(1, sectorsFor(pos)) };
-}
-
-function compareNodes(a: { node: TreeNode }, b: { node: TreeNode }): number {
-  const an = a.node.name;
-  const bn = b.node.name;
+function compareMembers(a: Member, b: Member): number {
+  const an = a.item.node.name;
+  const bn = b.item.node.name;
   if (an !== bn) return an < bn ? -1 : 1;
-  return a.node.path < b.node.path ? -1 : a.node.path > b.node.path ? 1 : 0;
+  const ap = a.item.node.path;
+  const bp = b.item.node.path;
+  return ap < bp ? -1 : ap > bp ? 1 : 0;
 }
 
-function sortedChildren(dir: DirNode): TreeNode[] {
-  return [...dir.children.values()].sort((a, b) => compareNodes({ node: a }, { node: b }));
+const NO_ITEMS: Item[] = [];
+
+/** The items of `root`'s tree, children in name order, numbered depth-first from 1. */
+function itemTree(root: DirNode, dates: RecordingDates): { root: Item; count: number } {
+  let count = 0;
+  const make = (node: TreeNode): Item => {
+    const date = dates.of(node.mtimeMs);
+    const item: Item = { node, serial: ++count, links: 1, date, extent: 0, children: NO_ITEMS };
+    if (node.type === "dir") {
+      // Names are unique within a directory, so the name alone orders them.
+      const sorted = [...node.children.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+      item.children = sorted.map(make);
+      item.links = 2;
+      for (let i = 0; i < sorted.length; i++) if (sorted[i]!.type === "dir") item.links++;
+    }
+    return item;
+  };
+  return { root: make(root), count };
 }
 
 function isDirRecord(m: Member): boolean {
-  return m.node.type === "dir" && m.kind !== "placeholder";
+  return m.item.node.type === "dir" && m.kind !== "placeholder";
 }
 
 function sortMembers(members: Member[]): void {
@@ -193,7 +219,9 @@ function numberDirectories(root: LaidDir, byNode: Map<DirNode, LaidDir>, what: s
   for (let i = 0; i < order.length; i++) {
     const dir = order[i]!;
     dir.number = i + 1;
-    for (const m of dir.members) if (isDirRecord(m)) order.push(byNode.get(m.node as DirNode)!);
+    const members = dir.members;
+    for (let k = 0; k < members.length; k++)
+      if (isDirRecord(members[k]!)) order.push(byNode.get(members[k]!.item.node as DirNode)!);
   }
   if (order.length > MAX_DIRECTORIES)
     throw new IsoError(
@@ -204,7 +232,7 @@ function numberDirectories(root: LaidDir, byNode: Map<DirNode, LaidDir>, what: s
 }
 
 function checkFileSizes(dir: DirNode, level: IsoLevel, maxExtent: number): void {
-  for (const child of dir.children.values()) {
+  dir.children.forEach((child) => {
     if (child.type === "dir") checkFileSizes(child, level, maxExtent);
     else if (child.type === "file" && child.size > maxExtent && level < 3)
       throw new IsoError(
@@ -212,24 +240,26 @@ function checkFileSizes(dir: DirNode, level: IsoLevel, maxExtent: number): void 
         `File "${child.path}" has ${child.size} bytes; files of 4 GiB or more need isoLevel 3 (multi-extent).`,
         { path: child.path },
       );
-  }
+  });
 }
 
 function maxDepth(dir: DirNode, level: number): { depth: number; path: string } {
   let deepest = { depth: level, path: dir.path };
-  for (const child of dir.children.values()) {
-    if (child.type !== "dir") continue;
+  dir.children.forEach((child) => {
+    if (child.type !== "dir") return;
     const d = maxDepth(child, level + 1);
     if (d.depth > deepest.depth) deepest = d;
-  }
+  });
   return deepest;
 }
 
 /** Builds the primary hierarchy, moving directories deeper than eight levels under rr_moved (RRIP 4.1.5). */
 function primaryTree(
-  root: DirNode,
+  items: { root: Item; count: number },
   opts: LayoutOptions,
+  dates: RecordingDates,
 ): { dirs: LaidDir[]; byNode: Map<DirNode, LaidDir>; rrMoved: LaidDir | null } {
+  const root = items.root.node as DirNode;
   const deepest = maxDepth(root, 1);
   const relocate = deepest.depth > MAX_LEVELS;
   if (relocate && !opts.rockRidge)
@@ -240,13 +270,15 @@ function primaryTree(
     );
   const byNode = new Map<DirNode, LaidDir>();
   const make = (
-    node: DirNode,
+    item: Item,
     parent: LaidDir | null,
     realParent: DirNode | null,
     generation: number,
   ): LaidDir => {
+    const node = item.node as DirNode;
     const laid: LaidDir = {
       node,
+      item,
       parent,
       id: "",
       members: [],
@@ -260,7 +292,7 @@ function primaryTree(
     byNode.set(node, laid);
     return laid;
   };
-  const rootDir = make(root, null, null, 0);
+  const rootDir = make(items.root, null, null, 0);
   let rrMoved: LaidDir | null = null;
   if (relocate) {
     // libarchive takes the first root directory named rr_moved or .rr_moved for the relocation directory,
@@ -273,38 +305,48 @@ function primaryTree(
         `Directory "${deepest.path}" is ${deepest.depth} levels deep and must be relocated, but the source has its own "${taken}" at the root, which readers would mistake for the relocation directory. Rename it or flatten the tree.`,
         { path: taken },
       );
-    rrMoved = make(newDir(name, name, opts.date), rootDir, null, 0);
-    rrMoved.node.implicit = false;
+    const node = newDir(name, name, opts.date.getTime());
+    node.implicit = false;
+    // Links are counted once the relocated directories are known.
+    const date = dates.of(node.mtimeMs);
+    const item: Item = { node, serial: items.count + 1, links: 2, date, extent: 0, children: NO_ITEMS };
+    rrMoved = make(item, rootDir, null, 0);
   }
   // Members are collected breadth-first so each directory's level is known when its children are placed.
-  const queue: { dir: DirNode; laid: LaidDir; level: number }[] = [{ dir: root, laid: rootDir, level: 1 }];
-  const visit = (dir: DirNode, laid: LaidDir, level: number) => {
-    for (const child of sortedChildren(dir)) {
-      if (child.type === "symlink" && !opts.rockRidge) continue;
-      if (child.type === "dir" && level + 1 > MAX_LEVELS) {
-        laid.members.push({ node: child, kind: "placeholder", id: "" });
-        rrMoved!.members.push({ node: child, kind: "relocated", id: "" });
-        const moved = make(child, rrMoved, dir, laid.generation + 1);
-        queue.push({ dir: child, laid: moved, level: 3 });
+  const queue: { laid: LaidDir; level: number }[] = [{ laid: rootDir, level: 1 }];
+  const visit = (laid: LaidDir, level: number) => {
+    const children = laid.item.children;
+    for (let i = 0; i < children.length; i++) {
+      const child = children[i]!;
+      const type = child.node.type;
+      if (type === "symlink" && !opts.rockRidge) continue;
+      if (type === "dir" && level + 1 > MAX_LEVELS) {
+        laid.members.push({ item: child, kind: "placeholder", id: "" });
+        rrMoved!.members.push({ item: child, kind: "relocated", id: "" });
+        const moved = make(child, rrMoved, laid.node, laid.generation + 1);
+        queue.push({ laid: moved, level: 3 });
         continue;
       }
-      laid.members.push({ node: child, kind: "normal", id: "" });
-      if (child.type === "dir")
-        queue.push({ dir: child, laid: make(child, laid, null, laid.generation), level: level + 1 });
+      laid.members.push({ item: child, kind: "normal", id: "" });
+      if (type === "dir") queue.push({ laid: make(child, laid, null, laid.generation), level: level + 1 });
     }
   };
   for (let i = 0; i < queue.length; i++) {
-    const { dir, laid, level } = queue[i]!;
-    visit(dir, laid, level);
+    const { laid, level } = queue[i]!;
+    visit(laid, level);
     if (laid === rootDir && rrMoved !== null)
-      laid.members.push({ node: rrMoved.node, kind: "normal", id: "" });
+      laid.members.push({ item: rrMoved.item, kind: "normal", id: "" });
   }
+  if (rrMoved !== null) rrMoved.item.links += rrMoved.members.length;
   for (const laid of byNode.values()) {
     const names = new NameAllocator();
-    const ordered = [...laid.members].sort(compareNodes);
-    for (const m of ordered) {
-      m.id = names.iso(m.node.name, m.node.type === "dir", opts.level);
-      if (isDirRecord(m)) byNode.get(m.node as DirNode)!.id = m.id;
+    // Names are given out in source name order; the records are then put in identifier order.
+    const members = laid.members.sort(compareMembers);
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!;
+      const node = m.item.node;
+      m.id = names.iso(node.name, node.type === "dir", opts.level);
+      if (isDirRecord(m)) byNode.get(node as DirNode)!.id = m.id;
     }
     sortMembers(laid.members);
   }
@@ -329,11 +371,13 @@ function extentOrder(primary: { dirs: LaidDir[]; rrMoved: LaidDir | null }): Lai
   ];
 }
 
-function jolietTree(root: DirNode): LaidDir[] {
+function jolietTree(root: Item): LaidDir[] {
   const byNode = new Map<DirNode, LaidDir>();
-  const build = (node: DirNode, parent: LaidDir | null, id: string): LaidDir => {
+  const build = (item: Item, parent: LaidDir | null, id: string): LaidDir => {
+    const node = item.node as DirNode;
     const laid: LaidDir = {
       node,
+      item,
       parent,
       id,
       members: [],
@@ -346,11 +390,13 @@ function jolietTree(root: DirNode): LaidDir[] {
     };
     byNode.set(node, laid);
     const names = new NameAllocator();
-    for (const child of sortedChildren(node)) {
-      if (child.type === "symlink") continue;
-      const m: Member = { node: child, kind: "normal", id: names.joliet(child.name, child.type === "dir") };
+    for (let i = 0; i < item.children.length; i++) {
+      const child = item.children[i]!;
+      const { type, name } = child.node;
+      if (type === "symlink") continue;
+      const m: Member = { item: child, kind: "normal", id: names.joliet(name, type === "dir") };
       laid.members.push(m);
-      if (child.type === "dir") build(child, laid, m.id);
+      if (type === "dir") build(child, laid, m.id);
     }
     sortMembers(laid.members);
     return laid;
@@ -358,245 +404,250 @@ function jolietTree(root: DirNode): LaidDir[] {
   return numberDirectories(build(root, null, ""), byNode, "Joliet");
 }
 
-/** Serial numbers and link counts for Rock Ridge PX entries, assigned in a fixed depth-first order. */
-function posixIdentity(
-  root: DirNode,
-  extra: DirNode | null,
-): { serial: Map<TreeNode, number>; links: (n: TreeNode) => number } {
-  const serial = new Map<TreeNode, number>();
-  const walk = (node: TreeNode) => {
-    serial.set(node, serial.size + 1);
-    if (node.type === "dir") for (const c of sortedChildren(node)) walk(c);
-  };
-  walk(root);
-  if (extra !== null) serial.set(extra, serial.size + 1);
-  const links = (n: TreeNode) => {
-    if (n.type !== "dir") return 1;
-    let dirs = 0;
-    for (const c of n.children.values()) if (c.type === "dir") dirs++;
-    return 2 + dirs;
-  };
-  return { serial, links };
+/** Recording dates, encoded once per distinct time: trees tend to share a few. */
+class RecordingDates {
+  private readonly encoded = new Map<number, Buffer>();
+
+  of(timeMs: number): Buffer {
+    let bytes = this.encoded.get(timeMs);
+    if (bytes === undefined) {
+      bytes = dirDate(new Date(timeMs));
+      this.encoded.set(timeMs, bytes);
+    }
+    return bytes;
+  }
+}
+
+/** The Rock Ridge entries of one record: `first`, the PX and TF of `item`, the NM of `name`, then `extra`. */
+interface SystemUse {
+  item: Item;
+  first: Buffer | null;
+  name: string | null;
+  extra: Buffer[];
+}
+
+function systemUse(item: Item, name: string | null, extra: Buffer[]): SystemUse {
+  return { item, first: null, name, extra };
+}
+
+function posixMode(node: TreeNode): number {
+  return (node.type === "dir" ? S_IFDIR : node.type === "file" ? S_IFREG : S_IFLNK) | node.mode;
+}
+
+function suLength(su: SystemUse): number {
+  const named = su.name === null ? 0 : nmLength(su.name);
+  return (su.first?.length ?? 0) + PX_LENGTH + TF_LENGTH + named + sum(su.extra);
+}
+
+/** Writes the entries at `at`; the record must have room for all of them. */
+function writeSystemUse(out: Buffer, at: number, su: SystemUse): void {
+  if (su.first !== null) at += su.first.copy(out, at);
+  const item = su.item;
+  writePx(out, at, posixMode(item.node), item.links, 0, 0, item.serial);
+  writeTf(out, at + PX_LENGTH, item.date);
+  at += PX_LENGTH + TF_LENGTH;
+  if (su.name !== null) {
+    writeNm(out, at, su.name);
+    at += nmLength(su.name);
+  }
+  for (let i = 0; i < su.extra.length; i++) at += su.extra[i]!.copy(out, at);
+}
+
+/** The entries one by one, for a record whose system use must be split over continuation areas. */
+function systemUseEntries(su: SystemUse): Buffer[] {
+  const { node, links, serial, date } = su.item;
+  return [
+    ...(su.first === null ? [] : [su.first]),
+    pxEntry({ mode: posixMode(node), links, uid: 0, gid: 0, serial }),
+    tfEntry(date),
+    ...(su.name === null ? [] : nmEntries(su.name)),
+    ...su.extra,
+  ];
+}
+
+/**
+ * One directory's records: places each in the directory's sectors (none crossing a boundary) and, unless only
+ * sizing (`out` null), encodes it straight into the metadata. Record sizes do not depend on locations, so
+ * sizing with dummy locations gives the sectors the directory and its continuation areas take.
+ */
+class DirectoryRecords {
+  private pos = 0;
+
+  constructor(
+    private readonly out: Buffer | null,
+    private readonly start: number,
+    readonly ce: ContinuationAreas,
+  ) {}
+
+  get sectors(): number {
+    return Math.max(1, sectorsFor(this.pos));
+  }
+
+  /** One record; `ucs2` selects Joliet identifiers, and system use that does not fit goes to continuation areas. */
+  add(
+    id: string,
+    ucs2: boolean,
+    extent: number,
+    size: number,
+    date: Buffer,
+    flags: number,
+    su: SystemUse | null,
+  ): void {
+    const idLength = ucs2 ? 2 * id.length : id.length;
+    const base = recordBaseLength(idLength);
+    const room = 254 - base;
+    let used = su === null ? 0 : suLength(su);
+    let continued: Buffer[] | null = null;
+    if (used > room) {
+      continued = this.continue(systemUseEntries(su!), room);
+      used = sum(continued);
+    }
+    const length = base + used + (used % 2);
+    const inSector = this.pos % SECTOR;
+    if (inSector + length > SECTOR) this.pos += SECTOR - inSector;
+    const at = this.start + this.pos;
+    this.pos += length;
+    const out = this.out;
+    if (out === null) return;
+    writeRecordHeader(out, at, length, extent, size, date, flags, idLength);
+    if (ucs2) writeUcs2be(out, at + 33, id);
+    else writeUtf8(out, at + 33, id);
+    if (continued !== null) {
+      let pos = at + base;
+      for (let i = 0; i < continued.length; i++) pos += continued[i]!.copy(out, pos);
+    } else if (su !== null) writeSystemUse(out, at + base, su);
+  }
+
+  /** Keeps what fits in `room` and moves the rest to continuation areas; returns the record's entries. */
+  private continue(entries: Buffer[], room: number): Buffer[] {
+    const split = splitSystemUse(entries, room);
+    const areas = split.continuation;
+    const lengths = areas.map((a, k) => sum(a) + (k < areas.length - 1 ? CE_LENGTH : 0));
+    const places = lengths.map((l) => this.ce.reserve(l));
+    areas.forEach((area, k) => {
+      const next = places[k + 1];
+      const link = next === undefined ? [] : [ceEntry(next.extent, next.offset, lengths[k + 1]!)];
+      this.ce.write(places[k]!, Buffer.concat([...area, ...link]));
+    });
+    return [...split.inline, ceEntry(places[0]!.extent, places[0]!.offset, lengths[0]!)];
+  }
 }
 
 type Extents = { max: number; section: number };
 
-/** Encodes one directory's records, given the locations known so far and where its continuation areas go. */
-type EncodeDir = (dir: LaidDir, loc: Locations, ce: ContinuationAreas) => DirectoryRecordFields[];
-
-/** What a record needs that does not depend on locations, encoded once and shared by both passes. */
-interface Invariants {
-  dateOf(date: Date): { record: Buffer; tf: Buffer };
-  /** PX and TF of `node`, followed by `extra`. */
-  suFor(node: TreeNode, extra: Buffer[]): Buffer[];
-  /** NM, and SL for a symlink. */
-  namesFor(node: TreeNode): Buffer[];
-  /** The Rock Ridge entries of a member's record (RE for a relocated directory). */
-  memberSu(m: Member): Buffer[];
-}
-
-function invariants(root: DirNode, primary: { rrMoved: LaidDir | null }): Invariants {
-  const rrMovedNode = primary.rrMoved;
-  const identity = posixIdentity(root, rrMovedNode?.node ?? null);
-  const rrMovedLinks = rrMovedNode ? 2 + rrMovedNode.members.length : 0;
-  const links = (n: TreeNode) => (n === rrMovedNode?.node ? rrMovedLinks : identity.links(n));
-
-  const dates = new Map<number, { record: Buffer; tf: Buffer }>();
-  const dateOf = (date: Date) => {
-    let cached = dates.get(date.getTime());
-    if (cached === undefined) {
-      cached = { record: dirDate(date), tf: tfEntry(date) };
-      dates.set(date.getTime(), cached);
-    }
-    return cached;
-  };
-  const posix = new Map<TreeNode, Buffer[]>();
-  const suFor = (node: TreeNode, extra: Buffer[]): Buffer[] => {
-    let base = posix.get(node);
-    if (base === undefined) {
-      const type = node.type === "dir" ? S_IFDIR : node.type === "file" ? S_IFREG : S_IFLNK;
-      const px = pxEntry({
-        mode: type | node.mode,
-        links: links(node),
-        uid: 0,
-        gid: 0,
-        serial: identity.serial.get(node)!,
-      });
-      base = [px, dateOf(node.mtime).tf];
-      posix.set(node, base);
-    }
-    return extra.length === 0 ? base : [...base, ...extra];
-  };
-  const namesFor = (node: TreeNode): Buffer[] =>
-    node.type === "symlink" ? [...nmEntries(node.name), ...slEntries(node.target)] : nmEntries(node.name);
-  const memberSu = (m: Member): Buffer[] => {
-    m.su ??= suFor(m.node, m.kind === "relocated" ? [...namesFor(m.node), reEntry()] : namesFor(m.node));
-    return m.su;
-  };
-  return { dateOf, suFor, namesFor, memberSu };
-}
-
-type RecordFields = (
-  identifier: Buffer,
-  extent: number,
-  size: number,
-  date: Date,
-  flags: number,
-  su: Buffer[] | null,
-  ce: ContinuationAreas,
-) => DirectoryRecordFields;
-
-/** One directory record; system use that does not fit goes to continuation areas reserved in `ce`. */
-function recordFields(dateOf: Invariants["dateOf"]): RecordFields {
-  return (identifier, extent, size, date, flags, su, ce) => {
-    const recorded = dateOf(date).record;
-    if (su === null) return { extent, size, date: recorded, flags, identifier, systemUse: NO_ENTRIES };
-    const room = 254 - recordBaseLength(identifier.length);
-    if (sum(su) <= room) return { extent, size, date: recorded, flags, identifier, systemUse: su };
-    const fields = { extent, size, date: recorded, flags, identifier };
-    const split = splitSystemUse(su, room);
-    const areas = split.continuation;
-    const lengths = areas.map((a, k) => sum(a) + (k < areas.length - 1 ? CE_LENGTH : 0));
-    const places = lengths.map((l) => ce.reserve(l));
-    areas.forEach((area, k) => {
-      const next = places[k + 1];
-      const link = next === undefined ? [] : [ceEntry(next.extent, next.offset, lengths[k + 1]!)];
-      ce.write(places[k]!, Buffer.concat([...area, ...link]));
-    });
-    const first = ceEntry(places[0]!.extent, places[0]!.offset, lengths[0]!);
-    return { ...fields, systemUse: [...split.inline, first] };
-  };
-}
+/** Emits one directory's records, given the locations known so far. */
+type EncodeDir = (dir: LaidDir, loc: Locations, records: DirectoryRecords) => void;
 
 /** The record encoders of both hierarchies. */
 function recordEncoders(
   opts: LayoutOptions,
   extents: Extents,
   joliet: LaidDir[],
-  shared: Invariants,
 ): { primaryRecords: EncodeDir; jolietRecords: EncodeDir } {
-  const { suFor, namesFor, memberSu } = shared;
-  const record = recordFields(shared.dateOf);
+  const rootEntries = opts.rockRidge ? { sp: spEntry(), er: erEntry() } : null;
 
-  /** Appends the records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
+  /** The records of one file: several sections when it exceeds one extent (level 3 only, checked above). */
   const fileRecords = (
-    out: DirectoryRecordFields[],
-    id: Buffer,
-    node: FileNode,
+    records: DirectoryRecords,
+    id: string,
+    ucs2: boolean,
+    item: Item,
     loc: Locations,
-    su: Buffer[] | null,
-    ce: ContinuationAreas,
+    su: SystemUse | null,
   ): void => {
-    const extent = node.size === 0 ? loc.zeroBlock : loc.fileExtent.get(node)!;
+    const node = item.node as FileNode;
+    const extent = node.size === 0 ? loc.zeroBlock : item.extent;
     if (node.size <= extents.max) {
-      out.push(record(id, extent, node.size, node.mtime, 0, su, ce));
+      records.add(id, ucs2, extent, node.size, item.date, 0, su);
       return;
     }
     for (let offset = 0; offset < node.size; offset += extents.section) {
       const size = Math.min(extents.section, node.size - offset);
       const last = offset + size >= node.size;
-      out.push(record(id, extent + offset / SECTOR, size, node.mtime, last ? 0 : FLAG_MULTI_EXTENT, su, ce));
+      records.add(id, ucs2, extent + offset / SECTOR, size, item.date, last ? 0 : FLAG_MULTI_EXTENT, su);
     }
   };
 
-  const primaryRecords: EncodeDir = (dir, loc, ce) => {
-    const rr = opts.rockRidge;
-    const isRoot = dir.parent === null;
+  const primaryRecords: EncodeDir = (dir, loc, records) => {
     const parent = dir.parent ?? dir;
-    const dot = record(
-      Buffer.from([0]),
-      dir.extent,
-      dir.sectors * SECTOR,
-      dir.node.mtime,
-      FLAG_DIRECTORY,
-      rr ? (isRoot ? [spEntry(), ...suFor(dir.node, []), erEntry()] : suFor(dir.node, [])) : null,
-      ce,
-    );
-    const realParent = dir.realParent === null ? parent.node : dir.realParent;
-    const pl = dir.realParent === null ? [] : [plEntry(loc.isoDir.get(dir.realParent)!.extent)];
-    const dotdot = record(
-      Buffer.from([1]),
-      parent.extent,
-      parent.sectors * SECTOR,
-      parent.node.mtime,
-      FLAG_DIRECTORY,
-      rr ? suFor(realParent, pl) : null,
-      ce,
-    );
-    const out = [dot, dotdot];
-    for (const m of dir.members) {
-      m.bytes ??= Buffer.from(m.id, "latin1");
-      const id = m.bytes;
-      const node = m.node;
+    let dotSu: SystemUse | null = null;
+    let dotdotSu: SystemUse | null = null;
+    if (rootEntries !== null) {
+      dotSu =
+        dir.parent === null
+          ? { item: dir.item, first: rootEntries.sp, name: null, extra: [rootEntries.er] }
+          : systemUse(dir.item, null, NO_ENTRIES);
+      // A relocated directory's ".." is rr_moved, but its Rock Ridge attributes are its real parent's.
+      const real = dir.realParent === null ? null : loc.isoDir.get(dir.realParent)!;
+      dotdotSu =
+        real === null
+          ? systemUse(parent.item, null, NO_ENTRIES)
+          : systemUse(real.item, null, [plEntry(real.extent)]);
+    }
+    records.add(DOT, false, dir.extent, dir.sectors * SECTOR, dir.item.date, FLAG_DIRECTORY, dotSu);
+    const { extent, sectors, item: parentItem } = parent;
+    records.add(DOTDOT, false, extent, sectors * SECTOR, parentItem.date, FLAG_DIRECTORY, dotdotSu);
+    const rr = rootEntries !== null;
+    const members = dir.members;
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i]!;
+      const item = m.item;
+      const node = item.node;
       if (node.type === "file") {
-        fileRecords(out, id, node, loc, rr ? memberSu(m) : null, ce);
+        fileRecords(records, m.id, false, item, loc, rr ? systemUse(item, node.name, NO_ENTRIES) : null);
       } else if (node.type === "symlink") {
-        out.push(record(id, loc.zeroBlock, 0, node.mtime, 0, memberSu(m), ce));
+        const su = systemUse(item, node.name, slEntries(node.target));
+        records.add(m.id, false, loc.zeroBlock, 0, item.date, 0, su);
       } else {
         const target = loc.isoDir.get(node)!;
         if (m.kind === "placeholder") {
-          const su = suFor(node, [...namesFor(node), clEntry(target.extent)]);
-          out.push(record(id, loc.zeroBlock, 0, node.mtime, 0, su, ce));
+          const su = systemUse(item, node.name, [clEntry(target.extent)]);
+          records.add(m.id, false, loc.zeroBlock, 0, item.date, 0, su);
         } else {
-          const su = rr ? memberSu(m) : null;
-          out.push(record(id, target.extent, target.sectors * SECTOR, node.mtime, FLAG_DIRECTORY, su, ce));
+          const extra = m.kind === "relocated" ? [reEntry()] : NO_ENTRIES;
+          const su = rr ? systemUse(item, node.name, extra) : null;
+          const size = target.sectors * SECTOR;
+          records.add(m.id, false, target.extent, size, item.date, FLAG_DIRECTORY, su);
         }
       }
     }
-    return out;
   };
 
   const jolietByNode = new Map(joliet.map((d) => [d.node, d]));
-  const jolietRecords: EncodeDir = (dir, loc, ce) => {
+  const jolietRecords: EncodeDir = (dir, loc, records) => {
     const parent = dir.parent ?? dir;
-    const out = [
-      record(Buffer.from([0]), dir.extent, dir.sectors * SECTOR, dir.node.mtime, FLAG_DIRECTORY, null, ce),
-      record(
-        Buffer.from([1]),
-        parent.extent,
-        parent.sectors * SECTOR,
-        parent.node.mtime,
-        FLAG_DIRECTORY,
-        null,
-        ce,
-      ),
-    ];
-    for (const m of dir.members) {
-      m.bytes ??= ucs2be(m.id);
-      const id = m.bytes;
-      if (m.node.type === "file") fileRecords(out, id, m.node, loc, null, ce);
+    records.add(DOT, false, dir.extent, dir.sectors * SECTOR, dir.item.date, FLAG_DIRECTORY, null);
+    const { extent, sectors, item: parentItem } = parent;
+    records.add(DOTDOT, false, extent, sectors * SECTOR, parentItem.date, FLAG_DIRECTORY, null);
+    const members = dir.members;
+    for (let i = 0; i < members.length; i++) {
+      const { item, id } = members[i]!;
+      if (item.node.type === "file") fileRecords(records, id, true, item, loc, null);
       else {
-        const target = jolietByNode.get(m.node as DirNode)!;
-        out.push(record(id, target.extent, target.sectors * SECTOR, m.node.mtime, FLAG_DIRECTORY, null, ce));
+        const target = jolietByNode.get(item.node as DirNode)!;
+        records.add(id, true, target.extent, target.sectors * SECTOR, item.date, FLAG_DIRECTORY, null);
       }
     }
-    return out;
   };
 
   return { primaryRecords, jolietRecords };
 }
 
-/**
- * Pass 1: record sizes do not depend on locations, so encoding with dummy locations sizes every directory and
- * its continuation areas.
- */
+/** Pass 1: sizes every directory and its continuation areas by placing its records with dummy locations. */
 function sizeDirectories(
   primary: { dirs: LaidDir[]; byNode: Map<DirNode, LaidDir> },
   joliet: LaidDir[],
   encoders: { primaryRecords: EncodeDir; jolietRecords: EncodeDir },
 ): void {
-  const sizing: Locations = {
-    isoDir: primary.byNode,
-    fileExtent: new Map(),
-    zeroBlock: 0,
+  const sizing: Locations = { isoDir: primary.byNode, zeroBlock: 0 };
+  const size = (d: LaidDir, encode: EncodeDir) => {
+    const records = new DirectoryRecords(null, 0, new ContinuationAreas(0, null));
+    encode(d, sizing, records);
+    d.sectors = records.sectors;
+    d.ceSectors = records.ce.used;
   };
-  const noCe = new ContinuationAreas(0, null);
-  for (const d of primary.dirs) {
-    const sizingCe = new ContinuationAreas(0, null);
-    d.sectors = packRecords(encoders.primaryRecords(d, sizing, sizingCe)).sectors;
-    d.ceSectors = sizingCe.used;
-  }
-  for (const d of joliet) d.sectors = packRecords(encoders.jolietRecords(d, sizing, noCe)).sectors;
+  for (const d of primary.dirs) size(d, encoders.primaryRecords);
+  for (const d of joliet) size(d, encoders.jolietRecords);
 }
 
 function pathTable(dirs: LaidDir[], encode: (id: string) => Buffer, bigEndian: boolean): Buffer {
@@ -626,7 +677,6 @@ interface Allocation {
   /** The shared sector empty files and symlinks point at: the last sector of the metadata. */
   zeroBlock: number;
   files: PlannedFile[];
-  fileExtent: Map<FileNode, number>;
   totalSectors: number;
 }
 
@@ -653,13 +703,14 @@ function allocateSectors(
   }
   const zeroBlock = next++;
   const files: PlannedFile[] = [];
-  const fileExtent = new Map<FileNode, number>();
   for (const d of primary.dirs) {
-    for (const m of d.members) {
-      if (m.node.type !== "file" || m.node.size === 0) continue;
-      files.push({ node: m.node, sector: next });
-      fileExtent.set(m.node, next);
-      next += sectorsFor(m.node.size);
+    for (let i = 0; i < d.members.length; i++) {
+      const item = d.members[i]!.item;
+      const node = item.node;
+      if (node.type !== "file" || node.size === 0) continue;
+      files.push({ node, sector: next });
+      item.extent = next;
+      next += sectorsFor(node.size);
     }
   }
   // libarchive recognises an image only when it can read 16 sectors past the system area.
@@ -673,7 +724,6 @@ function allocateSectors(
     jolM,
     zeroBlock,
     files,
-    fileExtent,
     totalSectors,
   };
 }
@@ -682,12 +732,10 @@ function allocateSectors(
 function writeDirectories(metadata: Buffer, dirs: LaidDir[], encode: EncodeDir, loc: Locations): void {
   for (const d of dirs) {
     const ce = new ContinuationAreas(d.extent + d.sectors, metadata);
-    const records = encode(d, loc, ce);
-    const packed = packRecords(records);
-    if (packed.sectors !== d.sectors || ce.used !== d.ceSectors)
+    const records = new DirectoryRecords(metadata, d.extent * SECTOR, ce);
+    encode(d, loc, records);
+    if (records.sectors !== d.sectors || ce.used !== d.ceSectors)
       throw new Error(`internal: directory ${d.node.path} changed size`);
-    for (const [i, r] of records.entries())
-      writeDirectoryRecord(metadata, d.extent * SECTOR + packed.offsets[i]!, r);
   }
 }
 
@@ -695,7 +743,7 @@ function rootRecord(dirs: LaidDir[]): Buffer {
   return directoryRecord({
     extent: dirs[0]!.extent,
     size: dirs[0]!.sectors * SECTOR,
-    date: dirDate(dirs[0]!.node.mtime),
+    date: dirs[0]!.item.date,
     flags: FLAG_DIRECTORY,
     identifier: Buffer.from([0]),
   });
@@ -748,13 +796,15 @@ export function layout(root: DirNode, opts: LayoutOptions): Plan {
   if (extents.section % SECTOR !== 0 || extents.section > extents.max)
     throw new Error("internal: sections must be whole sectors and fit in one extent");
   checkFileSizes(root, opts.level, extents.max);
-  const primary = primaryTree(root, opts);
-  const joliet = opts.joliet ? jolietTree(root) : [];
-  const encoders = recordEncoders(opts, extents, joliet, invariants(root, primary));
+  const dates = new RecordingDates();
+  const items = itemTree(root, dates);
+  const primary = primaryTree(items, opts, dates);
+  const joliet = opts.joliet ? jolietTree(items.root) : [];
+  const encoders = recordEncoders(opts, extents, joliet);
   sizeDirectories(primary, joliet, encoders);
   const at = allocateSectors(primary, joliet, opts.joliet);
   const metadata = Buffer.alloc((at.zeroBlock + 1) * SECTOR);
-  const loc: Locations = { isoDir: primary.byNode, fileExtent: at.fileExtent, zeroBlock: at.zeroBlock };
+  const loc: Locations = { isoDir: primary.byNode, zeroBlock: at.zeroBlock };
   writeDirectories(metadata, primary.dirs, encoders.primaryRecords, loc);
   writeDirectories(metadata, joliet, encoders.jolietRecords, loc);
   writeDescriptorsAndPathTables(metadata, opts, primary.dirs, joliet, at);

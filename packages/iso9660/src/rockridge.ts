@@ -1,16 +1,30 @@
 // Pure SUSP (IEEE P1281) and Rock Ridge (RRIP) system use entries, and the split of a record's entries
 // between the directory record and continuation areas.
 
-import { both32, dirDate, SECTOR } from "./encode.js";
+import { both32, SECTOR, utf8Length, writeUtf8 } from "./encode.js";
+
+/** Writes an entry's four-byte header (signature, length, version 1) at `at`. */
+function header(out: Buffer, at: number, signature: string, length: number): void {
+  out[at] = signature.charCodeAt(0);
+  out[at + 1] = signature.charCodeAt(1);
+  out[at + 2] = length;
+  out[at + 3] = 1;
+}
 
 // Entries are allocated from Node's shared pool (every byte is written): one ArrayBuffer per entry made
 // garbage collection the main cost of laying out tens of thousands of files.
 function entry(signature: string, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(4 + body.length);
-  out.write(signature, 0, "latin1");
-  out[2] = out.length;
-  out[3] = 1;
+  header(out, 0, signature, out.length);
   body.copy(out, 4);
+  return out;
+}
+
+/** The entries of `encoded`, a run of whole entries, as views of it. */
+function entriesIn(encoded: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < encoded.length; at += encoded[at + 2]!)
+    out.push(encoded.subarray(at, at + encoded[at + 2]!));
   return out;
 }
 
@@ -44,40 +58,80 @@ export interface PosixAttributes {
   serial: number;
 }
 
-/** PX in its 44-byte form, which carries the serial number. */
-export function pxEntry(a: PosixAttributes): Buffer {
-  const body = Buffer.allocUnsafe(40);
-  both32(body, 0, a.mode);
-  both32(body, 8, a.links);
-  both32(body, 16, a.uid);
-  both32(body, 24, a.gid);
-  both32(body, 32, a.serial);
-  return entry("PX", body);
+export const PX_LENGTH = 44;
+
+/** PX in its 44-byte form, which carries the serial number, written at `at`. */
+export function writePx(
+  out: Buffer,
+  at: number,
+  mode: number,
+  links: number,
+  uid: number,
+  gid: number,
+  serial: number,
+): void {
+  header(out, at, "PX", PX_LENGTH);
+  both32(out, at + 4, mode);
+  both32(out, at + 12, links);
+  both32(out, at + 20, uid);
+  both32(out, at + 28, gid);
+  both32(out, at + 36, serial);
 }
 
-/** TF: modification, access and attribute-change times, all set to the entry's mtime. */
-export function tfEntry(mtime: Date): Buffer {
-  const date = dirDate(mtime);
-  const body = Buffer.allocUnsafe(1 + 3 * 7);
-  body[0] = 0x0e;
-  for (let i = 0; i < 3; i++) date.copy(body, 1 + i * 7);
-  return entry("TF", body);
+export function pxEntry(a: PosixAttributes): Buffer {
+  const out = Buffer.allocUnsafe(PX_LENGTH);
+  writePx(out, 0, a.mode, a.links, a.uid, a.gid, a.serial);
+  return out;
+}
+
+export const TF_LENGTH = 26;
+
+/** TF: modification, access and attribute-change times, all `date` (a 7-byte recording date), at `at`. */
+export function writeTf(out: Buffer, at: number, date: Buffer): void {
+  header(out, at, "TF", TF_LENGTH);
+  out[at + 4] = 0x0e;
+  for (let i = 0; i < 21; i++) out[at + 5 + i] = date[i % 7]!;
+}
+
+export function tfEntry(date: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(TF_LENGTH);
+  writeTf(out, 0, date);
+  return out;
 }
 
 const MAX_ENTRY = 255;
 const CONTINUE = 0x01;
 
-/** NM: the POSIX name, split into several entries flagged CONTINUE when longer than one entry holds. */
-export function nmEntries(name: string): Buffer[] {
-  const bytes = Buffer.from(name, "utf8");
-  const room = MAX_ENTRY - 5;
-  const out: Buffer[] = [];
-  for (let i = 0; i < bytes.length || out.length === 0; i += room) {
-    const chunk = bytes.subarray(i, i + room);
-    const more = i + room < bytes.length;
-    out.push(entry("NM", Buffer.concat([Buffer.from([more ? CONTINUE : 0]), chunk])));
+const NM_ROOM = MAX_ENTRY - 5;
+
+/** Bytes of the NM entries of `name` (see writeNm). */
+export function nmLength(name: string): number {
+  const bytes = utf8Length(name);
+  return bytes + 5 * Math.max(1, Math.ceil(bytes / NM_ROOM));
+}
+
+/** NM: the POSIX name at `at`, split into several entries flagged CONTINUE when longer than one entry holds. */
+export function writeNm(out: Buffer, at: number, name: string): void {
+  const length = utf8Length(name);
+  if (length <= NM_ROOM) {
+    header(out, at, "NM", 5 + length);
+    out[at + 4] = 0;
+    writeUtf8(out, at + 5, name);
+    return;
   }
-  return out;
+  const bytes = Buffer.from(name, "utf8");
+  for (let i = 0; i < bytes.length; i += NM_ROOM) {
+    const chunk = bytes.subarray(i, i + NM_ROOM);
+    header(out, at, "NM", 5 + chunk.length);
+    out[at + 4] = i + NM_ROOM < bytes.length ? CONTINUE : 0;
+    at += 5 + chunk.copy(out, at + 5);
+  }
+}
+
+export function nmEntries(name: string): Buffer[] {
+  const out = Buffer.allocUnsafe(nmLength(name));
+  writeNm(out, 0, name);
+  return entriesIn(out);
 }
 
 const SL_CURRENT = 0x02;

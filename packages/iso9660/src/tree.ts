@@ -1,5 +1,6 @@
 // The in-memory tree every image is laid out from, and its construction from `IsoEntry` lists.
 
+import { isAscii } from "./encode.js";
 import { IsoError } from "./errors.js";
 
 export type FileContent = Buffer | string | (() => NodeJS.ReadableStream);
@@ -20,7 +21,8 @@ interface NodeBase {
   /** Slash-separated path inside the image, used in error messages. */
   path: string;
   mode: number;
-  mtime: Date;
+  /** Modification time in milliseconds since 1970: a number, since Stats makes each Date only when asked. */
+  mtimeMs: number;
 }
 
 export interface FileNode extends NodeBase {
@@ -49,8 +51,8 @@ export const SYMLINK_MODE = 0o777;
 const MAX_NAME_BYTES = 255;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-export function newDir(name: string, path: string, mtime: Date, mode = DEFAULT_DIR_MODE): DirNode {
-  return { type: "dir", name, path, mode, mtime, children: new Map(), implicit: true };
+export function newDir(name: string, path: string, mtimeMs: number, mode = DEFAULT_DIR_MODE): DirNode {
+  return { type: "dir", name, path, mode, mtimeMs, children: new Map(), implicit: true };
 }
 
 /** Splits an entry path into validated components; an empty list means the root. */
@@ -71,7 +73,10 @@ export function validateName(name: string, path: string): void {
     );
   if (name.includes("\0"))
     throw new IsoError("INVALID_NAME", `Name in "${path}" contains a NUL character; remove it.`, { path });
-  if (LONE_SURROGATE.test(name))
+  // Checked for every entry of a walk: an ASCII name (most are) needs neither the regular expression nor
+  // Buffer's native byte count.
+  const ascii = isAscii(name);
+  if (!ascii && LONE_SURROGATE.test(name))
     throw new IsoError(
       "INVALID_NAME",
       `Name in "${path}" is not valid Unicode (lone surrogate); fix the name.`,
@@ -79,7 +84,7 @@ export function validateName(name: string, path: string): void {
         path,
       },
     );
-  if (Buffer.byteLength(name, "utf8") > MAX_NAME_BYTES)
+  if ((ascii ? name.length : Buffer.byteLength(name, "utf8")) > MAX_NAME_BYTES)
     throw new IsoError(
       "INVALID_NAME",
       `Name "${name.slice(0, 40)}..." in "${path}" is longer than ${MAX_NAME_BYTES} UTF-8 bytes; shorten it.`,
@@ -126,7 +131,7 @@ function fileSource(entry: Extract<IsoEntry, { type: "file" }>): { size: number;
 
 /** Builds the tree, creating missing parent directories and rejecting duplicates and file-as-parent paths. */
 export function treeFromEntries(entries: IsoEntry[], date: Date): DirNode {
-  const root = newDir("", "", date);
+  const root = newDir("", "", date.getTime());
   for (const entry of entries) {
     if (entry === null || typeof entry !== "object" || typeof entry.path !== "string")
       throw new IsoError("INVALID_PATH", "Every entry needs a string `path`.");
@@ -138,7 +143,7 @@ export function treeFromEntries(entries: IsoEntry[], date: Date): DirNode {
           path: entry.path,
         });
       root.mode = permissions(entry.mode, DEFAULT_DIR_MODE, "/");
-      root.mtime = entry.mtime ?? date;
+      root.mtimeMs = (entry.mtime ?? date).getTime();
       continue;
     }
     let dir = root;
@@ -146,7 +151,7 @@ export function treeFromEntries(entries: IsoEntry[], date: Date): DirNode {
       const name = parts[i]!;
       const existing = dir.children.get(name);
       if (existing === undefined) {
-        const child = newDir(name, parts.slice(0, i + 1).join("/"), date);
+        const child = newDir(name, parts.slice(0, i + 1).join("/"), date.getTime());
         dir.children.set(name, child);
         dir = child;
       } else if (existing.type === "dir") {
@@ -161,11 +166,11 @@ export function treeFromEntries(entries: IsoEntry[], date: Date): DirNode {
     }
     const name = parts[parts.length - 1]!;
     const existing = dir.children.get(name);
-    const mtime = entry.mtime ?? date;
+    const mtimeMs = (entry.mtime ?? date).getTime();
     if (entry.type === "dir" && existing?.type === "dir" && existing.implicit) {
       existing.implicit = false;
       existing.mode = permissions(entry.mode, DEFAULT_DIR_MODE, display);
-      existing.mtime = mtime;
+      existing.mtimeMs = mtimeMs;
       continue;
     }
     if (existing !== undefined)
@@ -183,12 +188,12 @@ export function treeFromEntries(entries: IsoEntry[], date: Date): DirNode {
         name,
         path: display,
         mode: permissions(entry.mode, DEFAULT_FILE_MODE, display),
-        mtime,
+        mtimeMs,
         ...fileSource(entry),
       };
     } else if (entry.type === "dir") {
       node = {
-        ...newDir(name, display, mtime, permissions(entry.mode, DEFAULT_DIR_MODE, display)),
+        ...newDir(name, display, mtimeMs, permissions(entry.mode, DEFAULT_DIR_MODE, display)),
         implicit: false,
       };
     } else if (entry.type === "symlink") {
@@ -196,7 +201,7 @@ export function treeFromEntries(entries: IsoEntry[], date: Date): DirNode {
         throw new IsoError("INVALID_NAME", `Symlink "${display}" needs a non-empty target without NUL.`, {
           path: display,
         });
-      node = { type: "symlink", name, path: display, mode: SYMLINK_MODE, mtime, target: entry.target };
+      node = { type: "symlink", name, path: display, mode: SYMLINK_MODE, mtimeMs, target: entry.target };
     } else {
       throw new IsoError(
         "INVALID_OPTION",

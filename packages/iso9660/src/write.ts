@@ -1,10 +1,8 @@
 // The write pass: emits the layout's metadata, then every file's bytes strictly in sector order through a
 // small pool of reused buffers, so memory stays flat whatever the file sizes.
 
-import { randomBytes } from "node:crypto";
 import { closeSync, openSync, readSync, WriteStream, writeSync } from "node:fs";
 import { rename, unlink } from "node:fs/promises";
-import { Socket } from "node:net";
 import { basename, dirname, join } from "node:path";
 import { SECTOR } from "./encode.js";
 import { IsoError } from "./errors.js";
@@ -51,6 +49,11 @@ class Pump {
   /** Bytes accepted so far, written or buffered. */
   get position(): number {
     return this.written + this.fill;
+  }
+
+  /** Bytes left in the current buffer. */
+  get free(): number {
+    return this.size - this.fill;
   }
 
   /** The free tail of the current buffer, for readers that fill it in place. */
@@ -108,11 +111,9 @@ function sizeChanged(node: FileNode, actual: string): IsoError {
   );
 }
 
-/** Reads synchronously in place: for many small files this is several times faster than thread-pool reads. */
-async function copyFromPath(pump: Pump, node: FileNode, path: string): Promise<void> {
-  let fd: number;
+function openSource(path: string): number {
   try {
-    fd = openSync(path, "r");
+    return openSync(path, "r");
   } catch (cause) {
     throw new IsoError(
       "READ_FAILED",
@@ -123,28 +124,60 @@ async function copyFromPath(pump: Pump, node: FileNode, path: string): Promise<v
       },
     );
   }
+}
+
+/**
+ * Reads the file's next bytes, from `done` on, into the pump's free space without committing them. Reads are
+ * synchronous and in place: for many small files this is several times faster than thread-pool reads. Asking
+ * for one byte more than expected, when the buffer has room, tells a grown file without an fstat.
+ */
+function readPiece(
+  pump: Pump,
+  fd: number,
+  node: FileNode,
+  path: string,
+  done: number,
+): { n: number; last: boolean } {
+  const { buffer, offset, length } = pump.space();
+  const want = node.size - done;
+  const ask = Math.min(length, want + 1);
+  let n: number;
+  try {
+    n = readSync(fd, buffer, offset, ask, done);
+  } catch (cause) {
+    throw new IsoError("READ_FAILED", `Reading "${path}" failed: ${(cause as Error).message}.`, {
+      path,
+      cause,
+    });
+  }
+  if (n > want) throw sizeChanged(node, "it has grown");
+  if (n < Math.min(ask, want)) throw sizeChanged(node, `it ended after ${done + n}`);
+  return { n, last: ask > want };
+}
+
+/**
+ * A file smaller than the free space of the pump's buffer takes one read and cannot fill the buffer, so it is
+ * copied without a promise: for thousands of small files the promise and its await cost as much as the read.
+ */
+function copySmallFile(pump: Pump, node: FileNode, path: string): void {
+  const fd = openSource(path);
+  try {
+    pump.commit(readPiece(pump, fd, node, path, 0).n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function copyFromPath(pump: Pump, node: FileNode, path: string): Promise<void> {
+  const fd = openSource(path);
   try {
     let done = 0;
     for (;;) {
-      const { buffer, offset, length } = pump.space();
-      const want = node.size - done;
-      // Asking for one byte more than expected, when the buffer has room, tells a grown file without an fstat.
-      const ask = Math.min(length, want + 1);
-      let n: number;
-      try {
-        n = readSync(fd, buffer, offset, ask, done);
-      } catch (cause) {
-        throw new IsoError("READ_FAILED", `Reading "${path}" failed: ${(cause as Error).message}.`, {
-          path,
-          cause,
-        });
-      }
-      if (n > want) throw sizeChanged(node, "it has grown");
-      if (n < Math.min(ask, want)) throw sizeChanged(node, `it ended after ${done + n}`);
+      const { n, last } = readPiece(pump, fd, node, path, done);
       done += n;
       const flushing = pump.commit(n);
       if (flushing !== undefined) await flushing;
-      if (ask > want) return;
+      if (last) return;
     }
   } finally {
     closeSync(fd);
@@ -194,12 +227,15 @@ export async function writePlan(plan: Plan, sink: Sink): Promise<number> {
   const pump = new Pump(sink);
   try {
     await pump.push(plan.metadata);
-    for (const { node, sector } of plan.files) {
+    for (let i = 0; i < plan.files.length; i++) {
+      const { node, sector } = plan.files[i]!;
       if (pump.position !== sector * SECTOR) throw new Error("internal: data out of order");
       const source = node.source;
       if (source.kind === "buffer") await pump.push(source.data);
-      else if (source.kind === "path") await copyFromPath(pump, node, source.path);
-      else await copyFromStream(pump, node, source.open);
+      else if (source.kind === "path") {
+        if (node.size < pump.free) copySmallFile(pump, node, source.path);
+        else await copyFromPath(pump, node, source.path);
+      } else await copyFromStream(pump, node, source.open);
       const padding = pump.zeros((SECTOR - (node.size % SECTOR)) % SECTOR);
       if (padding !== undefined) await padding;
     }
@@ -224,15 +260,25 @@ function writeFailed(path: string, cause: unknown): IsoError {
   );
 }
 
+/**
+ * Creates a temporary file beside `path`. "wx" never opens an existing file or follows a link planted there, so
+ * the name only has to be unlikely: Math.random rather than node:crypto, whose modules took longer to load
+ * than stack-mkiso takes to write a seed image.
+ */
+function createTemp(path: string): { temp: string; fd: number } {
+  for (let attempt = 0; ; attempt++) {
+    const temp = join(dirname(path), `.${basename(path)}.${Math.random().toString(16).slice(2, 14)}.tmp`);
+    try {
+      return { temp, fd: openSync(temp, "wx", 0o644) };
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code !== "EEXIST" || attempt === 9) throw writeFailed(path, cause);
+    }
+  }
+}
+
 /** Writes to a temporary file beside `path` and renames it into place, so no partial image is ever there. */
 export async function fileSink(path: string): Promise<Sink> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}.tmp`);
-  let fd: number;
-  try {
-    fd = openSync(temp, "wx", 0o644);
-  } catch (cause) {
-    throw writeFailed(path, cause);
-  }
+  const { temp, fd } = createTemp(path);
   let chunks = 0;
   return {
     retainsChunks: false,
@@ -273,22 +319,24 @@ export async function fileSink(path: string): Promise<Sink> {
  * streams). Any other stream may hand the very buffer on to its reader (PassThrough does), so it gets a fresh
  * buffer for every chunk.
  */
-function writesBeforeCallback(stream: NodeJS.WritableStream): boolean {
+async function writesBeforeCallback(stream: NodeJS.WritableStream): Promise<boolean> {
   if (stream === process.stdout || stream === process.stderr) return true;
   const type = (stream as object).constructor;
-  return type === WriteStream || type === Socket;
+  // Loaded only here: file outputs, the common case, do without node:net.
+  return type === WriteStream || type === (await import("node:net")).Socket;
 }
 
 /** Writes to a caller's stream, honouring backpressure; the stream is left open for the caller to end. */
-export function streamSink(stream: NodeJS.WritableStream): Sink {
+export async function streamSink(stream: NodeJS.WritableStream): Promise<Sink> {
   let failure: unknown = null;
   const onError = (error: unknown) => {
     failure ??= error;
   };
   stream.on("error", onError);
   const release = () => stream.removeListener("error", onError);
+  const retainsChunks = !(await writesBeforeCallback(stream));
   return {
-    retainsChunks: !writesBeforeCallback(stream),
+    retainsChunks,
     chunkSize: STREAM_CHUNK,
     write(chunk) {
       if (failure !== null) return Promise.reject(writeFailed("<stream>", failure));

@@ -46,6 +46,7 @@ describe("invalid input is refused with a typed error naming the path", () => {
     ["NUL in a name", [file("a\0b")], "INVALID_NAME"],
     ["a lone surrogate", [file("bad\ud800name")], "INVALID_NAME"],
     ["a 256-byte name", [file("n".repeat(256))], "INVALID_NAME"],
+    ["a name of 128 characters and 256 UTF-8 bytes", [file("é".repeat(128))], "INVALID_NAME"],
     ["a duplicate", [file("dup"), file("dup")], "DUPLICATE_PATH"],
     ["a file used as a directory", [file("f"), file("f/g")], "NOT_A_DIRECTORY"],
     ["a file where the root goes", [file("/")], "INVALID_PATH"],
