@@ -494,19 +494,20 @@ class Session {
     }
     if (id === this.workers.length - 1 && !this.ramp.ready) this.rampFrom(performance.now());
     let pos = claim.pos;
-    for await (const chunk of res.body) {
-      // Another connection may have taken over the end of this claim meanwhile.
-      const piece = pos + chunk.length > claim.end ? chunk.subarray(0, claim.end - pos) : chunk;
-      if (piece.length > 0) {
+    receiving: for await (const chunk of res.body) {
+      for (let at = 0; at < chunk.length; ) {
+        // At the claim's end the claim grows, or the rest of the answer belongs to another connection.
+        if (pos >= claim.end && !(await this.extend(claim, end))) break receiving;
+        const piece = chunk.subarray(at, at + Math.min(chunk.length - at, claim.end - pos));
         // Moved before waiting for the disk, so that a split never hands out bytes that are already here.
         claim.pos = pos + piece.length;
         this.fetched += piece.length;
         const put = this.sink.put(pos, piece);
         pos += piece.length;
+        at += piece.length;
         this.progress.set(this.sink.received);
         await put;
       }
-      if (pos >= claim.end && !(await this.extend(claim, end))) break;
     }
     if (pos < claim.end) {
       if (this.single && claim.end === Number.POSITIVE_INFINITY) {
