@@ -8,12 +8,11 @@ import { DecompressStream } from "zstd-napi";
 import { type ArtifactsError, ioError } from "./errors.js";
 import { ensureFreeSpace } from "./fsutil.js";
 import { Ranges } from "./ranges.js";
+import { release, SLAB_BYTES, takeSlab } from "./slabs.js";
 import { ZSTD_HEADER_MAX, zstdContentSize } from "./zstd.js";
 
 /** Writes in flight at once, in bytes: the disk's queue, bounded so a slow disk slows the network down. */
 const MAX_WRITING = 16 << 20;
-/** An earlier run's bytes are read back for the hash in pieces of this size. */
-const REPLAY_BYTES = 4 << 20;
 /**
  * Writeback starts while the download runs, so the fsync before the rename does not have to wait for a whole
  * image to reach the disk at the end. Failures are ignored there: the final fsync reports them.
@@ -52,7 +51,8 @@ export class Assembler {
   decompressError: Error | undefined;
   private fh: FileHandle | undefined;
   private readonly hash = createHash("sha256");
-  private readonly waiting = new Map<number, Buffer>();
+  /** Pieces beyond the prefix, by offset, with what releases them once every user is done. */
+  private readonly waiting = new Map<number, { piece: Buffer; done: () => void }>();
   private writing = 0;
   private readonly writeback = new Writeback();
   private stopped = false;
@@ -84,12 +84,17 @@ export class Assembler {
     this.consumed.catch(() => {});
   }
 
-  /** Takes a piece at `offset`; resolves when the disk queue has room for more. */
+  /**
+   * Takes a piece at `offset`, and the caller's reference to its slab (see slabs.ts): released once the piece is
+   * written, hashed and decompressed. Resolves when the disk queue has room for more.
+   */
   async put(offset: number, piece: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
     this.received += piece.length;
     this.writing += piece.length;
     const fh = this.fh!;
+    // Done with the piece: the disk write, the hash, and the decompressor when there is one.
+    const done = this.holder(piece, this.zstd ? 3 : 2);
     fh.write(piece, 0, piece.length, offset)
       .then(
         () => {
@@ -103,10 +108,11 @@ export class Assembler {
         },
       )
       .finally(() => {
+        done();
         this.writing -= piece.length;
         for (const resume of this.writeWaiters.splice(0)) resume();
       });
-    this.waiting.set(offset, piece);
+    this.waiting.set(offset, { piece, done });
     this.wake();
     while (this.writing > MAX_WRITING && !this.failure) {
       await new Promise<void>((resume) => this.writeWaiters.push(resume));
@@ -176,10 +182,10 @@ export class Assembler {
       if (this.stopped) return;
       if (this.total !== undefined && this.frontier >= this.total) return;
       const onDisk = this.opts.onDisk.around(this.frontier);
-      const piece = onDisk ? await this.readBack(onDisk[1]) : this.waiting.get(this.frontier);
-      if (piece) {
+      const next = onDisk ? await this.readBack(onDisk[1]) : this.waiting.get(this.frontier);
+      if (next) {
         this.waiting.delete(this.frontier);
-        await this.feed(piece);
+        await this.feed(next.piece, next.done);
       } else {
         await new Promise<void>((resume) => {
           this.wakeConsumer = resume;
@@ -188,20 +194,30 @@ export class Assembler {
     }
   }
 
-  private async readBack(end: number): Promise<Buffer> {
-    const length = Math.min(end - this.frontier, REPLAY_BYTES);
-    const buffer = Buffer.allocUnsafe(length);
+  /** Counts down the users of a piece; the last one releases its slab. */
+  private holder(piece: Buffer, users: number): () => void {
+    let left = users;
+    return () => {
+      if (--left === 0) release(piece);
+    };
+  }
+
+  private async readBack(end: number): Promise<{ piece: Buffer; done: () => void }> {
+    const length = Math.min(end - this.frontier, SLAB_BYTES);
+    const buffer = takeSlab().subarray(0, length);
     try {
       const { bytesRead } = await this.fh!.read(buffer, 0, length, this.frontier);
       if (bytesRead !== length) throw new Error(`${this.opts.partPath} is shorter than its state says`);
     } catch (err) {
       throw ioError(err, `reading ${this.opts.partPath}`);
     }
-    return buffer;
+    return { piece: buffer, done: this.holder(buffer, this.zstd ? 2 : 1) };
   }
 
-  private async feed(piece: Buffer): Promise<void> {
+  /** Hashes (and decompresses) the next piece of the prefix; `done` is called as each of them is through with it. */
+  private async feed(piece: Buffer, done: () => void): Promise<void> {
     this.hash.update(piece);
+    done();
     this.frontier += piece.length;
     this.opts.onAdvance();
     const zstd = this.zstd;
@@ -210,7 +226,7 @@ export class Assembler {
       this.head = Buffer.concat([this.head, piece.subarray(0, ZSTD_HEADER_MAX - this.head.length)]);
       if (this.head.length >= ZSTD_HEADER_MAX) await this.checkUnpackedSpace(zstdContentSize(this.head));
     }
-    if (!zstd.dec.write(piece)) await drained(zstd.dec);
+    if (!zstd.dec.write(piece, done)) await drained(zstd.dec);
     // The stream's descriptor, which Node's types leave out; null until the file is open.
     const fd = (zstd.out as WriteStream & { fd: number | null }).fd;
     if (fd !== null) zstd.writeback.poke(fd, zstd.out.bytesWritten);

@@ -10,6 +10,7 @@ import { type Progress, ProgressTracker } from "./progress.js";
 import { proxyFor } from "./proxy.js";
 import { Ranges } from "./ranges.js";
 import { abortedError, afterFailure, failureFor, RetryableError, type RetryOptions } from "./retry.js";
+import { release, retain } from "./slabs.js";
 import { earlierState, type PartState, StateWriter } from "./state.js";
 
 export interface DownloadOptions extends RetryOptions {
@@ -63,9 +64,19 @@ export interface DownloadResult {
 /** Memory for pieces beyond the contiguous prefix, waiting for the hash: what the window costs at most. */
 const WINDOW_BYTES = 64 << 20;
 /** How often the throughput is looked at while connections are being added. */
-const RAMP_TICK_MS = 100;
-/** A connection stays when it added at least this share of what one connection brought on average. */
+const RAMP_TICK_MS = 25;
+/** The shortest stretch a throughput is measured over: long enough for the bytes of several reads. */
+const RAMP_MEASURE_MS = 100;
+/** New connections that each added at least this share of what an earlier one brings earn more of them. */
 const RAMP_GAIN = 0.5;
+/**
+ * Busier than this, the client itself is what limits the download (hashing and writing a fast local stream):
+ * more connections would only share the same CPU.
+ */
+const RAMP_MAX_BUSY = 0.8;
+/** Bounds of what a split of a claim must be worth, whatever the measurements say. */
+const MIN_SPLIT = 128 << 10;
+const MAX_SPLIT = 4 << 20;
 /** Refused by storage on a link resolved earlier: the signed link expired, so ask the API for a new one. */
 const EXPIRED = new Set([400, 401, 403, 404, 410]);
 
@@ -304,7 +315,24 @@ class Session {
   private over = false;
   private stop!: AbortController;
   private fail!: (err: unknown) => void;
-  private ramp = { on: false, ready: false, since: 0, bytes: 0, rate: 0, settleMs: RAMP_TICK_MS, spawned: 0 };
+  /** How long requests wait for their answer, averaged. */
+  private firstAnswerMs = 0;
+  /** `fetched` over the last half second, for the throughput. */
+  private recent: { t: number; bytes: number }[] = [];
+  private ramp = {
+    on: false,
+    /** The newest connections have delivered: the throughput is being measured. */
+    ready: false,
+    since: 0,
+    bytes: 0,
+    /** Throughput with the connections there were before the newest. */
+    rate: 0,
+    before: 0,
+    settleMs: RAMP_MEASURE_MS,
+    spawned: 0,
+    /** The event loop's use at the start of the measurement. */
+    busy: performance.eventLoopUtilization(),
+  };
 
   constructor(
     private readonly job: Job,
@@ -383,7 +411,12 @@ class Session {
     this.target = 1;
     this.ramp.on = !this.single && job.connections > 1;
     this.progress.setTotal(this.state.total);
-    const tick = setInterval(() => this.adapt(), RAMP_TICK_MS);
+    const tick = setInterval(() => {
+      const now = performance.now();
+      this.recent.push({ t: now, bytes: this.fetched });
+      while (now - this.recent[0]!.t > 500) this.recent.shift();
+      this.adapt();
+    }, RAMP_TICK_MS);
     let succeeded = false;
     try {
       await this.sink.open(this.state.total);
@@ -406,6 +439,22 @@ class Session {
 
   private snapshot(): PartState {
     return { ...this.state, done: this.sink.written.intervals.map(([s, e]) => [s, e]) };
+  }
+
+  /**
+   * What a split must hand over at least: what one connection fetches in two waits for a first answer, so that
+   * the new request's round trip is paid back (small on a fast, near server; large on a far one).
+   */
+  private splitWorth(): number {
+    const perConnection = this.recentRate() / Math.max(1, this.active);
+    return Math.min(MAX_SPLIT, Math.max(MIN_SPLIT, 2 * (this.firstAnswerMs / 1000) * perConnection));
+  }
+
+  /** Bytes per second over the last half second. */
+  private recentRate(): number {
+    const first = this.recent[0];
+    const last = this.recent.at(-1);
+    return first && last && last.t > first.t ? ((last.bytes - first.bytes) / (last.t - first.t)) * 1000 : 0;
   }
 
   /** Fires when the caller gives up or the pass ends. */
@@ -433,7 +482,7 @@ class Session {
     let failures = 0;
     const signal = this.signal();
     while (!this.over && id < this.target) {
-      const claim = this.plan.take(this.single || this.target === 1) ?? this.plan.steal();
+      const claim = this.plan.take(this.single || this.target === 1) ?? this.plan.steal(this.splitWorth());
       if (!claim) {
         await this.changed();
         continue;
@@ -483,7 +532,10 @@ class Session {
         claim.reqEnd >= total ? `bytes=${claim.pos}-` : `bytes=${claim.pos}-${claim.reqEnd - 1}`;
       if (this.state.validator) headers["if-range"] = this.state.validator;
     }
+    const asked = performance.now();
     const res = await this.link.get(headers, this.signal());
+    const waited = performance.now() - asked;
+    this.firstAnswerMs = this.firstAnswerMs === 0 ? waited : 0.8 * this.firstAnswerMs + 0.2 * waited;
     let end: number;
     try {
       end = await this.accept(res, claim);
@@ -492,21 +544,27 @@ class Session {
       res.body.destroy();
       throw err;
     }
+    // The newest connection's first answer: all of the latest ones are running (give or take a round trip).
     if (id === this.workers.length - 1 && !this.ramp.ready) this.rampFrom(performance.now());
     let pos = claim.pos;
     receiving: for await (const chunk of res.body) {
-      for (let at = 0; at < chunk.length; ) {
-        // At the claim's end the claim grows, or the rest of the answer belongs to another connection.
-        if (pos >= claim.end && !(await this.extend(claim, end))) break receiving;
-        const piece = chunk.subarray(at, at + Math.min(chunk.length - at, claim.end - pos));
-        // Moved before waiting for the disk, so that a split never hands out bytes that are already here.
-        claim.pos = pos + piece.length;
-        this.fetched += piece.length;
-        const put = this.sink.put(pos, piece);
-        pos += piece.length;
-        at += piece.length;
-        this.progress.set(this.sink.received);
-        await put;
+      try {
+        for (let at = 0; at < chunk.length; ) {
+          // At the claim's end the claim grows, or the rest of the answer belongs to another connection.
+          if (pos >= claim.end && !(await this.extend(claim, end))) break receiving;
+          const piece = chunk.subarray(at, at + Math.min(chunk.length - at, claim.end - pos));
+          // Moved before waiting for the disk, so that a split never hands out bytes that are already here.
+          claim.pos = pos + piece.length;
+          this.fetched += piece.length;
+          retain(piece);
+          const put = this.sink.put(pos, piece);
+          pos += piece.length;
+          at += piece.length;
+          this.progress.set(this.sink.received);
+          await put;
+        }
+      } finally {
+        release(chunk);
       }
     }
     if (pos < claim.end) {
@@ -620,13 +678,16 @@ class Session {
     ramp.ready = true;
     ramp.since = now;
     ramp.bytes = this.fetched;
+    ramp.busy = performance.eventLoopUtilization();
     // A connection that took long to deliver (TLS, a long round trip) also takes long to reach its speed.
-    ramp.settleMs = Math.max(RAMP_TICK_MS, 2 * (now - ramp.spawned));
+    ramp.settleMs = Math.max(RAMP_MEASURE_MS, 2 * (now - ramp.spawned));
   }
 
   /**
-   * Adds a connection while the last one added still raised the throughput by at least half of what an average
-   * connection brings, up to the cap; one that did not is retired again after its current range.
+   * Doubles the connections while the ones added last each still raised the throughput by at least half of what
+   * an earlier connection brings, up to the cap, and the event loop has time to spare. When they did not, only as
+   * many stay as the gain pays for (none on a link one connection fills); the others retire after their current
+   * range.
    */
   private adapt(): void {
     const ramp = this.ramp;
@@ -636,20 +697,31 @@ class Session {
     if (elapsed < ramp.settleMs) return;
     const rate = (this.fetched - ramp.bytes) / elapsed;
     const n = this.target;
-    if (n > 1 && rate < ramp.rate * (1 + RAMP_GAIN / (n - 1))) {
-      ramp.on = false;
-      this.target = n - 1;
-      this.wakeAll();
-      return;
+    if (ramp.before > 0) {
+      const each = ramp.rate / ramp.before;
+      const added = n - ramp.before;
+      if (rate - ramp.rate < RAMP_GAIN * each * added) {
+        ramp.on = false;
+        this.target = ramp.before + Math.max(0, Math.round((rate - ramp.rate) / each));
+        this.wakeAll();
+        return;
+      }
     }
-    if (n >= this.job.connections || this.plan.unclaimed < 2 * pieceBytes(this.job.connections)) {
+    const more = Math.min(n, this.job.connections - n);
+    const busy = performance.eventLoopUtilization(ramp.busy).utilization;
+    if (
+      more <= 0 ||
+      busy > RAMP_MAX_BUSY ||
+      this.plan.unclaimed < (n + more) * pieceBytes(this.job.connections)
+    ) {
       ramp.on = false;
       return;
     }
     ramp.rate = rate;
+    ramp.before = n;
     ramp.ready = false;
-    this.target = n + 1;
-    this.spawn();
+    this.target = n + more;
+    for (let i = 0; i < more; i++) this.spawn();
   }
 }
 

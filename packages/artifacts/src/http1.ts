@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import { connect as connectTcp, type OnReadOpts, type Socket } from "node:net";
 import { type ConnectionOptions, connect as connectTls } from "node:tls";
 import { ArtifactsError, redactUrl } from "./errors.js";
+import { release, retain, SLAB_BYTES, takeSlab } from "./slabs.js";
 
 /**
  * HTTP/1.1 GETs with the body read straight from the socket into 1 MiB buffers, on connections kept alive
@@ -14,12 +15,15 @@ import { ArtifactsError, redactUrl } from "./errors.js";
  * version that supports Node 20).
  */
 
-/** Body bytes are handed on in buffers of this size (smaller only at the end of the body). */
-const CHUNK_BYTES = 1 << 20;
 /** A read gets at least this much room; a fuller buffer is handed on first. */
 const MIN_READ_BYTES = 64 << 10;
+/**
+ * Bytes wait no longer than this for their buffer to fill: on a slow connection a megabyte takes a while, and the
+ * consumer (progress, the ramp-up's throughput measurements, the hash) would see it in lumps.
+ */
+const MAX_HOLD_MS = 20;
 /** The socket pauses while this much body waits for the consumer. */
-const MAX_QUEUED_BYTES = 8 * CHUNK_BYTES;
+const MAX_QUEUED_BYTES = 8 * SLAB_BYTES;
 /** A response head (status line and headers) longer than this is refused. */
 const MAX_HEAD_BYTES = 64 << 10;
 /** An unused kept-alive connection is closed after this long; servers drop theirs after 5 to 60 s anyway. */
@@ -44,7 +48,8 @@ export interface ConnectOptions {
 
 /**
  * A response body: iterate it for its bytes (every byte received is yielded before an error is thrown, so a
- * download can resume after them), or destroy it to close the connection.
+ * download can resume after them), or destroy it to close the connection. The chunks are pieces of shared slabs
+ * (slabs.ts): a consumer may `release()` each when done with it, so that its slab is reused.
  */
 export interface Body extends AsyncIterable<Buffer> {
   destroy(error?: Error): void;
@@ -421,9 +426,12 @@ interface ReaderHooks {
 
 /** Turns socket reads into a response: the head parsed from the first bytes, then the body as a queue. */
 class ResponseReader {
-  private buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  /** A slab being filled (the reader holds a reference to it), or the part of it still free. */
+  private buffer = takeSlab();
   /** Bytes in `buffer` that are ready: the head while it arrives, then decoded body bytes. */
   private filled = 0;
+  /** When the bytes now in `buffer` started to arrive. */
+  private since = 0;
   private body: Body | undefined;
   private readonly queue: Buffer[] = [];
   private queuedBytes = 0;
@@ -434,6 +442,7 @@ class ResponseReader {
   private ended = false;
   /** The server sent more than the answer, or asked to close: the connection is not reused. */
   private spoilt = false;
+  private slabDropped = false;
 
   constructor(
     private readonly resolve: (res: Http1Response) => void,
@@ -443,7 +452,10 @@ class ResponseReader {
   ) {}
 
   readBuffer(): Buffer {
-    if (this.body && this.buffer.length - this.filled < MIN_READ_BYTES) this.flush();
+    if (this.body && this.filled > 0) {
+      const now = performance.now();
+      if (this.buffer.length - this.filled < MIN_READ_BYTES || now - this.since > MAX_HOLD_MS) this.flush();
+    }
     return this.buffer.subarray(this.filled);
   }
 
@@ -496,6 +508,7 @@ class ResponseReader {
 
   /** Body bytes at [at, at + n): decoded in place, handed on once the buffer is nearly full. */
   private receivedBody(at: number, n: number): void {
+    if (at === 0) this.since = performance.now();
     const mode = this.mode;
     if (mode.kind === "chunked") {
       let decoded: number;
@@ -525,7 +538,14 @@ class ResponseReader {
   private flush(): void {
     if (!this.body || this.filled === 0) return;
     const ready = this.buffer.subarray(0, this.filled);
-    this.buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    retain(ready);
+    // The rest of the slab takes the next reads when enough is left: slow connections flush small pieces.
+    if (this.buffer.length - this.filled >= MIN_READ_BYTES) {
+      this.buffer = this.buffer.subarray(this.filled);
+    } else {
+      release(this.buffer);
+      this.buffer = takeSlab();
+    }
     this.filled = 0;
     this.queue.push(ready);
     this.queuedBytes += ready.length;
@@ -566,6 +586,7 @@ class ResponseReader {
     if (this.ended) return;
     this.ended = true;
     this.flush();
+    this.dropSlab();
     this.signal();
     const delimited = this.mode.kind !== "close";
     this.hooks.done(this.keepAlive && delimited && !this.spoilt);
@@ -575,8 +596,16 @@ class ResponseReader {
     const wasEnded = this.ended;
     this.ended = true;
     this.queue.length = 0;
+    this.dropSlab();
     this.signal();
     if (!wasEnded) this.hooks.done(false);
+  }
+
+  /** The reader reads no more: its slab goes back once the pieces cut from it are released. */
+  private dropSlab(): void {
+    if (this.slabDropped) return;
+    this.slabDropped = true;
+    release(this.buffer);
   }
 
   /** The connection ended: the end of a close-delimited body, or a cut. */
@@ -598,6 +627,7 @@ class ResponseReader {
   abort(err: Error): void {
     if (this.ended) return;
     this.flush();
+    this.dropSlab();
     this.ended = true;
     this.failure = err;
     if (!this.body) this.reject(err);

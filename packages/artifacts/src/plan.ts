@@ -9,9 +9,6 @@ export interface Claim {
   readonly reqEnd: number;
 }
 
-/** A claim is split only when both halves are worth a request of their own. */
-const MIN_STEAL = 2 << 20;
-
 /**
  * Which bytes each connection fetches next: the lowest ones nobody has, in pieces, never further than `window`
  * beyond the contiguous prefix (what is beyond it waits in memory for the hash). An idle connection takes over
@@ -56,11 +53,11 @@ export class Plan {
     return claim;
   }
 
-  /** The second half of the claim with the most left, if that is worth it. */
-  steal(): Claim | undefined {
+  /** The second half of the claim with the most left, if that is at least `worth` bytes. */
+  steal(worth: number): Claim | undefined {
     let victim: Claim | undefined;
     for (const c of this.claims) if (!victim || c.end - c.pos > victim.end - victim.pos) victim = c;
-    if (!victim || victim.end === Number.POSITIVE_INFINITY || victim.end - victim.pos < MIN_STEAL) {
+    if (!victim || victim.end === Number.POSITIVE_INFINITY || victim.end - victim.pos < 2 * worth) {
       return undefined;
     }
     const middle = victim.pos + Math.ceil((victim.end - victim.pos) / 2);
