@@ -643,6 +643,14 @@ class Session {
       this.link.expire(res.url);
       throw new LinkExpired();
     }
+    if (res.fresh && !res.crossOrigin && res.statusCode === 404 && this.state.total !== undefined) {
+      // It was there when the download started: deleted meanwhile, or replaced by a new upload under a new URL.
+      throw new ArtifactsError(
+        "NOT_FOUND",
+        `${job.label} disappeared from ${redactUrl(res.url)} during the download (deleted, or replaced by a new upload). Run the command again to fetch what is published now.`,
+        { status: 404, url: redactUrl(res.url) },
+      );
+    }
     throw failureFor(
       res.statusCode,
       res.headers,

@@ -480,6 +480,46 @@ describe("segmented downloads", () => {
     expect(result).toMatchObject({ connections: 1, fetchedBytes: content.length });
   });
 
+  it("decompresses a .zst fetched over several connections, in order", async () => {
+    await capped(8 * MiB);
+    const original = Buffer.concat([randomBytes(20 * MiB), Buffer.alloc(8 * MiB, 3)]);
+    const compressed = compress(original);
+    const url = await publish(compressed, "image.qcow2.zst");
+    const result = await download(
+      options(url, {
+        decompress: "zstd",
+        expectedSha256: sha256(compressed),
+        connections: 4,
+        adaptive: false,
+      }),
+    );
+    expect(result.connections).toBe(4);
+    expect((await readFile(result.path)).equals(original)).toBe(true);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it("says so when the file disappears from under the download (replaced by a new upload)", async () => {
+    await capped(4 * MiB);
+    const url = await publish(randomBytes(24 * MiB));
+    let replaced = false;
+    const err = await download(
+      options(url, {
+        connections: 2,
+        adaptive: false,
+        onProgress: (p) => {
+          if (!replaced && p.bytesDone > 2 * MiB) {
+            replaced = true;
+            fake.replaceAsset(REPO, "v1", "image.qcow2", randomBytes(MiB));
+            fake.expireLinks();
+          }
+        },
+      }),
+    ).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("NOT_FOUND");
+    expect((err as Error).message).toMatch(/disappeared from .* during the download .*Run the command again/);
+    await expect(stat(join(dir, "image.qcow2"))).rejects.toThrow();
+  });
+
   it("never mixes two versions: a file overwritten in place between runs is downloaded afresh", async () => {
     const before = randomBytes(8 * MiB);
     const after = randomBytes(8 * MiB);

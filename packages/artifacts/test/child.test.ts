@@ -131,3 +131,30 @@ describe("a download killed with SIGKILL", () => {
     expect(fake.requests.filter((r) => r.server === "storage" && r.headers.authorization)).toEqual([]);
   });
 });
+
+describe("a download's memory", () => {
+  it("does not grow with the file", async () => {
+    fake = await FakeGitHub.start({ token: TOKEN });
+    dir = await mkdtemp(join(tmpdir(), "artifacts-memory-"));
+    const peak = async (mib: number) => {
+      const content = Buffer.alloc(mib * MiB, mib);
+      fake!.addRelease(REPO, { tag: `v${mib}`, assets: [{ name: "disk.qcow2", content }] });
+      const client = new GitHubClient({ apiUrl: fake!.apiUrl, token: TOKEN });
+      const asset = (await client.releaseByTag(REPO, `v${mib}`)).assets[0]!;
+      const dest = join(dir!, `${mib}.qcow2`);
+      const { code, stdout, stderr } = await start({
+        url: asset.url,
+        dest,
+        headers: { authorization: `Bearer ${TOKEN}`, accept: "application/octet-stream" },
+        expectedSha256: asset.sha256,
+      }).exit;
+      expect(code, stderr).toBe(0);
+      await rm(dest);
+      return JSON.parse(stdout.trim().split("\n").at(-1)!).maxRssBytes as number;
+    };
+    const small = await peak(16);
+    const large = await peak(256);
+    // Holding the file (or a share of it) would add 240 MiB; the window and the buffers do not grow with it.
+    expect(large - small).toBeLessThan(48 * MiB);
+  });
+});
