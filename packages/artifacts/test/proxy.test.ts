@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createServer, request, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
@@ -11,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Http1Agent } from "../src/http1.js";
 import { type ArtifactsError, fetchReleaseAsset, GitHubClient } from "../src/index.js";
 import { proxyFor } from "../src/proxy.js";
+import { localhostCertificate } from "./certificate.js";
 import { FakeGitHub, sha256 } from "./fake-github.js";
 
 const TOKEN = "ghp_proxy_test_token";
@@ -149,24 +149,10 @@ describe("proxy settings", () => {
   });
 
   it("tunnel https through CONNECT, and say what to do when the proxy wants credentials", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "artifacts-tls-"));
-    closers.push(async () => rmSync(dir, { recursive: true, force: true }));
-    const [key, cert] = [join(dir, "key.pem"), join(dir, "cert.pem")];
-    execFileSync(
-      "openssl",
-      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"].concat([
-        "-addext",
-        "subjectAltName=DNS:localhost",
-        "-keyout",
-        key,
-        "-out",
-        cert,
-      ]),
-      { stdio: "ignore" },
-    );
+    const { key, cert } = localhostCertificate();
     const content = randomBytes(5 * 1024 * 1024);
     const port = await listen(
-      createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => {
+      createHttpsServer({ key, cert }, (_req, res) => {
         res.writeHead(200, { "content-length": String(content.length) });
         res.end(content);
       }),
@@ -174,7 +160,7 @@ describe("proxy settings", () => {
     const target = new URL(`https://localhost:${port}/image`);
     const proxy = await startProxy("user:s3cret");
     const agent = new Http1Agent({
-      ca: readFileSync(cert),
+      ca: cert,
       proxyFor: (url) => proxyFor(url, { HTTPS_PROXY: proxy.url.replace("//", "//user:s3cret@") }),
     });
     closers.push(async () => agent.close());
@@ -183,7 +169,7 @@ describe("proxy settings", () => {
     expect(sha256(Buffer.concat(chunks))).toBe(sha256(content));
     expect(proxy.seen.lines).toEqual([`CONNECT localhost:${port}`]);
 
-    const refused = new Http1Agent({ ca: readFileSync(cert), proxyFor: () => new URL(proxy.url) });
+    const refused = new Http1Agent({ ca: cert, proxyFor: () => new URL(proxy.url) });
     const err = (await refused.get(target, {}).catch((e: unknown) => e)) as ArtifactsError;
     expect(err.code).toBe("HTTP_ERROR");
     expect(err.message).toMatch(/wants credentials \(407\).*http:\/\/user:password@host:port/);
