@@ -57,8 +57,4 @@ export class Ranges {
   first(): readonly [number, number] | undefined {
     return this.list[0];
   }
-
-  clear(): void {
-    this.list = [];
-  }
 }

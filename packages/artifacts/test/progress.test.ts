@@ -98,6 +98,25 @@ describe("ProgressTracker", () => {
     expect(events.at(-1)!.done).toBe(true);
   });
 
+  it("reports the connections at work while there are several, and the renderer shows them", () => {
+    const events: Progress[] = [];
+    let now = 200;
+    const tracker = new ProgressTracker(
+      "x",
+      (p) => events.push(p),
+      () => now,
+    );
+    tracker.setTotal(100 * MiB);
+    tracker.set(MiB);
+    tracker.setConnections(6);
+    now = 1000;
+    tracker.set(9 * MiB);
+    expect(events.map((p) => p.connections)).toEqual([undefined, 6]);
+    const out = new Capture(false);
+    createProgressRenderer(out)(events[1]!);
+    expect(out.chunks[0]).toMatch(/^x: 9% 9\.00 MiB\/100\.0 MiB 10\.0 MiB\/s ETA 0:09 \(6 connections\)\n$/);
+  });
+
   it("formats sizes and durations", () => {
     expect(formatBytes(512)).toBe("512 B");
     expect(formatBytes(1536 * MiB)).toBe("1.50 GiB");
