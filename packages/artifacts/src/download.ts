@@ -6,7 +6,7 @@ import { ensureFreeSpace, fileSize, fsyncDir, fsyncFile, removeQuietly } from ".
 import { type FollowedResponse, get, getFollowing, headerValue } from "./http.js";
 import { Http1Agent } from "./http1.js";
 import { type Claim, Plan } from "./plan.js";
-import { type Progress, ProgressTracker } from "./progress.js";
+import { formatBytes, type Progress, ProgressTracker } from "./progress.js";
 import { proxyFor } from "./proxy.js";
 import { Ranges } from "./ranges.js";
 import { abortedError, afterFailure, failureFor, RetryableError, type RetryOptions } from "./retry.js";
@@ -166,7 +166,9 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
     : undefined;
   if (!earlier) await removeQuietly(partPath, metaPath, `${metaPath}.tmp`, unpackPath);
   const resumedFrom = earlier?.onDisk.size ?? 0;
-  if (resumedFrom > 0) opts.onMessage?.(`${label}: resuming with ${resumedFrom} bytes from an earlier run`);
+  if (resumedFrom > 0) {
+    opts.onMessage?.(`${label}: resuming, ${formatBytes(resumedFrom)} already here from an earlier run`);
+  }
   if (opts.expectedBytes !== undefined) await ensureFreeSpace(job.dir, opts.expectedBytes - resumedFrom);
 
   const session = new Session(job, earlier);
@@ -291,7 +293,7 @@ class Link {
 
 /**
  * The connections of one download and what they share: the plan of who fetches what, the assembler, the state
- * file and the link. Connections are added one at a time while each new one still adds throughput.
+ * file and the link. Connections are added while they add throughput (see `adapt()`).
  */
 class Session {
   sink!: Assembler;
@@ -319,20 +321,7 @@ class Session {
   private firstAnswerMs = 0;
   /** `fetched` over the last half second, for the throughput. */
   private recent: { t: number; bytes: number }[] = [];
-  private ramp = {
-    on: false,
-    /** The newest connections have delivered: the throughput is being measured. */
-    ready: false,
-    since: 0,
-    bytes: 0,
-    /** Throughput with the connections there were before the newest. */
-    rate: 0,
-    before: 0,
-    settleMs: RAMP_MEASURE_MS,
-    spawned: 0,
-    /** The event loop's use at the start of the measurement. */
-    busy: performance.eventLoopUtilization(),
-  };
+  private ramp = newRamp();
 
   constructor(
     private readonly job: Job,
@@ -409,7 +398,7 @@ class Session {
     for (const [s, e] of this.onDisk.intervals) missing.remove(s, e);
     this.plan = new Plan(missing, pieceBytes(job.connections), WINDOW_BYTES, () => this.sink.frontier);
     this.target = 1;
-    this.ramp.on = !this.single && job.connections > 1;
+    this.ramp = { ...newRamp(), on: !this.single && job.connections > 1 };
     this.progress.setTotal(this.state.total);
     const tick = setInterval(() => {
       const now = performance.now();
@@ -431,9 +420,12 @@ class Session {
       this.wakeAll();
       await Promise.allSettled(this.workers);
       this.workers = [];
-      if (succeeded) await this.sink.finish();
-      else await this.sink.close();
-      await this.writer.stop();
+      try {
+        if (succeeded) await this.sink.finish();
+        else await this.sink.close();
+      } finally {
+        await this.writer.stop();
+      }
     }
   }
 
@@ -731,6 +723,24 @@ class Session {
     this.target = n + more;
     for (let i = 0; i < more; i++) this.spawn();
   }
+}
+
+/** Where adding connections stands: measuring the throughput of the newest ones, or done. */
+function newRamp() {
+  return {
+    on: false,
+    /** The newest connections have delivered: the throughput is being measured. */
+    ready: false,
+    since: 0,
+    bytes: 0,
+    /** Throughput with the connections there were before the newest, and how many there were. */
+    rate: 0,
+    before: 0,
+    settleMs: RAMP_MEASURE_MS,
+    spawned: 0,
+    /** The event loop's use at the start of the measurement. */
+    busy: performance.eventLoopUtilization(),
+  };
 }
 
 /** Refusal of a link resolved earlier: not a failure, a reason to resolve it again. */
