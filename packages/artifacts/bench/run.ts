@@ -176,7 +176,8 @@ function summary(bytes: number, samples: Sample[]): { wall: number; line: string
     connections.length ? `connections ${connections.join(", ")}` : "",
     memory.length ? `peak memory +${formatBytes(Math.max(...memory))}` : "",
   ].filter(Boolean);
-  const line = `${rate(bytes, wall).padEnd(24)} ${cpu.toFixed(2).padStart(5)} CPU-s  ${extra.join(", ")}`;
+  const line =
+    `${rate(bytes, wall).padEnd(24)} ${cpu.toFixed(2).padStart(5)} CPU-s  ${extra.join(", ")}`.trimEnd();
   return { wall, line };
 }
 
