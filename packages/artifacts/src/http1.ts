@@ -85,6 +85,7 @@ export function http1Get(
  */
 export class Http1Agent {
   private readonly idle = new Map<string, Connection[]>();
+  private closed = false;
 
   constructor(
     private readonly opts: { ca?: string | Buffer; proxyFor?: (url: URL) => URL | undefined } = {},
@@ -112,13 +113,14 @@ export class Http1Agent {
 
   /** Closes the idle connections; those in use close when their answers end. */
   close(): void {
+    this.closed = true;
     for (const list of this.idle.values()) for (const conn of list) conn.destroy();
     this.idle.clear();
   }
 
   private park(key: string, conn: Connection): void {
     const list = this.idle.get(key) ?? [];
-    if (list.length >= MAX_IDLE) {
+    if (this.closed || list.length >= MAX_IDLE) {
       conn.destroy();
       return;
     }
