@@ -1,6 +1,12 @@
 /**
- * Throughput of download() (SHA-256 while streaming, digest check, fsync, rename) against `curl -o` on the same
- * local server in the same run. Size: BENCH_BYTES (default 1 GiB); rounds: BENCH_ROUNDS (default 3).
+ * download() against the alternatives, in the same run, on local servers (each a separate Node process):
+ *
+ * 1. A stand-in for object storage that caps each connection at 8 MiB/s (BENCH_CAP_MIB), 512 MiB
+ *    (BENCH_CAPPED_BYTES): download() (SHA-256 while streaming, digest check, fsync, rename) against `curl -o`
+ *    (one connection) and `aria2c -x8 -s8`. BENCH_CAPPED_ROUNDS rounds (default 2; curl alone takes a minute).
+ * 2. Uncapped loopback, 1 GiB (BENCH_BYTES): download() against `curl -o`. BENCH_ROUNDS rounds (default 3).
+ *
+ * Who goes first alternates, with a `sync` before each timed run so that nobody pays for another's dirty pages.
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, stat } from "node:fs/promises";
@@ -10,38 +16,67 @@ import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { download, formatBytes } from "../src/index.js";
 
+const MiB = 1024 * 1024;
 const BYTES = Number(process.env.BENCH_BYTES ?? 2 ** 30);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CAPPED_BYTES = Number(process.env.BENCH_CAPPED_BYTES ?? 512 * MiB);
+const CAPPED_ROUNDS = Number(process.env.BENCH_CAPPED_ROUNDS ?? 2);
+const CAP = Number(process.env.BENCH_CAP_MIB ?? 8) * MiB;
 
-// The server runs in its own process so that it does not share an event loop (or a core) with the client.
+// Range requests, an ETag, keep-alive, and (argv[2] > 0) each answer paced to that many bytes per second.
 const SERVER = `
 const { createServer } = require("node:http");
 const { createHash, randomBytes } = require("node:crypto");
 const total = Number(process.argv[1]);
+const cap = Number(process.argv[2]);
 const chunk = randomBytes(1 << 20);
 const hash = createHash("sha256");
 for (let sent = 0; sent < total; sent += chunk.length) hash.update(chunk.subarray(0, Math.min(chunk.length, total - sent)));
 const digest = hash.digest("hex");
 const server = createServer((req, res) => {
-  res.writeHead(200, { "content-length": String(total), etag: '"bench"' });
-  let sent = 0;
+  const range = /^bytes=(\\d+)-(\\d*)$/.exec(req.headers.range || "");
+  let start = 0;
+  let end = total;
+  const headers = { etag: '"bench"', "accept-ranges": "bytes" };
+  if (range) {
+    start = Number(range[1]);
+    end = range[2] ? Math.min(total, Number(range[2]) + 1) : total;
+    if (start >= end) return res.writeHead(416, { ...headers, "content-range": "bytes */" + total }).end();
+    res.writeHead(206, { ...headers, "content-length": String(end - start), "content-range": "bytes " + start + "-" + (end - 1) + "/" + total });
+  } else {
+    res.writeHead(200, { ...headers, "content-length": String(total) });
+  }
+  const began = Date.now();
+  let at = start;
+  let timer;
+  res.on("close", () => clearTimeout(timer));
   const pump = () => {
-    while (sent < total) {
-      const piece = chunk.subarray(0, Math.min(chunk.length, total - sent));
-      sent += piece.length;
+    while (at < end) {
+      if (cap > 0) {
+        const due = began + ((at - start) / cap) * 1000;
+        if (due > Date.now()) return (timer = setTimeout(pump, due - Date.now()));
+      }
+      const offset = at % chunk.length;
+      const piece = chunk.subarray(offset, Math.min(chunk.length, offset + end - at, offset + (cap > 0 ? 65536 : chunk.length)));
+      at += piece.length;
       if (!res.write(piece)) return res.once("drain", pump);
     }
     res.end();
   };
   pump();
 });
-// Idle connections outlive the pauses between rounds, so no client trips over a connection closed under it.
 server.keepAliveTimeout = 600000;
 server.listen(0, "127.0.0.1", () => console.log(server.address().port + " " + digest));
 `;
 
-async function startServer(): Promise<{ url: string; sha256: string; stop: () => void }> {
-  const child = spawn(process.execPath, ["-e", SERVER, String(BYTES)], {
+interface Server {
+  url: string;
+  sha256: string;
+  stop: () => void;
+}
+
+async function startServer(bytes: number, cap: number): Promise<Server> {
+  const child = spawn(process.execPath, ["-e", SERVER, String(bytes), String(cap)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const line = await new Promise<string>((resolve, reject) => {
@@ -54,36 +89,39 @@ async function startServer(): Promise<{ url: string; sha256: string; stop: () =>
 
 interface Sample {
   wall: number;
-  /** CPU seconds (user + system) spent by the client: a figure the machine's other load disturbs less. */
+  /** CPU seconds (user + system) of the client: a figure the machine's other load disturbs less. */
   cpu: number;
+  connections?: number;
+  /** Peak resident memory above what the process held before, sampled every 20 ms. */
+  memory?: number;
 }
 
-async function timeOurs(fn: () => Promise<void>): Promise<Sample> {
+async function timeOurs(url: string, dest: string, sha256: string, bytes: number): Promise<Sample> {
+  const base = process.memoryUsage().rss;
+  let peak = base;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 20);
   const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
-  await fn();
+  const result = await download({ url, dest, expectedSha256: sha256, retries: 0 });
+  const wall = Number(process.hrtime.bigint() - start) / 1e9;
   const cpu = process.cpuUsage(cpu0);
-  return { wall: Number(process.hrtime.bigint() - start) / 1e9, cpu: (cpu.user + cpu.system) / 1e6 };
+  clearInterval(sampler);
+  if (!result.verified || result.bytes !== bytes) throw new Error("download() did not verify");
+  return { wall, cpu: (cpu.user + cpu.system) / 1e6, connections: result.connections, memory: peak - base };
 }
 
-/** curl under GNU time, which reports the child's CPU time. */
-async function timeCurl(url: string, dest: string): Promise<Sample> {
-  const { stderr } = await promisify(execFile)("/usr/bin/time", [
-    "-f",
-    "%e %U %S",
-    "curl",
-    "-sS",
-    "-o",
-    dest,
-    url,
-  ]);
+/** A command under GNU time, which reports the child's CPU time. */
+async function timeCommand(command: string[]): Promise<Sample> {
+  const { stderr } = await promisify(execFile)("/usr/bin/time", ["-f", "%e %U %S", ...command]);
   const [wall, user, sys] = stderr.trim().split(/\s+/).slice(-3).map(Number);
   return { wall: wall!, cpu: user! + sys! };
 }
 
 /**
- * Flushes dirty pages before each timed run: curl does not fsync, so without this the run after curl would pay
- * for writing curl's gigabyte to disk while it waits for its own fsync.
+ * Flushes dirty pages before each timed run: curl and aria2c do not fsync, so without this the run after them
+ * would pay for writing their file to disk while it waits for its own fsync.
  */
 async function settle(): Promise<void> {
   await promisify(execFile)("sync");
@@ -94,69 +132,116 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-async function main(): Promise<void> {
-  const server = await startServer();
+interface Contender {
+  name: string;
+  run: (dest: string) => Promise<Sample>;
+}
+
+/** Runs every contender once per round, rotating who goes first; returns their samples by name. */
+async function rounds(
+  title: string,
+  bytes: number,
+  count: number,
+  contenders: Contender[],
+): Promise<Map<string, Sample[]>> {
   const dir = await mkdtemp(join(tmpdir(), "artifacts-bench-"));
-  const ours: Sample[] = [];
-  const curl: Sample[] = [];
+  const samples = new Map(contenders.map((c) => [c.name, [] as Sample[]]));
   try {
-    for (let round = 0; round < ROUNDS; round++) {
-      const curlDest = join(dir, "curl.bin");
-      const ourDest = join(dir, "ours.bin");
-      const runCurl = async () => {
+    for (let round = 0; round < count; round++) {
+      const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
+      const parts: string[] = [];
+      for (const c of order) {
+        const dest = join(dir, `${c.name.replace(/\W+/g, "_")}.bin`);
         await settle();
-        curl.push(await timeCurl(server.url, curlDest));
-        if ((await stat(curlDest)).size !== BYTES) throw new Error("curl fetched the wrong size");
-        await rm(curlDest);
-      };
-      const runOurs = async () => {
-        await settle();
-        ours.push(
-          await timeOurs(async () => {
-            const r = await download({
-              url: server.url,
-              dest: ourDest,
-              expectedSha256: server.sha256,
-              retries: 0,
-            });
-            if (!r.verified || r.bytes !== BYTES) throw new Error("download() did not verify");
-          }),
-        );
-        await rm(ourDest);
-      };
-      // Alternate who goes first so page-cache and CPU-frequency effects do not favour one side.
-      if (round % 2 === 0) {
-        await runCurl();
-        await runOurs();
-      } else {
-        await runOurs();
-        await runCurl();
+        const sample = await c.run(dest);
+        if ((await stat(dest)).size !== bytes) throw new Error(`${c.name} fetched the wrong size`);
+        await rm(dest);
+        samples.get(c.name)!.push(sample);
+        parts.push(`${c.name} ${describe(sample, bytes)}`);
       }
-      console.log(`round ${round + 1}: curl ${describe(curl.at(-1)!)}; download() ${describe(ours.at(-1)!)}`);
+      console.log(`${title}, round ${round + 1}: ${parts.join("; ")}`);
     }
   } finally {
-    server.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  const wallCurl = median(curl.map((s) => s.wall));
-  const wallOurs = median(ours.map((s) => s.wall));
-  const cpuCurl = median(curl.map((s) => s.cpu));
-  const cpuOurs = median(ours.map((s) => s.cpu));
+  return samples;
+}
+
+function summary(bytes: number, samples: Sample[]): { wall: number; line: string } {
+  const wall = median(samples.map((s) => s.wall));
+  const cpu = median(samples.map((s) => s.cpu));
+  const connections = samples.map((s) => s.connections).filter((n) => n !== undefined);
+  const memory = samples.map((s) => s.memory).filter((n) => n !== undefined);
+  const extra = [
+    connections.length ? `connections ${connections.join(", ")}` : "",
+    memory.length ? `peak memory +${formatBytes(Math.max(...memory))}` : "",
+  ].filter(Boolean);
+  const line =
+    `${rate(bytes, wall).padEnd(24)} ${cpu.toFixed(2).padStart(5)} CPU-s  ${extra.join(", ")}`.trimEnd();
+  return { wall, line };
+}
+
+async function main(): Promise<void> {
+  const capped = await startServer(CAPPED_BYTES, CAP);
+  let cappedResults: Map<string, Sample[]>;
+  try {
+    cappedResults = await rounds("capped", CAPPED_BYTES, CAPPED_ROUNDS, [
+      { name: "download()", run: (dest) => timeOurs(capped.url, dest, capped.sha256, CAPPED_BYTES) },
+      { name: "curl", run: (dest) => timeCommand(["curl", "-sS", "-o", dest, capped.url]) },
+      {
+        name: "aria2c -x8 -s8",
+        run: (dest) =>
+          timeCommand(
+            ["aria2c", "-q", "-x8", "-s8", "--allow-overwrite=true", "--auto-file-renaming=false"].concat([
+              "-d",
+              join(dest, ".."),
+              "-o",
+              dest.slice(dest.lastIndexOf("/") + 1),
+              capped.url,
+            ]),
+          ),
+      },
+    ]);
+  } finally {
+    capped.stop();
+  }
+  const loopback = await startServer(BYTES, 0);
+  let loopbackResults: Map<string, Sample[]>;
+  try {
+    loopbackResults = await rounds("loopback", BYTES, ROUNDS, [
+      { name: "download()", run: (dest) => timeOurs(loopback.url, dest, loopback.sha256, BYTES) },
+      { name: "curl", run: (dest) => timeCommand(["curl", "-sS", "-o", dest, loopback.url]) },
+    ]);
+  } finally {
+    loopback.stop();
+  }
+
+  const ours = summary(CAPPED_BYTES, cappedResults.get("download()")!);
+  const curl = summary(CAPPED_BYTES, cappedResults.get("curl")!);
+  const aria = summary(CAPPED_BYTES, cappedResults.get("aria2c -x8 -s8")!);
   console.log(
-    `\n${formatBytes(BYTES)} from 127.0.0.1, median of ${ROUNDS} rounds (load average ${loadavg()[0]!.toFixed(1)})`,
+    `\n${formatBytes(CAPPED_BYTES)}, each connection capped at ${formatBytes(CAP)}/s, median of ${CAPPED_ROUNDS} (load average ${loadavg()[0]!.toFixed(1)})`,
   );
-  console.log(`curl -o                              ${rate(wallCurl)}, ${cpuCurl.toFixed(2)} CPU-s`);
-  console.log(`download() hash+verify+fsync+rename  ${rate(wallOurs)}, ${cpuOurs.toFixed(2)} CPU-s`);
-  console.log(`throughput ratio download()/curl: ${(wallCurl / wallOurs).toFixed(2)}x (goal >= 0.90x)`);
-  console.log(`CPU ratio download()/curl: ${(cpuOurs / cpuCurl).toFixed(2)}x`);
+  console.log(`  curl -o (one connection)     ${curl.line}`);
+  console.log(`  aria2c -x8 -s8               ${aria.line}`);
+  console.log(`  download()                   ${ours.line}`);
+  console.log(`  download()/curl:   ${(curl.wall / ours.wall).toFixed(2)}x (goal >= 4.00x)`);
+  console.log(`  download()/aria2c: ${(aria.wall / ours.wall).toFixed(2)}x (goal >= 0.90x)`);
+
+  const oursLoop = summary(BYTES, loopbackResults.get("download()")!);
+  const curlLoop = summary(BYTES, loopbackResults.get("curl")!);
+  console.log(`\n${formatBytes(BYTES)} from 127.0.0.1, uncapped, median of ${ROUNDS}`);
+  console.log(`  curl -o                      ${curlLoop.line}`);
+  console.log(`  download()                   ${oursLoop.line}`);
+  console.log(`  download()/curl:   ${(curlLoop.wall / oursLoop.wall).toFixed(2)}x (goal >= 0.90x)`);
 }
 
-function rate(seconds: number): string {
-  return `${formatBytes(BYTES / seconds)}/s (${seconds.toFixed(2)} s)`;
+function rate(bytes: number, seconds: number): string {
+  return `${formatBytes(bytes / seconds)}/s (${seconds.toFixed(2)} s)`;
 }
 
-function describe(s: Sample): string {
-  return `${rate(s.wall)}, ${s.cpu.toFixed(2)} CPU-s`;
+function describe(s: Sample, bytes: number): string {
+  return `${rate(bytes, s.wall)}${s.connections ? ` x${s.connections}` : ""}`;
 }
 
 await main();

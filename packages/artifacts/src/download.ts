@@ -1,28 +1,21 @@
-import { createHash, type Hash } from "node:crypto";
-import { createReadStream, createWriteStream, fdatasync, type WriteStream } from "node:fs";
 import { mkdir, rename } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
-import type { Writable } from "node:stream";
-import { finished, pipeline } from "node:stream/promises";
-import { DecompressStream } from "zstd-napi";
+import { Assembler } from "./assembler.js";
 import { ArtifactsError, ioError, redactUrl } from "./errors.js";
-import {
-  ensureFreeSpace,
-  fileSize,
-  fsyncDir,
-  fsyncFile,
-  readJson,
-  removeQuietly,
-  writeFileAtomic,
-} from "./fsutil.js";
-import { type FollowedResponse, getFollowing, headerValue } from "./http.js";
-import { type Progress, ProgressTracker } from "./progress.js";
-import { failureFor, RetryableError, type RetryOptions, retrying } from "./retry.js";
-import { ZSTD_HEADER_MAX, zstdContentSize } from "./zstd.js";
+import { ensureFreeSpace, fileSize, fsyncDir, fsyncFile, removeQuietly } from "./fsutil.js";
+import { type FollowedResponse, get, getFollowing, headerValue } from "./http.js";
+import { Http1Agent } from "./http1.js";
+import { type Claim, Plan } from "./plan.js";
+import { formatBytes, type Progress, ProgressTracker } from "./progress.js";
+import { proxyFor } from "./proxy.js";
+import { Ranges } from "./ranges.js";
+import { abortedError, afterFailure, failureFor, RetryableError, type RetryOptions } from "./retry.js";
+import { release, retain } from "./slabs.js";
+import { earlierState, type PartState, StateWriter } from "./state.js";
 
 export interface DownloadOptions extends RetryOptions {
   url: string;
-  /** Final path. `<dest>.part` (and `<dest>.part.json`) hold an unfinished download between runs. */
+  /** Final path. `<dest>.part` and its state `<dest>.part.json` hold an unfinished download between runs. */
   dest: string;
   /** An `authorization` header here is sent only to the origin of `url`, never to a redirect target elsewhere. */
   headers?: Record<string, string>;
@@ -30,6 +23,11 @@ export interface DownloadOptions extends RetryOptions {
   expectedSha256?: string;
   /** Size as published, when known beforehand: lets the free-space check run before the first request. */
   expectedBytes?: number;
+  /**
+   * What `url` stands for, such as a release asset's id and `updated_at`: an unfinished download of something else
+   * (an asset replaced under the same name) is not resumed.
+   */
+  identity?: string;
   /** Decompress while streaming; the digest still covers the compressed bytes as published. */
   decompress?: "zstd";
   onProgress?: (p: Progress) => void;
@@ -37,6 +35,12 @@ export interface DownloadOptions extends RetryOptions {
   label?: string;
   /** Give up on an attempt after this long without a byte. Default 30 000 ms. */
   stallTimeoutMs?: number;
+  /** At most this many connections at once. Default 8; 1 downloads in a single stream. */
+  connections?: number;
+  /** Add connections only while they add throughput (default); false opens `connections` at once. */
+  adaptive?: boolean;
+  /** Environment for HTTPS_PROXY, HTTP_PROXY and NO_PROXY. Default process.env. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface DownloadResult {
@@ -49,50 +53,32 @@ export interface DownloadResult {
   verified: boolean;
   /** Bytes reused from an earlier, interrupted run. */
   resumedFrom: number;
+  /** Bytes this call fetched over the network. */
+  fetchedBytes: number;
+  /** How long this call took. */
+  seconds: number;
+  /** The most connections this call had open at once. */
+  connections: number;
 }
 
+/** Memory for pieces beyond the contiguous prefix, waiting for the hash: what the window costs at most. */
+const WINDOW_BYTES = 64 << 20;
+/** How often the throughput is looked at while connections are being added. */
+const RAMP_TICK_MS = 25;
+/** The shortest stretch a throughput is measured over: long enough for the bytes of several reads. */
+const RAMP_MEASURE_MS = 100;
+/** New connections that each added at least this share of what an earlier one brings earn more of them. */
+const RAMP_GAIN = 0.5;
 /**
- * With the default 16 KiB every 64 KiB network chunk waits for its own disk write; a larger buffer lets the
- * network and the disk overlap and lets the stream batch writes into one writev.
+ * Busier than this, the client itself is what limits the download (hashing and writing a fast local stream):
+ * more connections would only share the same CPU.
  */
-const WRITE_BUFFER = 8 << 20;
-const SYNC_EVERY = 64 << 20;
-
-/**
- * Starts writeback while the download runs, so the fsync before the rename does not have to wait for a whole
- * image to reach the disk at the end. Failures are ignored here: the final fsync reports them.
- */
-class EarlySync {
-  private fd: number | undefined;
-  private synced = 0;
-  private busy = false;
-
-  constructor(private readonly stream: WriteStream) {
-    stream.once("open", (fd: number) => {
-      this.fd = fd;
-    });
-    stream.once("close", () => {
-      this.fd = undefined;
-    });
-  }
-
-  poke(): void {
-    const written = this.stream.bytesWritten;
-    if (this.busy || this.fd === undefined || written - this.synced < SYNC_EVERY) return;
-    this.busy = true;
-    fdatasync(this.fd, () => {
-      this.busy = false;
-      this.synced = written;
-    });
-  }
-}
-
-interface PartMeta {
-  url: string;
-  /** Strong ETag or Last-Modified of the object, sent back in If-Range. */
-  validator?: string;
-  sha256?: string;
-}
+const RAMP_MAX_BUSY = 0.8;
+/** Bounds of what a split of a claim must be worth, whatever the measurements say. */
+const MIN_SPLIT = 128 << 10;
+const MAX_SPLIT = 4 << 20;
+/** Refused by storage on a link resolved earlier: the signed link expired, so ask the API for a new one. */
+const EXPIRED = new Set([400, 401, 403, 404, 410]);
 
 export function normalizeSha256(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
@@ -103,111 +89,126 @@ export function normalizeSha256(value: string | undefined): string | undefined {
   return hex;
 }
 
-/** What the attempts of one download share, and what they have learned so far. */
-interface Transfer {
+/** Paths and settings of one download, shared by its passes. */
+interface Job {
   opts: DownloadOptions;
   label: string;
+  dest: string;
   dir: string;
+  partPath: string;
   metaPath: string;
   /** The decompressed output, when decompressing. */
-  outPath: string | undefined;
+  unpackPath: string | undefined;
   expected: string | undefined;
   headers: Record<string, string>;
   /** An `authorization` header, kept apart: it goes to the first URL's origin only. */
   credentials: Record<string, string>;
-  sink: Sink;
-  progress: ProgressTracker;
-  meta: PartMeta;
-  metaSaved: boolean;
-  spaceChecked: boolean;
-  unpackedSpaceChecked: boolean;
+  agent: Http1Agent;
+  connections: number;
 }
 
 /**
- * Downloads `url` to `dest`: resumable through a `.part` file, hashed while streaming, verified, fsynced and
- * renamed into place. Never leaves a partial file under the final name.
+ * Downloads `url` to `dest` over several connections at once: resumable across runs through `<dest>.part` and its
+ * state file, hashed while streaming, verified, fsynced and renamed into place. Never leaves a partial or
+ * unverified file under the final name.
  */
 export async function download(opts: DownloadOptions): Promise<DownloadResult> {
+  const started = performance.now();
   const dest = resolve(opts.dest);
-  const dir = dirname(dest);
-  const label = opts.label ?? basename(dest);
-  const expected = normalizeSha256(opts.expectedSha256);
-  const partPath = `${dest}.part`;
-  const metaPath = `${dest}.part.json`;
-  const outPath = opts.decompress ? `${dest}.unpacking` : undefined;
+  const env = opts.env ?? process.env;
   const { headers, credentials } = splitHeaders(opts.headers);
-
+  const job: Job = {
+    opts,
+    label: opts.label ?? basename(dest),
+    dest,
+    dir: dirname(dest),
+    partPath: `${dest}.part`,
+    metaPath: `${dest}.part.json`,
+    unpackPath: opts.decompress ? `${dest}.unpacking` : undefined,
+    expected: normalizeSha256(opts.expectedSha256),
+    headers,
+    credentials,
+    agent: new Http1Agent({ proxyFor: (url) => proxyFor(url, env) }),
+    connections: Math.max(1, Math.floor(opts.connections ?? 8)),
+  };
   try {
-    await mkdir(dir, { recursive: true });
+    await mkdir(job.dir, { recursive: true });
   } catch (err) {
-    throw ioError(err, `creating ${dir}`);
+    throw ioError(err, `creating ${job.dir}`);
   }
-  const { meta, reusable, resumedFrom } = await earlierPart(opts.url, expected, partPath, metaPath);
-
-  const sink = new Sink(partPath, outPath);
-  const progress = new ProgressTracker(label, opts.onProgress);
-  let succeeded = false;
   try {
-    await sink.open(resumedFrom);
-    if (resumedFrom > 0) opts.onMessage?.(`${label}: resuming at byte ${resumedFrom}`);
-    if (opts.expectedBytes !== undefined) await ensureFreeSpace(dir, opts.expectedBytes - resumedFrom);
-    const transfer: Transfer = {
-      opts,
-      label,
-      dir,
-      metaPath,
-      outPath,
-      expected,
-      headers,
-      credentials,
-      sink,
-      progress,
-      meta,
-      metaSaved: reusable,
-      spaceChecked: opts.expectedBytes !== undefined,
-      unpackedSpaceChecked: false,
-    };
-    await retrying(`Downloading ${label}`, opts, () => attempt(transfer));
-
-    await sink.finish();
-    const sha256 = sink.digest();
-    if (expected && sha256 !== expected) {
-      await removeQuietly(partPath, metaPath, outPath);
-      if (resumedFrom > 0) {
-        // The bytes kept from an earlier run may belong to another version of the file: one clean try.
-        opts.onMessage?.(
-          `${label}: SHA-256 mismatch after resuming an earlier download; deleted it, starting over`,
-        );
-        await sink.close();
-        succeeded = true;
-        return download(opts);
-      }
-      throw new ArtifactsError(
-        "CHECKSUM_MISMATCH",
-        `${label}: SHA-256 mismatch (expected ${expected}, got ${sha256}); the download was deleted. Run the command again to download it afresh; if it fails again, the published file does not match its published digest.`,
-        { url: redactUrl(opts.url) },
-      );
-    }
-    if (sink.decompressError) {
-      await removeQuietly(partPath, metaPath, outPath);
-      throw new ArtifactsError(
-        "DECOMPRESS_FAILED",
-        `${label}: not valid zstd data (${sink.decompressError.message}); the download was deleted.`,
-        { cause: sink.decompressError },
-      );
-    }
-    await moveIntoPlace(outPath ?? partPath, dest, dir);
-    await removeQuietly(metaPath, outPath ? partPath : undefined);
-    progress.finish();
-    succeeded = true;
-    return { path: dest, sha256, bytes: sink.bytes, verified: expected !== undefined, resumedFrom };
+    const first = await pass(job, true);
+    const result =
+      first === "start over"
+        ? await pass(job, false).then((second) => {
+            if (second === "start over") throw new Error("a fresh download cannot have resumed");
+            return second;
+          })
+        : first;
+    return { ...result, seconds: (performance.now() - started) / 1000 };
   } finally {
-    if (!succeeded) {
-      await sink.close();
-      // The .part stays for the next run to resume; the decompressed output is rebuilt from it anyway.
-      await removeQuietly(outPath);
-    }
+    job.agent.close();
   }
+}
+
+/**
+ * One go at the whole file: continues an earlier run's .part when `resume` allows and there is one. A digest
+ * mismatch after resuming asks for a fresh start, since the kept bytes may come from another version of the file.
+ */
+async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "seconds"> | "start over"> {
+  const { opts, label, partPath, metaPath, unpackPath, expected } = job;
+  const earlier = resume
+    ? await earlierState(metaPath, await fileSize(partPath), {
+        url: opts.url,
+        ...(opts.identity !== undefined ? { identity: opts.identity } : {}),
+        ...(expected ? { sha256: expected } : {}),
+      })
+    : undefined;
+  if (!earlier) await removeQuietly(partPath, metaPath, `${metaPath}.tmp`, unpackPath);
+  const resumedFrom = earlier?.onDisk.size ?? 0;
+  if (resumedFrom > 0) {
+    opts.onMessage?.(`${label}: resuming, ${formatBytes(resumedFrom)} already here from an earlier run`);
+  }
+  if (opts.expectedBytes !== undefined) await ensureFreeSpace(job.dir, opts.expectedBytes - resumedFrom);
+
+  const session = new Session(job, earlier);
+  await session.run();
+  const sink = session.sink;
+  const sha256 = sink.digest();
+  if (expected && sha256 !== expected) {
+    await removeQuietly(partPath, metaPath, unpackPath);
+    if (resumedFrom > 0) {
+      opts.onMessage?.(
+        `${label}: SHA-256 mismatch after resuming an earlier download; deleted it, starting over`,
+      );
+      return "start over";
+    }
+    throw new ArtifactsError(
+      "CHECKSUM_MISMATCH",
+      `${label}: SHA-256 mismatch (expected ${expected}, got ${sha256}); the download was deleted. Run the command again to download it afresh; if it fails again, the published file does not match its published digest.`,
+      { url: redactUrl(opts.url) },
+    );
+  }
+  if (sink.decompressError) {
+    await removeQuietly(partPath, metaPath, unpackPath);
+    throw new ArtifactsError(
+      "DECOMPRESS_FAILED",
+      `${label}: not valid zstd data (${sink.decompressError.message}); the download was deleted.`,
+      { cause: sink.decompressError },
+    );
+  }
+  await moveIntoPlace(unpackPath ?? partPath, job.dest, job.dir);
+  await removeQuietly(metaPath, unpackPath ? partPath : undefined);
+  session.progress.finish();
+  return {
+    path: job.dest,
+    sha256,
+    bytes: sink.total ?? 0,
+    verified: expected !== undefined,
+    resumedFrom,
+    fetchedBytes: session.fetched,
+    connections: session.peak,
+  };
 }
 
 /** Lower-cased headers with a user agent, and the `authorization` header apart from them. */
@@ -224,145 +225,530 @@ function splitHeaders(given: Record<string, string> | undefined): {
   return { headers, credentials };
 }
 
+/** Thrown by a connection that found the download must start from zero: the file changed, or Range is ignored. */
+class Restart extends Error {
+  constructor(
+    message: string,
+    /** The server ignores Range: from now on, one stream without it. */
+    readonly single: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** The link a request may be sent to: the URL asked for, or the storage URL it redirected to, while that works. */
+class Link {
+  private resolved: { url: string; sameOrigin: boolean } | undefined;
+  private resolving: Promise<unknown> | undefined;
+
+  constructor(private readonly job: Job) {}
+
+  /**
+   * GETs the resolved link, or resolves it through the URL asked for (one connection at a time does that; the
+   * others wait for its answer). `fresh` says the answer came through the URL asked for.
+   */
+  async get(
+    headers: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<FollowedResponse & { fresh: boolean }> {
+    const { job } = this;
+    const common = {
+      agent: job.agent,
+      signal,
+      stallTimeoutMs: job.opts.stallTimeoutMs ?? 30_000,
+    };
+    for (;;) {
+      const link = this.resolved;
+      if (link) {
+        const res = await get(
+          link.url,
+          link.sameOrigin ? { ...headers, ...job.credentials } : headers,
+          common,
+        );
+        return { ...res, url: link.url, crossOrigin: !link.sameOrigin, fresh: false };
+      }
+      if (this.resolving) {
+        await this.resolving.catch(() => {});
+        continue;
+      }
+      const answer = getFollowing(job.opts.url, { ...common, headers, credentials: job.credentials });
+      this.resolving = answer;
+      try {
+        const res = await answer;
+        if (res.statusCode >= 200 && res.statusCode < 300) {
+          this.resolved = { url: res.url, sameOrigin: !res.crossOrigin };
+        }
+        return { ...res, fresh: true };
+      } finally {
+        this.resolving = undefined;
+      }
+    }
+  }
+
+  /** The link stopped working (a signed URL expired): the next request resolves it again. */
+  expire(url: string): void {
+    if (this.resolved?.url === url) this.resolved = undefined;
+  }
+}
+
 /**
- * Whether an earlier run's `.part` can be continued: same URL and digest, and a validator or a digest to detect
- * a changed file. Returns the sidecar to keep using and the bytes to resume from.
+ * The connections of one download and what they share: the plan of who fetches what, the assembler, the state
+ * file and the link. Connections are added while they add throughput (see `adapt()`).
  */
-async function earlierPart(
-  url: string,
-  expected: string | undefined,
-  partPath: string,
-  metaPath: string,
-): Promise<{ meta: PartMeta; reusable: boolean; resumedFrom: number }> {
-  const fresh: PartMeta = { url, ...(expected ? { sha256: expected } : {}) };
-  const previous = await readJson<PartMeta>(metaPath);
-  const existing = (await fileSize(partPath)) ?? 0;
-  const reusable =
-    existing > 0 &&
-    previous?.url === url &&
-    previous.sha256 === fresh.sha256 &&
-    (previous.validator !== undefined || expected !== undefined);
-  return reusable
-    ? { meta: previous, reusable, resumedFrom: existing }
-    : { meta: fresh, reusable, resumedFrom: 0 };
-}
+class Session {
+  sink!: Assembler;
+  readonly progress: ProgressTracker;
+  /** Bytes fetched over the network. */
+  fetched = 0;
+  /** The most connections at work at once. */
+  peak = 0;
+  private plan!: Plan;
+  private writer!: StateWriter;
+  private readonly link: Link;
+  private state: PartState;
+  private onDisk: Ranges;
+  /** The server ignores Range: one stream, from zero. */
+  private single = false;
+  private restarts = 0;
+  private target = 1;
+  private active = 0;
+  private workers: Promise<void>[] = [];
+  private wakers: (() => void)[] = [];
+  private over = false;
+  private stop!: AbortController;
+  private fail!: (err: unknown) => void;
+  /** How long requests wait for their answer, averaged. */
+  private firstAnswerMs = 0;
+  /** `fetched` over the last half second, for the throughput. */
+  private recent: { t: number; bytes: number }[] = [];
+  private ramp = newRamp();
 
-/** One try: a request resuming where the sink stands, its answer checked, its body received. */
-async function attempt(t: Transfer): Promise<void> {
-  const res = await request(t);
-  let consumed = false;
-  try {
-    const answer = await acceptStatus(res, t);
-    if (answer.complete) return;
-    await rememberVersion(res, t);
-    if (!t.spaceChecked && answer.total !== undefined) {
-      await ensureFreeSpace(t.dir, answer.total - t.sink.bytes);
-      t.spaceChecked = true;
-    }
-    t.progress.setTotal(answer.total);
-    consumed = true;
-    await receiveBody(res, answer.total, t);
-  } finally {
-    // Closing beats draining here: an unwanted body may be the whole multi-gigabyte file.
-    if (!consumed) res.body.destroy();
+  constructor(
+    private readonly job: Job,
+    earlier: { state: PartState; onDisk: Ranges } | undefined,
+  ) {
+    this.link = new Link(job);
+    this.state = earlier?.state ?? this.freshState();
+    this.onDisk = earlier?.onDisk ?? new Ranges();
+    this.progress = new ProgressTracker(job.label, job.opts.onProgress);
   }
-}
 
-/** Sends the GET, with a range (and If-Range) when the sink already holds bytes that can be resumed. */
-async function request(t: Transfer): Promise<FollowedResponse> {
-  // Without a validator or a digest, resuming could splice two versions of the file together undetected.
-  const canResume = t.meta.validator !== undefined || t.expected !== undefined;
-  if (t.sink.bytes > 0 && !canResume) await t.sink.reset();
-  const attemptHeaders = { ...t.headers };
-  if (t.sink.bytes > 0) {
-    attemptHeaders.range = `bytes=${t.sink.bytes}-`;
-    if (t.meta.validator) attemptHeaders["if-range"] = t.meta.validator;
-  }
-  return getFollowing(t.opts.url, {
-    headers: attemptHeaders,
-    credentials: t.credentials,
-    signal: t.opts.signal,
-    stallTimeoutMs: t.opts.stallTimeoutMs ?? 30_000,
-    bulk: true,
-  });
-}
-
-/**
- * What the status says about the body to come: its total size (when known), or that the `.part` was already
- * complete (416 at its exact size). A resume the server did not honour resets the sink; failures throw, retryable
- * or not.
- */
-async function acceptStatus(
-  res: FollowedResponse,
-  t: Transfer,
-): Promise<{ complete: boolean; total: number | undefined }> {
-  const { sink, opts, label } = t;
-  if (res.statusCode === 206) {
-    const range = parseContentRange(headerValue(res.headers, "content-range"));
-    if (range?.start !== sink.bytes) {
-      await sink.reset();
-      throw new RetryableError("the server resumed at the wrong position; restarting from zero", 0);
-    }
-    return { complete: false, total: range.total };
-  }
-  if (res.statusCode === 200) {
-    if (sink.bytes > 0) {
-      opts.onMessage?.(`${label}: the server did not resume (answered 200); restarting from zero`);
-      await sink.reset();
-    }
-    const length = Number(headerValue(res.headers, "content-length"));
-    return { complete: false, total: Number.isFinite(length) ? length : undefined };
-  }
-  if (res.statusCode === 416) {
-    const range = parseContentRange(headerValue(res.headers, "content-range"));
-    if (range?.total !== undefined && range.total === sink.bytes)
-      return { complete: true, total: range.total }; // the .part was already complete
-    opts.onMessage?.(`${label}: the server rejected the resume position (416); restarting from zero`);
-    await sink.reset();
-    throw new RetryableError("range not satisfiable", 0);
-  }
-  throw failureFor(
-    res.statusCode,
-    res.headers,
-    {
-      what: label,
-      url: res.url,
-      hasToken: "authorization" in t.credentials,
-      crossOrigin: res.crossOrigin,
-    },
-    opts,
-  );
-}
-
-/** The sidecar lets a later run resume: it records which URL, digest and object version the .part holds. */
-async function rememberVersion(res: FollowedResponse, t: Transfer): Promise<void> {
-  const validator = strongValidator(res.headers);
-  if (!t.metaSaved || validator !== t.meta.validator) {
-    const { validator: _old, ...rest } = t.meta;
-    t.meta = validator ? { ...rest, validator } : rest;
-    await writeFileAtomic(t.metaPath, JSON.stringify(t.meta));
-    t.metaSaved = true;
-  }
-}
-
-/** Streams the body into the sink; a body that ends short of `total` is a retryable cut. */
-async function receiveBody(res: FollowedResponse, total: number | undefined, t: Transfer): Promise<void> {
-  const { sink } = t;
-  for await (const chunk of res.body) {
-    await sink.write(chunk as Buffer);
-    t.progress.set(sink.bytes);
-    if (t.outPath && !t.unpackedSpaceChecked && sink.head.length >= ZSTD_HEADER_MAX) {
-      // The decompressed size is known only once the frame header has arrived.
-      t.unpackedSpaceChecked = true;
-      const unpacked = zstdContentSize(sink.head);
-      const stillCompressed = total === undefined ? 0 : total - sink.bytes;
-      if (unpacked !== undefined)
-        await ensureFreeSpace(t.dir, unpacked - sink.unpackedBytes + stillCompressed);
+  /** Runs until the assembler has every byte in order; starts over when a connection says it must. */
+  async run(): Promise<void> {
+    for (;;) {
+      try {
+        await this.pass();
+        return;
+      } catch (err) {
+        if (!(err instanceof Restart)) throw err;
+        this.job.opts.onMessage?.(`${this.job.label}: ${err.message}; restarting from zero`);
+        if (++this.restarts > (this.job.opts.retries ?? 5)) {
+          throw new ArtifactsError(
+            "NETWORK",
+            `Downloading ${this.job.label} had to restart from zero ${this.restarts} times (${err.message}). Run the command again later.`,
+          );
+        }
+        await removeQuietly(this.job.partPath, this.job.metaPath, this.job.unpackPath);
+        this.single ||= err.single;
+        this.state = this.freshState();
+        this.onDisk = new Ranges();
+      }
     }
   }
-  if (total !== undefined && sink.bytes !== total) {
-    throw new RetryableError(`the connection closed at byte ${sink.bytes} of ${total}`);
+
+  private freshState(): PartState {
+    const { opts, expected } = this.job;
+    return {
+      version: 2,
+      url: opts.url,
+      ...(opts.identity !== undefined ? { identity: opts.identity } : {}),
+      ...(expected ? { sha256: expected } : {}),
+      done: [],
+    };
   }
+
+  private async pass(): Promise<void> {
+    const { job } = this;
+    this.over = false;
+    this.stop = new AbortController();
+    const failed = new Promise<never>((_, reject) => {
+      this.fail = (err) => {
+        this.over = true;
+        reject(err);
+      };
+    });
+    failed.catch(() => {});
+    const user = job.opts.signal;
+    const onAbort = () => this.fail(abortedError(user));
+    if (user?.aborted) onAbort();
+    user?.addEventListener("abort", onAbort, { once: true });
+    this.sink = new Assembler({
+      partPath: job.partPath,
+      ...(job.unpackPath ? { unpackTo: job.unpackPath } : {}),
+      onDisk: this.onDisk,
+      onWritten: () => this.writer.touch(),
+      onAdvance: () => this.wakeAll(),
+    });
+    this.writer = new StateWriter(
+      job.metaPath,
+      () => this.snapshot(),
+      (err) => this.fail(err),
+    );
+    const missing = new Ranges([[0, this.state.total ?? Number.POSITIVE_INFINITY]]);
+    for (const [s, e] of this.onDisk.intervals) missing.remove(s, e);
+    this.plan = new Plan(missing, pieceBytes(job.connections), WINDOW_BYTES, () => this.sink.frontier);
+    this.target = 1;
+    this.ramp = { ...newRamp(), on: !this.single && job.connections > 1 };
+    this.progress.setTotal(this.state.total);
+    const tick = setInterval(() => {
+      const now = performance.now();
+      this.recent.push({ t: now, bytes: this.fetched });
+      while (now - this.recent[0]!.t > 500) this.recent.shift();
+      this.adapt();
+    }, RAMP_TICK_MS);
+    let succeeded = false;
+    try {
+      await this.sink.open(this.state.total);
+      this.spawn();
+      await Promise.race([this.sink.consumed, failed]);
+      succeeded = true;
+    } finally {
+      user?.removeEventListener("abort", onAbort);
+      clearInterval(tick);
+      this.over = true;
+      this.stop.abort();
+      this.wakeAll();
+      await Promise.allSettled(this.workers);
+      this.workers = [];
+      try {
+        if (succeeded) await this.sink.finish();
+        else await this.sink.close();
+      } finally {
+        await this.writer.stop();
+      }
+    }
+  }
+
+  private snapshot(): PartState {
+    return { ...this.state, done: this.sink.written.intervals.map(([s, e]) => [s, e]) };
+  }
+
+  /**
+   * What a split must hand over at least: what one connection fetches in two waits for a first answer, so that
+   * the new request's round trip is paid back (small on a fast, near server; large on a far one).
+   */
+  private splitWorth(): number {
+    const perConnection = this.recentRate() / Math.max(1, this.active);
+    return Math.min(MAX_SPLIT, Math.max(MIN_SPLIT, 2 * (this.firstAnswerMs / 1000) * perConnection));
+  }
+
+  /** Bytes per second over the last half second. */
+  private recentRate(): number {
+    const first = this.recent[0];
+    const last = this.recent.at(-1);
+    return first && last && last.t > first.t ? ((last.bytes - first.bytes) / (last.t - first.t)) * 1000 : 0;
+  }
+
+  /** Fires when the caller gives up or the pass ends. */
+  private signal(): AbortSignal {
+    const user = this.job.opts.signal;
+    return user ? AbortSignal.any([user, this.stop.signal]) : this.stop.signal;
+  }
+
+  private spawn(): void {
+    const id = this.workers.length;
+    this.ramp.spawned = performance.now();
+    this.workers.push(this.work(id));
+  }
+
+  private wakeAll(): void {
+    for (const wake of this.wakers.splice(0)) wake();
+  }
+
+  private changed(): Promise<void> {
+    return new Promise((wake) => this.wakers.push(wake));
+  }
+
+  /** One connection: claims range after range until the file is complete or it is no longer wanted. */
+  private async work(id: number): Promise<void> {
+    let failures = 0;
+    const signal = this.signal();
+    while (!this.over && id < this.target) {
+      const claim = this.plan.take(this.single || this.target === 1) ?? this.plan.steal(this.splitWorth());
+      if (!claim) {
+        await this.changed();
+        continue;
+      }
+      const before = claim.pos;
+      this.active++;
+      this.peak = Math.max(this.peak, this.active);
+      this.progress.setConnections(this.active);
+      try {
+        await this.fetch(claim, id);
+        this.plan.finish(claim);
+        failures = 0;
+      } catch (err) {
+        this.plan.release(claim);
+        if (this.over) return;
+        if (this.job.opts.signal?.aborted) {
+          this.fail(abortedError(this.job.opts.signal));
+          return;
+        }
+        if (err instanceof Restart || err instanceof ArtifactsError) {
+          this.fail(err);
+          return;
+        }
+        if (err instanceof LinkExpired) continue;
+        failures = claim.pos > before ? 1 : failures + 1;
+        try {
+          await afterFailure(`Downloading ${this.job.label}`, err, failures, { ...this.job.opts, signal });
+        } catch (final) {
+          if (!this.over)
+            this.fail(this.job.opts.signal?.aborted ? abortedError(this.job.opts.signal) : final);
+          return;
+        }
+      } finally {
+        this.active--;
+        this.progress.setConnections(this.active);
+        this.wakeAll();
+      }
+    }
+  }
+
+  /** Requests a claim's bytes and takes them, extending the claim while the answer runs on. */
+  private async fetch(claim: Claim, id: number): Promise<void> {
+    const headers = { ...this.job.headers };
+    if (!this.single) {
+      const total = this.state.total ?? Number.POSITIVE_INFINITY;
+      headers.range =
+        claim.reqEnd >= total ? `bytes=${claim.pos}-` : `bytes=${claim.pos}-${claim.reqEnd - 1}`;
+      if (this.state.validator) headers["if-range"] = this.state.validator;
+    }
+    const asked = performance.now();
+    const res = await this.link.get(headers, this.signal());
+    const waited = performance.now() - asked;
+    this.firstAnswerMs = this.firstAnswerMs === 0 ? waited : 0.8 * this.firstAnswerMs + 0.2 * waited;
+    let end: number;
+    try {
+      end = await this.accept(res, claim);
+    } catch (err) {
+      // Closing beats draining here: an unwanted body may be the whole multi-gigabyte file.
+      res.body.destroy();
+      throw err;
+    }
+    // The newest connection's first answer: all of the latest ones are running (give or take a round trip).
+    if (id === this.workers.length - 1 && !this.ramp.ready) this.rampFrom(performance.now());
+    let pos = claim.pos;
+    receiving: for await (const chunk of res.body) {
+      try {
+        for (let at = 0; at < chunk.length; ) {
+          // At the claim's end the claim grows, or the rest of the answer belongs to another connection.
+          if (pos >= claim.end && !(await this.extend(claim, end))) break receiving;
+          const piece = chunk.subarray(at, at + Math.min(chunk.length - at, claim.end - pos));
+          // Moved before waiting for the disk, so that a split never hands out bytes that are already here.
+          claim.pos = pos + piece.length;
+          this.fetched += piece.length;
+          retain(piece);
+          const put = this.sink.put(pos, piece);
+          pos += piece.length;
+          at += piece.length;
+          this.progress.set(this.sink.received);
+          await put;
+        }
+      } finally {
+        release(chunk);
+      }
+    }
+    if (pos < claim.end) {
+      if (this.single && claim.end === Number.POSITIVE_INFINITY) {
+        // A body of unknown length (no Content-Length) ends when the server closes: that was all of it.
+        this.sink.setTotal(pos);
+        this.plan.setTotal(pos);
+        return;
+      }
+      throw new RetryableError(`the connection closed at byte ${pos} of ${this.state.total ?? "?"}`);
+    }
+  }
+
+  /**
+   * Grows the claim while its answer runs on: at once when the next piece is free and within the window, after
+   * waiting for the hash to catch up when only the window stands in the way (the socket pauses meanwhile).
+   */
+  private async extend(claim: Claim, answerEnd: number): Promise<boolean> {
+    while (claim.end < answerEnd && !this.over) {
+      if (this.plan.extend(claim)) return true;
+      if (!this.plan.nextInLine(claim)) return false;
+      await this.changed();
+    }
+    return false;
+  }
+
+  /** Checks an answer against the claim and what is known of the file; returns where its body ends. */
+  private async accept(res: FollowedResponse & { fresh: boolean }, claim: Claim): Promise<number> {
+    const { job } = this;
+    const validator = strongValidator(res.headers);
+    if (res.statusCode === 206 && !this.single) {
+      const range = parseContentRange(headerValue(res.headers, "content-range"));
+      if (range?.start !== claim.pos || range.end === undefined || range.total === undefined) {
+        throw new Restart("the server answered with another range than the one asked for", false);
+      }
+      if (this.state.total !== undefined && range.total !== this.state.total) {
+        throw new Restart("the file on the server changed size", false);
+      }
+      if (
+        this.state.validator !== undefined &&
+        validator !== undefined &&
+        validator !== this.state.validator
+      ) {
+        throw new Restart("the file on the server changed", false);
+      }
+      if (this.state.total === undefined) await this.learn(range.total, validator);
+      return range.end + 1;
+    }
+    if (res.statusCode === 200) {
+      const length = Number(headerValue(res.headers, "content-length"));
+      const total = Number.isSafeInteger(length) ? length : undefined;
+      if (claim.pos === 0 && this.sink.written.empty && this.state.total === undefined) {
+        // The first answer, from zero: a server without Range support, or one that ignored it. One stream it is.
+        this.single = true;
+        this.ramp.on = false;
+        if (total !== undefined) await this.learn(total, validator);
+        else claim.end = Number.POSITIVE_INFINITY;
+        return total ?? Number.POSITIVE_INFINITY;
+      }
+      const same = validator === this.state.validator || validator === undefined;
+      throw new Restart(
+        same ? "the server did not resume (answered 200)" : "the file on the server changed",
+        same,
+      );
+    }
+    if (res.statusCode === 416) {
+      const range = parseContentRange(headerValue(res.headers, "content-range"));
+      if (range?.total === 0 && this.state.total === undefined) {
+        await this.learn(0, validator);
+        claim.end = 0;
+        return 0;
+      }
+      throw new Restart("the server rejected the resume position (416)", false);
+    }
+    if (!res.fresh && res.crossOrigin && EXPIRED.has(res.statusCode)) {
+      this.link.expire(res.url);
+      throw new LinkExpired();
+    }
+    if (res.fresh && !res.crossOrigin && res.statusCode === 404 && this.state.total !== undefined) {
+      // It was there when the download started: deleted meanwhile, or replaced by a new upload under a new URL.
+      throw new ArtifactsError(
+        "NOT_FOUND",
+        `${job.label} disappeared from ${redactUrl(res.url)} during the download (deleted, or replaced by a new upload). Run the command again to fetch what is published now.`,
+        { status: 404, url: redactUrl(res.url) },
+      );
+    }
+    throw failureFor(
+      res.statusCode,
+      res.headers,
+      {
+        what: job.label,
+        url: res.url,
+        hasToken: "authorization" in job.credentials,
+        crossOrigin: res.crossOrigin,
+      },
+      job.opts,
+    );
+  }
+
+  /** The first answer told the size and version of the file: the plan, the state and the space check follow. */
+  private async learn(total: number, validator: string | undefined): Promise<void> {
+    this.state = { ...this.state, total, ...(validator ? { validator } : {}) };
+    this.sink.setTotal(total);
+    this.plan.setTotal(total);
+    this.progress.setTotal(total);
+    this.writer.touch();
+    if (this.job.opts.expectedBytes === undefined)
+      await ensureFreeSpace(this.job.dir, total - this.sink.received);
+    if (this.job.opts.adaptive === false && !this.single) {
+      this.ramp.on = false;
+      this.target = this.job.connections;
+      while (this.workers.length < this.target) this.spawn();
+    }
+  }
+
+  /** The newest connection delivered its first bytes: measure the throughput from now on. */
+  private rampFrom(now: number): void {
+    const ramp = this.ramp;
+    ramp.ready = true;
+    ramp.since = now;
+    ramp.bytes = this.fetched;
+    ramp.busy = performance.eventLoopUtilization();
+    // A connection that took long to deliver (TLS, a long round trip) also takes long to reach its speed.
+    ramp.settleMs = Math.max(RAMP_MEASURE_MS, 2 * (now - ramp.spawned));
+  }
+
+  /**
+   * Doubles the connections while the ones added last each still raised the throughput by at least half of what
+   * an earlier connection brings, up to the cap, and the event loop has time to spare. When they did not, only as
+   * many stay as the gain pays for (none on a link one connection fills); the others retire after their current
+   * range.
+   */
+  private adapt(): void {
+    const ramp = this.ramp;
+    if (!ramp.on || !ramp.ready || this.state.total === undefined) return;
+    const now = performance.now();
+    const elapsed = now - ramp.since;
+    if (elapsed < ramp.settleMs) return;
+    const rate = (this.fetched - ramp.bytes) / elapsed;
+    const n = this.target;
+    if (ramp.before > 0) {
+      const each = ramp.rate / ramp.before;
+      const added = n - ramp.before;
+      if (rate - ramp.rate < RAMP_GAIN * each * added) {
+        ramp.on = false;
+        this.target = ramp.before + Math.max(0, Math.round((rate - ramp.rate) / each));
+        this.wakeAll();
+        return;
+      }
+    }
+    const more = Math.min(n, this.job.connections - n);
+    const busy = performance.eventLoopUtilization(ramp.busy).utilization;
+    if (
+      more <= 0 ||
+      busy > RAMP_MAX_BUSY ||
+      this.plan.unclaimed < (n + more) * pieceBytes(this.job.connections)
+    ) {
+      ramp.on = false;
+      return;
+    }
+    ramp.rate = rate;
+    ramp.before = n;
+    ramp.ready = false;
+    this.target = n + more;
+    for (let i = 0; i < more; i++) this.spawn();
+  }
+}
+
+/** Where adding connections stands: measuring the throughput of the newest ones, or done. */
+function newRamp() {
+  return {
+    on: false,
+    /** The newest connections have delivered: the throughput is being measured. */
+    ready: false,
+    since: 0,
+    bytes: 0,
+    /** Throughput with the connections there were before the newest, and how many there were. */
+    rate: 0,
+    before: 0,
+    settleMs: RAMP_MEASURE_MS,
+    spawned: 0,
+    /** The event loop's use at the start of the measurement. */
+    busy: performance.eventLoopUtilization(),
+  };
+}
+
+/** Refusal of a link resolved earlier: not a failure, a reason to resolve it again. */
+class LinkExpired extends Error {}
+
+/** Pieces small enough that the window holds two per connection, large enough that requests stay few. */
+function pieceBytes(connections: number): number {
+  return Math.min(16 << 20, Math.max(1 << 20, Math.floor(WINDOW_BYTES / (2 * connections))));
 }
 
 /** fsync, rename over `dest`, fsync the directory. */
@@ -376,13 +762,16 @@ async function moveIntoPlace(finalTmp: string, dest: string, dir: string): Promi
   }
 }
 
-function parseContentRange(value: string | undefined): { start?: number; total?: number } | undefined {
+function parseContentRange(
+  value: string | undefined,
+): { start?: number; end?: number; total?: number } | undefined {
   if (!value) return undefined;
-  const m = /^bytes\s+(?:(\d+)-\d+|\*)\/(\d+|\*)$/.exec(value.trim());
+  const m = /^bytes\s+(?:(\d+)-(\d+)|\*)\/(\d+|\*)$/.exec(value.trim());
   if (!m) return undefined;
-  const r: { start?: number; total?: number } = {};
+  const r: { start?: number; end?: number; total?: number } = {};
   if (m[1] !== undefined) r.start = Number(m[1]);
-  if (m[2] !== "*") r.total = Number(m[2]);
+  if (m[2] !== undefined) r.end = Number(m[2]);
+  if (m[3] !== "*") r.total = Number(m[3]);
   return r;
 }
 
@@ -391,142 +780,4 @@ function strongValidator(headers: Record<string, string | string[] | undefined>)
   const etag = headerValue(headers, "etag");
   if (etag && !etag.startsWith("W/")) return etag;
   return headerValue(headers, "last-modified");
-}
-
-/** Resolves once `stream` can take more data, or has failed (the caller then checks the recorded error). */
-function drained(stream: Writable): Promise<void> {
-  if (stream.destroyed || !stream.writableNeedDrain) return Promise.resolve();
-  return new Promise((resolveDrain) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      stream.off("error", done);
-      resolveDrain();
-    };
-    stream.on("drain", done);
-    stream.on("close", done);
-    stream.on("error", done);
-  });
-}
-
-/**
- * Where downloaded bytes go: the SHA-256, the `.part` file and, for compressed assets, a streaming decompressor.
- * The hash cannot be persisted, so reopening an existing `.part` replays it through the hash and the decompressor.
- */
-class Sink {
-  bytes = 0;
-  /** The first bytes as published, for the zstd frame header. */
-  head: Buffer = Buffer.alloc(0);
-  decompressError: Error | undefined;
-  private hash: Hash = createHash("sha256");
-  private part: WriteStream | undefined;
-  private zstd: { dec: DecompressStream; out: WriteStream; done: Promise<void>; sync: EarlySync } | undefined;
-  private partSync: EarlySync | undefined;
-  private failure: ArtifactsError | undefined;
-
-  constructor(
-    private readonly partPath: string,
-    private readonly outPath: string | undefined,
-  ) {}
-
-  async open(offset: number): Promise<void> {
-    this.hash = createHash("sha256");
-    this.bytes = 0;
-    this.head = Buffer.alloc(0);
-    this.failure = undefined;
-    this.decompressError = undefined;
-    if (this.outPath) this.startDecompressor(this.outPath);
-    if (offset > 0) {
-      try {
-        for await (const chunk of createReadStream(this.partPath, { end: offset - 1 }))
-          await this.feed(chunk, false);
-      } catch (err) {
-        throw ioError(err, `reading ${this.partPath}`);
-      }
-    }
-    const part = createWriteStream(this.partPath, {
-      flags: offset > 0 ? "a" : "w",
-      highWaterMark: WRITE_BUFFER,
-    });
-    part.on("error", (err) => {
-      this.failure ??= ioError(err, `writing ${this.partPath}`);
-    });
-    this.part = part;
-    this.partSync = new EarlySync(part);
-  }
-
-  async reset(): Promise<void> {
-    await this.close();
-    await this.open(0);
-  }
-
-  write(chunk: Buffer): Promise<void> {
-    return this.feed(chunk, true);
-  }
-
-  /** Decompressed bytes handed to the file system so far. */
-  get unpackedBytes(): number {
-    return this.zstd?.out.bytesWritten ?? 0;
-  }
-
-  private async feed(chunk: Buffer, toPart: boolean): Promise<void> {
-    if (this.head.length < ZSTD_HEADER_MAX) {
-      this.head = Buffer.concat([this.head, chunk.subarray(0, ZSTD_HEADER_MAX - this.head.length)]);
-    }
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    const partFull = toPart && !this.part!.write(chunk);
-    if (toPart && !this.zstd) this.partSync!.poke();
-    this.zstd?.sync.poke();
-    const dec = this.decompressError ? undefined : this.zstd?.dec;
-    const decFull = dec !== undefined && !dec.write(chunk);
-    if (partFull) await drained(this.part!);
-    if (decFull) await drained(dec);
-    if (this.failure) throw this.failure;
-  }
-
-  async finish(): Promise<void> {
-    const part = this.part!;
-    part.end();
-    await finished(part).catch(() => {});
-    if (this.zstd && !this.decompressError) {
-      this.zstd.dec.end();
-      await this.zstd.done;
-    }
-    if (this.failure) throw this.failure;
-  }
-
-  digest(): string {
-    return this.hash.digest("hex");
-  }
-
-  /** Waits for the file descriptors to close: a late write from an old stream would corrupt a restarted file. */
-  async close(): Promise<void> {
-    const streams = [this.part, this.zstd?.dec, this.zstd?.out].filter((s) => s !== undefined);
-    this.part = undefined;
-    this.zstd = undefined;
-    await Promise.all(
-      streams.map((s) => {
-        if (s.closed) return undefined;
-        const closed = new Promise<void>((ok) => s.once("close", () => ok()));
-        s.destroy();
-        return closed;
-      }),
-    );
-  }
-
-  private startDecompressor(outPath: string): void {
-    const dec = new DecompressStream();
-    const out = createWriteStream(outPath, { highWaterMark: WRITE_BUFFER });
-    // A corrupt stream is reported only after the digest check: a digest mismatch is the more useful diagnosis.
-    dec.on("error", (err) => {
-      this.decompressError ??= err;
-    });
-    out.on("error", (err) => {
-      // pipeline() also destroys `out` with the decompressor's own error; that one is not an I/O failure.
-      if (err !== this.decompressError) this.failure ??= ioError(err, `writing ${outPath}`);
-    });
-    const done = pipeline(dec, out).catch(() => {});
-    this.zstd = { dec, out, done, sync: new EarlySync(out) };
-  }
 }

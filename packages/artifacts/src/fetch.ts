@@ -1,7 +1,7 @@
 import { copyFile, cp, link, mkdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { ImageCache } from "./cache.js";
-import { type DownloadOptions, download } from "./download.js";
+import { type DownloadOptions, type DownloadResult, download } from "./download.js";
 import { ArtifactsError, ioError } from "./errors.js";
 import { fsyncDir, removeQuietly, tempSibling } from "./fsutil.js";
 import type { ArtifactRef, GitHubClient, Release, ReleaseAsset } from "./github.js";
@@ -10,7 +10,15 @@ import { extractZipSafely, listFiles } from "./zip.js";
 /** Download settings passed through to `download()`. */
 export type TransferOptions = Pick<
   DownloadOptions,
-  "onProgress" | "onMessage" | "signal" | "stallTimeoutMs" | "retries" | "retryDelayMs" | "maxRateLimitWaitMs"
+  | "onProgress"
+  | "onMessage"
+  | "signal"
+  | "stallTimeoutMs"
+  | "retries"
+  | "retryDelayMs"
+  | "maxRateLimitWaitMs"
+  | "connections"
+  | "adaptive"
 >;
 
 export interface FetchReleaseAssetOptions extends TransferOptions {
@@ -35,6 +43,20 @@ export interface FetchResult {
   verified: Verification;
   /** True when the cache already held the content and nothing was downloaded. */
   cached: boolean;
+  /** What the download took; absent when nothing was downloaded. */
+  transfer?: TransferStats;
+}
+
+export interface TransferStats {
+  /** Bytes fetched over the network (less than the file when an earlier run's bytes were reused). */
+  bytes: number;
+  seconds: number;
+  /** The most connections open at once. */
+  connections: number;
+}
+
+function statsOf(result: DownloadResult): TransferStats {
+  return { bytes: result.fetchedBytes, seconds: result.seconds, connections: result.connections };
 }
 
 const CHECKSUM_ASSET = /^(sha256sums(\.txt)?|checksums(\.txt)?|sha256sum\.txt)$/i;
@@ -74,16 +96,19 @@ export async function fetchReleaseAsset(
     url: asset.url,
     dest: staging ? join(staging, outName) : dest!,
     headers: await client.downloadHeaders(),
+    env: client.env,
     expectedBytes: asset.size,
+    // A `-latest` asset replaced under the same name gets a new id: its partial download is not continued.
+    identity: `asset ${asset.id} ${asset.updatedAt}`,
     label: asset.name,
     ...(expected ? { expectedSha256: expected } : {}),
     ...(decompress ? { decompress: "zstd" as const } : {}),
   });
-  if (!staging || !opts.cache)
-    return { path: result.path, sha256: result.sha256, verified, cached: false, asset };
+  const transferred = { sha256: result.sha256, verified, cached: false, transfer: statsOf(result), asset };
+  if (!staging || !opts.cache) return { path: result.path, ...transferred };
   const entry = await opts.cache.commit(staging, result.sha256);
   const path = await placeResult(join(entry, outName), dest);
-  return { path, sha256: result.sha256, verified, cached: false, asset };
+  return { path, ...transferred };
 }
 
 export interface FetchArtifactOptions extends TransferOptions {
@@ -170,6 +195,8 @@ async function artifactTree(opts: FetchArtifactOptions): Promise<Tree> {
     url: artifact.archiveDownloadUrl,
     dest: zipPath,
     headers,
+    env: client.env,
+    identity: `artifact ${artifact.id}`,
     label: `${artifact.name}.zip`,
     ...(artifact.sizeInBytes > 0 ? { expectedBytes: artifact.sizeInBytes } : {}),
     ...(expected ? { expectedSha256: expected } : {}),
@@ -187,7 +214,7 @@ async function artifactTree(opts: FetchArtifactOptions): Promise<Tree> {
   } finally {
     await removeQuietly(zipPath);
   }
-  const summary = { sha256: result.sha256, verified, cached: false };
+  const summary = { sha256: result.sha256, verified, cached: false, transfer: statsOf(result) };
   if (!cache) return { result: summary, dir: tree, temporary: work };
   const entry = await cache.commit(tree, result.sha256);
   await removeQuietly(work);
@@ -203,6 +230,7 @@ function expiredError(artifact: ArtifactRef): ArtifactsError {
 
 function transfer(opts: TransferOptions): TransferOptions {
   const { onProgress, onMessage, signal, stallTimeoutMs, retries, retryDelayMs, maxRateLimitWaitMs } = opts;
+  const { connections, adaptive } = opts;
   return Object.fromEntries(
     Object.entries({
       onProgress,
@@ -212,6 +240,8 @@ function transfer(opts: TransferOptions): TransferOptions {
       retries,
       retryDelayMs,
       maxRateLimitWaitMs,
+      connections,
+      adaptive,
     }).filter(([, v]) => v !== undefined),
   ) as TransferOptions;
 }

@@ -38,8 +38,8 @@ export function tempSibling(path: string): string {
   return `${path}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
 }
 
-export async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const tmp = tempSibling(path);
+/** `tmp` may be a fixed name when one process alone writes `path`: a killed writer then leaves no strays behind. */
+export async function writeFileAtomic(path: string, data: string, tmp = tempSibling(path)): Promise<void> {
   try {
     await writeFile(tmp, data);
     await rename(tmp, path);

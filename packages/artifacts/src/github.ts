@@ -1,5 +1,7 @@
 import { ArtifactsError } from "./errors.js";
 import { type FollowedResponse, getFollowing, headerValue, nextLink, readBody } from "./http.js";
+import { Http1Agent } from "./http1.js";
+import { proxyFor } from "./proxy.js";
 import { failureFor, type RetryOptions, retrying } from "./retry.js";
 import { discoverToken } from "./token.js";
 
@@ -9,7 +11,7 @@ export interface GitHubClientOptions extends RetryOptions {
   /** A token; `null` for none; undefined to discover one (GH_TOKEN, GITHUB_TOKEN, `gh auth token`). */
   token?: string | null;
   userAgent?: string;
-  /** Environment for GITHUB_API_URL and token discovery. Default process.env. */
+  /** Environment for GITHUB_API_URL, token discovery and HTTPS_PROXY/NO_PROXY. Default process.env. */
   env?: NodeJS.ProcessEnv;
   /** Per-request stall timeout. Default 30 000 ms. */
   stallTimeoutMs?: number;
@@ -113,12 +115,16 @@ const REPO = /^[\w.-]+\/[\w.-]+$/;
 
 export class GitHubClient {
   readonly apiUrl: string;
+  /** The environment the client reads its settings from; downloads take their proxy settings from it too. */
+  readonly env: NodeJS.ProcessEnv;
   private readonly userAgent: string;
-  private readonly env: NodeJS.ProcessEnv;
+  private readonly agent: Http1Agent;
   private tokenPromise: Promise<string | undefined> | undefined;
 
   constructor(private readonly opts: GitHubClientOptions = {}) {
     this.env = opts.env ?? process.env;
+    const env = this.env;
+    this.agent = new Http1Agent({ proxyFor: (url) => proxyFor(url, env) });
     this.apiUrl = (opts.apiUrl ?? (this.env.GITHUB_API_URL || "https://api.github.com")).replace(/\/+$/, "");
     this.userAgent = opts.userAgent ?? "stack-artifacts";
     if (opts.token !== undefined) this.tokenPromise = Promise.resolve(opts.token ?? undefined);
@@ -367,6 +373,7 @@ export class GitHubClient {
       token && url.origin === new URL(this.apiUrl).origin ? { authorization: `Bearer ${token}` } : undefined;
     return retrying(`Fetching ${what}`, this.opts, async () => {
       const res = await getFollowing(url.toString(), {
+        agent: this.agent,
         headers: { accept, "user-agent": this.userAgent, "x-github-api-version": "2022-11-28" },
         ...(credentials ? { credentials } : {}),
         signal: this.opts.signal,

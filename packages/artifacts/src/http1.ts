@@ -1,39 +1,55 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { connect as connectTcp, type OnReadOpts, type Socket } from "node:net";
 import { type ConnectionOptions, connect as connectTls } from "node:tls";
+import { ArtifactsError, redactUrl } from "./errors.js";
+import { release, retain, SLAB_BYTES, takeSlab } from "./slabs.js";
 
 /**
- * One HTTP/1.1 GET on its own connection, with the body read straight from the socket into 1 MiB buffers.
+ * HTTP/1.1 GETs with the body read straight from the socket into 1 MiB buffers, on connections kept alive
+ * between requests, directly or through a forward proxy.
  *
- * Why not node:http for image bodies: it allocates a 64 KiB buffer per socket read and runs every one through the
- * parser and a stream; at a gigabyte that is 16 000 allocations and events, 1-2 CPU-seconds per GiB on a small
- * machine, several times what the same bytes cost curl. Here the socket reads (`onread`) land in the buffer that
- * is handed on, so a GiB is about a thousand chunks and no copy. Used for downloads only; API calls stay on
- * node:http.
+ * Why not node:http: it allocates a 64 KiB buffer per socket read and runs every one through the parser and a
+ * stream; at a gigabyte that is 16 000 allocations and events, 1-2 CPU-seconds per GiB on a small machine, several
+ * times what the same bytes cost curl. Here the socket reads (`onread`) land in the buffer that is handed on, so a
+ * GiB is about a thousand chunks and no copy. Why not undici: see the README (an uncatchable assertion in the
+ * version that supports Node 20).
  */
 
-/** Body bytes are handed on in buffers of this size (smaller only at the end of the body). */
-const CHUNK_BYTES = 1 << 20;
 /** A read gets at least this much room; a fuller buffer is handed on first. */
 const MIN_READ_BYTES = 64 << 10;
+/**
+ * Bytes wait no longer than this for their buffer to fill: on a slow connection a megabyte takes a while, and the
+ * consumer (progress, the ramp-up's throughput measurements, the hash) would see it in lumps.
+ */
+const MAX_HOLD_MS = 20;
 /** The socket pauses while this much body waits for the consumer. */
-const MAX_QUEUED_BYTES = 8 * CHUNK_BYTES;
+const MAX_QUEUED_BYTES = 8 * SLAB_BYTES;
 /** A response head (status line and headers) longer than this is refused. */
 const MAX_HEAD_BYTES = 64 << 10;
+/** An unused kept-alive connection is closed after this long; servers drop theirs after 5 to 60 s anyway. */
+const IDLE_MS = 10_000;
+/** Idle connections kept per origin: enough for every connection of a segmented download. */
+const MAX_IDLE = 16;
 
 export interface Http1Options {
   signal?: AbortSignal;
-  /** The attempt fails after this long without traffic on the connection (connect, head or body). */
+  /** The request fails after this long without traffic on the connection (connect, head or body). */
   stallTimeoutMs?: number;
   /** Makes the socket's errors for a quiet connection; defaults to a plain Error. */
   stallError?: (ms: number) => Error;
+}
+
+export interface ConnectOptions {
   /** Extra trusted CA certificates (PEM) for https, on top of Node's. */
   ca?: string | Buffer;
+  /** A forward proxy (http:// or https://) to reach the target through: CONNECT for https targets. */
+  proxy?: URL;
 }
 
 /**
  * A response body: iterate it for its bytes (every byte received is yielded before an error is thrown, so a
- * download can resume after them), or destroy it to close the connection.
+ * download can resume after them), or destroy it to close the connection. The chunks are pieces of shared slabs
+ * (slabs.ts): a consumer may `release()` each when done with it, so that its slab is reused.
  */
 export interface Body extends AsyncIterable<Buffer> {
   destroy(error?: Error): void;
@@ -54,73 +70,370 @@ export class Http1Error extends Error {
   }
 }
 
+/** One GET on a connection of its own, closed after the answer. */
 export function http1Get(
   url: URL,
   headers: Record<string, string>,
-  opts: Http1Options = {},
+  opts: Http1Options & ConnectOptions = {},
 ): Promise<Http1Response> {
-  return new Promise((resolve, reject) => {
-    // Built first: a header that would split the request is refused before any connection exists.
-    const head = requestHead(url, headers);
-    const reader = new ResponseReader(resolve, reject);
-    const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
-    const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
-    const onread: OnReadOpts = { buffer: () => reader.readBuffer(), callback: (n) => reader.received(n) };
-    let socket: Socket;
-    if (url.protocol === "https:") {
-      // TLS sockets take `onread` too (the reads are the decrypted records); Node's types just do not say so.
-      const tls: ConnectionOptions & { onread: OnReadOpts } = {
-        host,
-        port,
-        ALPNProtocols: ["http/1.1"],
-        onread,
-        ...(isIp(host) ? {} : { servername: host }),
-        ...(opts.ca ? { ca: opts.ca } : {}),
-      };
-      socket = connectTls(tls);
-    } else {
-      socket = connectTcp({ host, port, onread });
-    }
-    reader.attach(socket);
-    const fail = (err: Error) => socket.destroy(err);
-    if (opts.stallTimeoutMs) {
-      const ms = opts.stallTimeoutMs;
-      socket.setTimeout(ms, () => fail(opts.stallError?.(ms) ?? new Error(`no data for ${ms} ms`)));
-    }
-    if (opts.signal) {
-      const signal = opts.signal;
-      if (signal.aborted) fail(abortReason(signal));
-      else {
-        const onAbort = () => fail(abortReason(signal));
-        signal.addEventListener("abort", onAbort, { once: true });
-        socket.once("close", () => signal.removeEventListener("abort", onAbort));
+  return new Connection(url, opts).request(url, headers, opts, false);
+}
+
+/**
+ * Keeps connections alive between requests, per origin and proxy: a segmented download asks for a range after
+ * range, and a new TLS handshake for each would cost round trips. Idle connections do not keep the process alive.
+ */
+export class Http1Agent {
+  private readonly idle = new Map<string, Connection[]>();
+  private closed = false;
+
+  constructor(
+    private readonly opts: { ca?: string | Buffer; proxyFor?: (url: URL) => URL | undefined } = {},
+  ) {}
+
+  async get(url: URL, headers: Record<string, string>, opts: Http1Options = {}): Promise<Http1Response> {
+    const proxy = this.opts.proxyFor?.(url);
+    const key = `${proxy?.href ?? "direct"} ${url.protocol}//${url.host}`;
+    for (;;) {
+      const reused = this.idle.get(key)?.pop();
+      const conn =
+        reused ??
+        new Connection(url, { ...(this.opts.ca ? { ca: this.opts.ca } : {}), ...(proxy ? { proxy } : {}) });
+      conn.onIdle = () => this.park(key, conn);
+      try {
+        return await conn.request(url, headers, opts, true);
+      } catch (err) {
+        // A kept-alive connection the server has closed in the meantime fails before any answer: use a new one.
+        const code = (err as { code?: string }).code;
+        if (reused && (code === "ECONNRESET" || code === "EPIPE") && !opts.signal?.aborted) continue;
+        throw err;
       }
     }
-    socket.write(head);
+  }
+
+  /** Closes the idle connections; those in use close when their answers end. */
+  close(): void {
+    this.closed = true;
+    for (const list of this.idle.values()) for (const conn of list) conn.destroy();
+    this.idle.clear();
+  }
+
+  private park(key: string, conn: Connection): void {
+    const list = this.idle.get(key) ?? [];
+    if (this.closed || list.length >= MAX_IDLE) {
+      conn.destroy();
+      return;
+    }
+    list.push(conn);
+    this.idle.set(key, list);
+    conn.onGone = () => {
+      const at = list.indexOf(conn);
+      if (at >= 0) list.splice(at, 1);
+    };
+  }
+}
+
+/** One connection: a socket, and the reader of the answer in progress, if any. */
+class Connection {
+  /** Called when an answer ended and the connection can carry another request. */
+  onIdle: (() => void) | undefined;
+  /** Called when an idle connection closed. */
+  onGone: (() => void) | undefined;
+  private socket: Socket | undefined;
+  /** The connection to the proxy while a tunnel is being set up. */
+  private dialing: Socket | undefined;
+  private opened: Promise<Socket> | undefined;
+  private reader: ResponseReader | undefined;
+  /** Lent while no answer is expected: any byte landing there spoils the connection. */
+  private readonly spare = Buffer.allocUnsafe(MIN_READ_BYTES);
+  private lent: Buffer | undefined;
+  private lender: ResponseReader | undefined;
+  private stall: { ms: number; error: (ms: number) => Error } | undefined;
+  private unwatch: (() => void) | undefined;
+  private closed = false;
+  /** Plain http through a proxy: requests name the whole URL, and carry the proxy's credentials. */
+  private readonly viaProxy: boolean;
+  private readonly proxyAuth: string | undefined;
+
+  constructor(
+    private readonly target: URL,
+    private readonly opts: ConnectOptions,
+  ) {
+    const proxy = opts.proxy;
+    this.viaProxy = proxy !== undefined && target.protocol === "http:";
+    this.proxyAuth = proxy?.username
+      ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString("base64")}`
+      : undefined;
+  }
+
+  request(
+    url: URL,
+    headers: Record<string, string>,
+    opts: Http1Options,
+    keepAlive: boolean,
+  ): Promise<Http1Response> {
+    return new Promise((resolve, reject) => {
+      // Built first: a header that would split the request is refused before any connection exists.
+      const auth: Record<string, string> =
+        this.viaProxy && this.proxyAuth ? { "proxy-authorization": this.proxyAuth } : {};
+      const head = requestHead(url, { ...headers, ...auth }, this.viaProxy, keepAlive);
+      const reader: ResponseReader = new ResponseReader(resolve, reject, keepAlive, {
+        resume: () => this.socket?.resume(),
+        done: (reusable) => this.finished(reader, reusable),
+      });
+      this.reader = reader;
+      this.stall = opts.stallTimeoutMs
+        ? { ms: opts.stallTimeoutMs, error: opts.stallError ?? ((ms) => new Error(`no data for ${ms} ms`)) }
+        : undefined;
+      this.watchSignal(opts.signal, reader);
+      if (this.socket) {
+        this.socket.ref();
+        this.socket.resume();
+        this.socket.setTimeout(this.stall?.ms ?? 0);
+      }
+      this.connect().then(
+        (socket) => {
+          if (this.reader === reader) socket.write(head);
+        },
+        (err: Error) => reader.abort(err),
+      );
+    });
+  }
+
+  destroy(error?: Error): void {
+    this.closed = true;
+    this.dialing?.destroy(error);
+    this.socket?.destroy(error);
+  }
+
+  private watchSignal(signal: AbortSignal | undefined, reader: ResponseReader): void {
+    if (!signal) return;
+    const onAbort = () => reader.abort(abortReason(signal));
+    if (signal.aborted) {
+      queueMicrotask(onAbort);
+      return;
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.unwatch = () => signal.removeEventListener("abort", onAbort);
+  }
+
+  private finished(reader: ResponseReader, reusable: boolean): void {
+    if (this.reader !== reader) return;
+    this.reader = undefined;
+    this.unwatch?.();
+    this.unwatch = undefined;
+    const socket = this.socket;
+    if (reusable && socket && !this.closed && this.onIdle) {
+      socket.setTimeout(IDLE_MS);
+      socket.unref();
+      this.onIdle();
+    } else {
+      this.destroy();
+    }
+  }
+
+  private connect(): Promise<Socket> {
+    this.opened ??= this.open();
+    return this.opened;
+  }
+
+  private async open(): Promise<Socket> {
+    const { target, opts } = this;
+    const onread: OnReadOpts = { buffer: () => this.readBuffer(), callback: (n) => this.received(n) };
+    const proxy = opts.proxy;
+    if (!proxy) return this.adopt(dial(target, onread, opts.ca));
+    if (target.protocol === "http:") return this.adopt(dial(proxy, onread, opts.ca));
+    const raw = dial(proxy, undefined, opts.ca);
+    this.dialing = raw;
+    if (this.closed) raw.destroy();
+    if (this.stall) {
+      const { ms, error } = this.stall;
+      raw.setTimeout(ms, () => raw.destroy(error(ms)));
+    }
+    try {
+      await tunnel(raw, target, proxy, this.proxyAuth);
+    } finally {
+      raw.setTimeout(0);
+      raw.removeAllListeners("timeout");
+      this.dialing = undefined;
+    }
+    // Node takes `onread` only for sockets it creates itself, so TLS inside a tunnel delivers 'data' events.
+    const tls = connectTls({ socket: raw, ...tlsOptions(target, opts.ca) });
+    tls.on("data", (data: Buffer) => this.feed(data));
+    return this.adopt(tls);
+  }
+
+  private adopt(socket: Socket): Socket {
+    this.socket = socket;
+    if (this.closed) socket.destroy();
+    socket.setTimeout(this.stall?.ms ?? 0);
+    socket.on("timeout", () => {
+      if (!this.reader || !this.stall) socket.destroy();
+      else socket.destroy(this.stall.error(this.stall.ms));
+    });
+    socket.on("error", (err) => this.reader?.abort(err));
+    socket.on("end", () => this.reader?.finish());
+    socket.on("close", () => {
+      this.closed = true;
+      if (this.reader) this.reader.finish();
+      else this.onGone?.();
+    });
+    return socket;
+  }
+
+  /**
+   * Where the next read lands. Node asks for it right after the previous read, so on a kept-alive connection the
+   * first read of an answer may land in a buffer the previous answer's reader (or nobody) lent.
+   */
+  private readBuffer(): Buffer {
+    this.lender = this.reader;
+    this.lent = this.reader?.readBuffer() ?? this.spare;
+    return this.lent;
+  }
+
+  /** `n` bytes arrived in the buffer last lent; false pauses the socket. */
+  private received(n: number): boolean {
+    if (this.reader && this.lender === this.reader) return this.reader.received(n);
+    return this.copyIn(this.lent!.subarray(0, n));
+  }
+
+  /** Hands bytes that landed elsewhere to the current reader. */
+  private copyIn(data: Buffer): boolean {
+    let more = true;
+    for (let at = 0; at < data.length; ) {
+      const reader = this.reader;
+      if (!reader) {
+        // Bytes nobody asked for: the connection is in no known state.
+        this.destroy();
+        return true;
+      }
+      const room = reader.readBuffer();
+      const n = Math.min(room.length, data.length - at);
+      data.copy(room, 0, at, at + n);
+      at += n;
+      more = reader.received(n);
+    }
+    return more;
+  }
+
+  private feed(data: Buffer): void {
+    if (!this.copyIn(data)) this.socket?.pause();
+  }
+}
+
+function dial(to: URL, onread: OnReadOpts | undefined, ca: string | Buffer | undefined): Socket {
+  const port = Number(to.port) || (to.protocol === "https:" ? 443 : 80);
+  const host = bareHost(to);
+  if (to.protocol !== "https:") return connectTcp({ host, port, ...(onread ? { onread } : {}) });
+  // TLS sockets take `onread` too (the reads are the decrypted records); Node's types just do not say so.
+  const tls: ConnectionOptions & { onread?: OnReadOpts } = {
+    host,
+    port,
+    ...tlsOptions(to, ca),
+    ...(onread ? { onread } : {}),
+  };
+  return connectTls(tls);
+}
+
+function tlsOptions(to: URL, ca: string | Buffer | undefined): ConnectionOptions {
+  const host = bareHost(to);
+  return {
+    ALPNProtocols: ["http/1.1"],
+    ...(isIp(host) ? {} : { servername: host }),
+    ...(ca ? { ca } : {}),
+  };
+}
+
+function bareHost(url: URL): string {
+  return url.hostname.replace(/^\[(.*)\]$/, "$1");
+}
+
+/** Asks an HTTP proxy for a tunnel to `target` (CONNECT); resolves once the proxy answers 200. */
+function tunnel(socket: Socket, target: URL, proxy: URL, auth: string | undefined): Promise<void> {
+  const authority = `${target.hostname}:${target.port || 443}`;
+  return new Promise((resolve, reject) => {
+    let head = Buffer.alloc(0);
+    const done = (err?: Error) => {
+      socket.off("data", onData);
+      socket.off("error", done);
+      socket.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onClose = () => done(new Http1Error("the proxy closed the connection", "ECONNRESET"));
+    const onData = (data: Buffer) => {
+      head = Buffer.concat([head, data]);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) {
+        if (head.length > MAX_HEAD_BYTES) done(new Http1Error("proxy answer head too long", "EPROTO"));
+        return;
+      }
+      if (end + 4 < head.length) {
+        done(new Http1Error("the proxy sent data before the tunnel was set up", "EPROTO"));
+        return;
+      }
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head.toString("latin1", 0, end))?.[1]);
+      done(status === 200 ? undefined : proxyRefused(status, proxy, target));
+    };
+    socket.on("data", onData);
+    socket.on("error", done);
+    socket.on("close", onClose);
+    const authLine = auth ? `proxy-authorization: ${auth}\r\n` : "";
+    socket.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\n${authLine}\r\n`);
   });
 }
 
-function requestHead(url: URL, headers: Record<string, string>): string {
-  const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `host: ${url.host}`];
+function proxyRefused(status: number, proxy: URL, target: URL): Error {
+  const where = redactUrl(proxy.href);
+  if (status === 407) {
+    return new ArtifactsError(
+      "HTTP_ERROR",
+      `The proxy ${where} wants credentials (407): put them in the proxy setting (http://user:password@host:port), or add ${target.hostname} to NO_PROXY.`,
+      { status },
+    );
+  }
+  // 502/503/504: the proxy could not reach the target, which another attempt may.
+  return new Http1Error(
+    `the proxy ${where} could not open a tunnel to ${target.host} (${Number.isNaN(status) ? "no HTTP answer" : status})`,
+    "ECONNRESET",
+  );
+}
+
+function requestHead(
+  url: URL,
+  headers: Record<string, string>,
+  absolute: boolean,
+  keepAlive: boolean,
+): string {
+  const target = absolute ? `${url.origin}${url.pathname}${url.search}` : `${url.pathname}${url.search}`;
+  const lines = [`GET ${target} HTTP/1.1`, `host: ${url.host}`];
   for (const [name, value] of Object.entries(headers)) {
     const lower = name.toLowerCase();
     if (lower === "host" || lower === "connection") continue;
     if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) throw new TypeError(`invalid header ${name}`);
     lines.push(`${name}: ${value}`);
   }
-  // One request per connection: the body then ends at the latest when the server closes.
-  lines.push("connection: close");
+  // Without keep-alive the body ends at the latest when the server closes.
+  if (!keepAlive) lines.push("connection: close");
   return `${lines.join("\r\n")}\r\n\r\n`;
 }
 
 type BodyMode = { kind: "length"; left: number } | { kind: "chunked" } | { kind: "close" } | { kind: "none" };
 
+interface ReaderHooks {
+  resume(): void;
+  /** The answer is over: `reusable` when the connection may carry another request. */
+  done(reusable: boolean): void;
+}
+
 /** Turns socket reads into a response: the head parsed from the first bytes, then the body as a queue. */
 class ResponseReader {
-  private socket: Socket | undefined;
-  private buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  /** A slab being filled (the reader holds a reference to it), or the part of it still free. */
+  private buffer = takeSlab();
   /** Bytes in `buffer` that are ready: the head while it arrives, then decoded body bytes. */
   private filled = 0;
+  /** When the bytes now in `buffer` started to arrive. */
+  private since = 0;
   private body: Body | undefined;
   private readonly queue: Buffer[] = [];
   private queuedBytes = 0;
@@ -129,21 +442,22 @@ class ResponseReader {
   private mode: BodyMode = { kind: "none" };
   private chunked = new ChunkedDecoder();
   private ended = false;
+  /** The server sent more than the answer, or asked to close: the connection is not reused. */
+  private spoilt = false;
+  private slabDropped = false;
 
   constructor(
     private readonly resolve: (res: Http1Response) => void,
     private readonly reject: (err: Error) => void,
+    private readonly keepAlive: boolean,
+    private readonly hooks: ReaderHooks,
   ) {}
 
-  attach(socket: Socket): void {
-    this.socket = socket;
-    socket.on("end", () => this.finish());
-    socket.on("error", (err) => this.abort(err));
-    socket.on("close", () => this.finish());
-  }
-
   readBuffer(): Buffer {
-    if (this.body && this.buffer.length - this.filled < MIN_READ_BYTES) this.flush();
+    if (this.body && this.filled > 0) {
+      const now = performance.now();
+      if (this.buffer.length - this.filled < MIN_READ_BYTES || now - this.since > MAX_HOLD_MS) this.flush();
+    }
     return this.buffer.subarray(this.filled);
   }
 
@@ -153,7 +467,7 @@ class ResponseReader {
       if (this.body) this.receivedBody(this.filled, n);
       else this.receivedHead(n);
     }
-    return this.queuedBytes < MAX_QUEUED_BYTES;
+    return this.ended || this.queuedBytes < MAX_QUEUED_BYTES;
   }
 
   private receivedHead(n: number): void {
@@ -164,7 +478,7 @@ class ResponseReader {
       if (this.filled > MAX_HEAD_BYTES) this.abort(new Http1Error("response head too long", "EPROTO"));
       return;
     }
-    let head: { statusCode: number; headers: IncomingHttpHeaders };
+    let head: ReturnType<typeof parseHead>;
     try {
       head = parseHead(this.buffer.toString("latin1", 0, end));
       this.mode = bodyMode(head.statusCode, head.headers);
@@ -180,18 +494,23 @@ class ResponseReader {
       if (rest > 0) this.receivedHead(rest);
       return;
     }
+    const connection = String(head.headers.connection ?? "").toLowerCase();
+    if (head.version !== "1.1" || connection.split(/\s*,\s*/).includes("close")) this.spoilt = true;
     this.body = {
       [Symbol.asyncIterator]: () => this.chunks(),
       // The consumer gave up on the body: the connection has nothing else to carry.
       destroy: () => this.close(),
     };
-    this.resolve({ ...head, body: this.body });
-    if (this.mode.kind === "none") this.end();
-    else if (rest > 0) this.receivedBody(0, rest);
+    this.resolve({ statusCode: head.statusCode, headers: head.headers, body: this.body });
+    if (this.mode.kind === "none") {
+      if (rest > 0) this.spoilt = true;
+      this.end();
+    } else if (rest > 0) this.receivedBody(0, rest);
   }
 
   /** Body bytes at [at, at + n): decoded in place, handed on once the buffer is nearly full. */
   private receivedBody(at: number, n: number): void {
+    if (at === 0) this.since = performance.now();
     const mode = this.mode;
     if (mode.kind === "chunked") {
       let decoded: number;
@@ -202,9 +521,13 @@ class ResponseReader {
         return;
       }
       this.filled = at + decoded;
-      if (this.chunked.done) this.end();
+      if (this.chunked.done) {
+        if (this.chunked.leftover) this.spoilt = true;
+        this.end();
+      }
     } else if (mode.kind === "length") {
       const take = Math.min(n, mode.left);
+      if (take < n) this.spoilt = true;
       mode.left -= take;
       this.filled = at + take;
       if (mode.left === 0) this.end();
@@ -217,7 +540,14 @@ class ResponseReader {
   private flush(): void {
     if (!this.body || this.filled === 0) return;
     const ready = this.buffer.subarray(0, this.filled);
-    this.buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    retain(ready);
+    // The rest of the slab takes the next reads when enough is left: slow connections flush small pieces.
+    if (this.buffer.length - this.filled >= MIN_READ_BYTES) {
+      this.buffer = this.buffer.subarray(this.filled);
+    } else {
+      release(this.buffer);
+      this.buffer = takeSlab();
+    }
     this.filled = 0;
     this.queue.push(ready);
     this.queuedBytes += ready.length;
@@ -230,7 +560,7 @@ class ResponseReader {
         const chunk = this.queue.shift();
         if (chunk) {
           this.queuedBytes -= chunk.length;
-          if (this.queuedBytes < MAX_QUEUED_BYTES && !this.ended) this.socket?.resume();
+          if (this.queuedBytes < MAX_QUEUED_BYTES && !this.ended) this.hooks.resume();
           yield chunk;
         } else if (this.failure) {
           throw this.failure;
@@ -253,22 +583,35 @@ class ResponseReader {
     wake?.();
   }
 
+  /** The whole answer arrived. */
   private end(): void {
     if (this.ended) return;
     this.ended = true;
     this.flush();
+    this.dropSlab();
     this.signal();
-    this.socket?.destroy();
+    const delimited = this.mode.kind !== "close";
+    this.hooks.done(this.keepAlive && delimited && !this.spoilt);
   }
 
   private close(): void {
+    const wasEnded = this.ended;
     this.ended = true;
     this.queue.length = 0;
-    this.socket?.destroy();
+    this.dropSlab();
     this.signal();
+    if (!wasEnded) this.hooks.done(false);
   }
 
-  private finish(): void {
+  /** The reader reads no more: its slab goes back once the pieces cut from it are released. */
+  private dropSlab(): void {
+    if (this.slabDropped) return;
+    this.slabDropped = true;
+    release(this.buffer);
+  }
+
+  /** The connection ended: the end of a close-delimited body, or a cut. */
+  finish(): void {
     if (this.ended) return;
     if (!this.body) {
       this.abort(new Http1Error("the server closed the connection before answering", "ECONNRESET"));
@@ -283,20 +626,25 @@ class ResponseReader {
   }
 
   /** Ends with an error, after the consumer has had every byte that arrived before it. */
-  private abort(err: Error): void {
+  abort(err: Error): void {
     if (this.ended) return;
     this.flush();
+    this.dropSlab();
     this.ended = true;
     this.failure = err;
     if (!this.body) this.reject(err);
-    this.socket?.destroy();
     this.signal();
+    this.hooks.done(false);
   }
 }
 
-function parseHead(text: string): { statusCode: number; headers: IncomingHttpHeaders } {
+function parseHead(text: string): {
+  version: string;
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+} {
   const [statusLine = "", ...lines] = text.split("\r\n");
-  const status = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(statusLine);
+  const status = /^HTTP\/(1\.[01]) (\d{3})(?: |$)/.exec(statusLine);
   if (!status)
     throw new Http1Error(`not an HTTP/1.x response: ${JSON.stringify(statusLine.slice(0, 80))}`, "EPROTO");
   const headers: IncomingHttpHeaders = {};
@@ -310,7 +658,7 @@ function parseHead(text: string): { statusCode: number; headers: IncomingHttpHea
     if (name === "set-cookie") headers[name] = [...((previous as string[] | undefined) ?? []), value];
     else headers[name] = previous === undefined ? value : `${previous}, ${value}`;
   }
-  return { statusCode: Number(status[1]), headers };
+  return { version: status[1]!, statusCode: Number(status[2]), headers };
 }
 
 function bodyMode(statusCode: number, headers: IncomingHttpHeaders): BodyMode {
@@ -334,6 +682,8 @@ function bodyMode(statusCode: number, headers: IncomingHttpHeaders): BodyMode {
  */
 export class ChunkedDecoder {
   done = false;
+  /** Input followed the end of the body: a server that does not frame its answers. */
+  leftover = false;
   /** Data bytes left in the current chunk. */
   private left = 0;
   /** Where the decoder is outside chunk data. */
@@ -375,6 +725,7 @@ export class ChunkedDecoder {
         this.done = true;
       }
     }
+    if (this.done && i < to) this.leftover = true;
     return out - from;
   }
 }

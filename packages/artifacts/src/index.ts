@@ -11,6 +11,7 @@ export {
   fetchReleaseAsset,
   parseChecksums,
   type TransferOptions,
+  type TransferStats,
   type Verification,
 } from "./fetch.js";
 export {

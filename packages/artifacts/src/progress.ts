@@ -8,6 +8,8 @@ export interface Progress {
   bytesPerSecond: number;
   /** Seconds left at the recent rate; undefined while the total or the rate is unknown. */
   etaSeconds?: number;
+  /** Connections fetching at the moment, when there is more than one. */
+  connections?: number;
   done: boolean;
 }
 
@@ -18,6 +20,7 @@ const RATE_WINDOW_MS = 5000;
 export class ProgressTracker {
   private done = 0;
   private total: number | undefined;
+  private connections = 1;
   private lastEmit = 0;
   private samples: { t: number; bytes: number }[] = [];
 
@@ -29,6 +32,10 @@ export class ProgressTracker {
 
   setTotal(total: number | undefined): void {
     this.total = total;
+  }
+
+  setConnections(n: number): void {
+    this.connections = n;
   }
 
   /** Moves the count (a restart from zero moves it back). */
@@ -52,6 +59,7 @@ export class ProgressTracker {
     const elapsed = (t - first.t) / 1000;
     const rate = elapsed > 0 ? Math.max(0, (this.done - first.bytes) / elapsed) : 0;
     const p: Progress = { label: this.label, bytesDone: this.done, bytesPerSecond: rate, done };
+    if (this.connections > 1 && !done) p.connections = this.connections;
     if (this.total !== undefined) {
       p.bytesTotal = this.total;
       if (rate > 0) p.etaSeconds = Math.max(0, (this.total - this.done) / rate);
@@ -142,5 +150,6 @@ function describe(p: Progress): string {
   }
   if (!p.done && p.bytesPerSecond > 0) parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
   if (!p.done && p.etaSeconds !== undefined) parts.push(`ETA ${formatDuration(p.etaSeconds)}`);
+  if (!p.done && p.connections) parts.push(`(${p.connections} connections)`);
   return parts.join(" ");
 }

@@ -42,42 +42,55 @@ export async function retrying<T>(
   opts: RetryOptions,
   attempt: (n: number) => Promise<T>,
 ): Promise<T> {
-  const retries = opts.retries ?? 5;
-  const base = opts.retryDelayMs ?? 1000;
   for (let n = 0; ; n++) {
     if (opts.signal?.aborted) throw abortedError(opts.signal);
-    let failure: RetryableError;
     try {
       return await attempt(n);
     } catch (err) {
-      if (opts.signal?.aborted) throw abortedError(opts.signal);
-      if (err instanceof ArtifactsError) throw err;
-      failure =
-        err instanceof RetryableError
-          ? err
-          : new RetryableError(describeNetworkError(err), undefined, isStall(err) ? "STALLED" : "NETWORK");
-      if (n >= retries) {
-        const advice =
-          failure.finalCode === "RATE_LIMITED"
-            ? "Wait a while (or set GH_TOKEN for a higher limit) and run the command again."
-            : "Check the network connection and run the command again; a download resumes where it stopped.";
-        throw new ArtifactsError(
-          failure.finalCode,
-          `${what} failed after ${n + 1} attempts: ${failure.message}. ${advice}`,
-          { cause: err },
-        );
-      }
+      await afterFailure(what, err, n + 1, opts);
     }
-    // Full jitter keeps several clients that failed together from retrying in lockstep.
-    const wait = failure.delayMs ?? Math.min(MAX_BACKOFF_MS, base * 2 ** n) * (0.5 + Math.random() / 2);
-    opts.onMessage?.(
-      `${what}: ${failure.message}; retrying in ${formatWait(wait)} (attempt ${n + 2} of ${retries + 1})`,
+  }
+}
+
+/**
+ * What follows the `failures`-th failure in a row: a final error thrown (ArtifactsError, aborted, retries used up),
+ * or a notice and the backoff wait, after which the caller tries again.
+ */
+export async function afterFailure(
+  what: string,
+  err: unknown,
+  failures: number,
+  opts: RetryOptions,
+): Promise<void> {
+  if (opts.signal?.aborted) throw abortedError(opts.signal);
+  if (err instanceof ArtifactsError) throw err;
+  const failure =
+    err instanceof RetryableError
+      ? err
+      : new RetryableError(describeNetworkError(err), undefined, isStall(err) ? "STALLED" : "NETWORK");
+  const retries = opts.retries ?? 5;
+  if (failures > retries) {
+    const advice =
+      failure.finalCode === "RATE_LIMITED"
+        ? "Wait a while (or set GH_TOKEN for a higher limit) and run the command again."
+        : "Check the network connection and run the command again; a download resumes where it stopped.";
+    throw new ArtifactsError(
+      failure.finalCode,
+      `${what} failed after ${failures} attempts: ${failure.message}. ${advice}`,
+      { cause: err },
     );
-    try {
-      await delay(wait, undefined, { signal: opts.signal });
-    } catch {
-      throw abortedError(opts.signal);
-    }
+  }
+  // Full jitter keeps several clients that failed together from retrying in lockstep.
+  const base = opts.retryDelayMs ?? 1000;
+  const wait =
+    failure.delayMs ?? Math.min(MAX_BACKOFF_MS, base * 2 ** (failures - 1)) * (0.5 + Math.random() / 2);
+  opts.onMessage?.(
+    `${what}: ${failure.message}; retrying in ${formatWait(wait)} (attempt ${failures + 1} of ${retries + 1})`,
+  );
+  try {
+    await delay(wait, undefined, { signal: opts.signal });
+  } catch {
+    throw abortedError(opts.signal);
   }
 }
 

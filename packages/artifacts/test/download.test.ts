@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
 import { ArtifactsError, type DownloadOptions, download, GitHubClient } from "../src/index.js";
-import { FakeGitHub, sha256 } from "./fake-github.js";
+import { FakeGitHub, type RequestRecord, sha256 } from "./fake-github.js";
 
 const TOKEN = "ghp_test_token_value";
 const REPO = "acme/images";
@@ -50,6 +50,11 @@ const storageGets = () => fake.requests.filter((r) => r.server === "storage");
 const assetApiGets = () =>
   fake.requests.filter((r) => r.server === "api" && r.url.includes("/releases/assets/"));
 
+/** A state file as an earlier, interrupted run leaves it. */
+async function writeState(url: string, state: { sha256?: string; total: number; done: [number, number][] }) {
+  await writeFile(join(dir, "image.qcow2.part.json"), JSON.stringify({ version: 2, url, ...state }));
+}
+
 async function leftovers(): Promise<string[]> {
   return (await readdir(dir)).filter((n) => n !== "image.qcow2");
 }
@@ -70,19 +75,29 @@ describe("download", () => {
     expect(assetApiGets()[0]!.headers.authorization).toBe(`Bearer ${TOKEN}`);
   });
 
-  it("resumes with Range and If-Range after the connection drops mid-body, asking the API for a fresh link", async () => {
+  it("resumes with Range and If-Range after the connection drops mid-body, on the same link while it works", async () => {
     const content = randomBytes(4 * MiB);
     const url = await publish(content);
     fake.fault("/blob/", { kind: "drop", afterBytes: 1.5 * MiB });
     const result = await download(options(url, { expectedSha256: sha256(content) }));
     expect(result.sha256).toBe(sha256(content));
     expect((await readFile(result.path)).equals(content)).toBe(true);
-    const [, second] = storageGets();
+    const [first, second] = storageGets();
+    expect(first!.headers.range).toBe("bytes=0-");
     expect(second!.headers.range).toMatch(/^bytes=[1-9]\d*-$/);
     expect(second!.headers["if-range"]).toMatch(/^"/);
-    // The storage links are single-use, so the retry had to go back to the API.
-    expect(assetApiGets()).toHaveLength(2);
+    expect(second!.url).toBe(first!.url);
+    expect(assetApiGets()).toHaveLength(1);
+    expect(result.fetchedBytes).toBe(content.length);
     expect(messages.some((m) => m.includes("retrying"))).toBe(true);
+  });
+
+  it("keeps every byte when one request runs on over several pieces", async () => {
+    const content = randomBytes(40 * MiB);
+    const url = await publish(content);
+    const result = await download(options(url, { expectedSha256: sha256(content), connections: 1 }));
+    expect(result).toMatchObject({ connections: 1, fetchedBytes: content.length, verified: true });
+    expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-"]);
   });
 
   it("retries 5xx answers with backoff, then succeeds", async () => {
@@ -190,7 +205,7 @@ describe("download", () => {
     expect(storageGets().at(-1)!.headers["if-range"]).toBeUndefined();
     const unverified = await interrupted();
     expect(unverified.resumedFrom).toBe(0);
-    expect(storageGets().at(-1)!.headers.range).toBeUndefined();
+    expect(storageGets().at(-1)!.headers.range).toBe("bytes=0-");
     expect((await readFile(unverified.path)).equals(content)).toBe(true);
   });
 
@@ -200,30 +215,38 @@ describe("download", () => {
     const part = join(dir, "image.qcow2.part");
     // A .part from an earlier run whose first bytes came from some other version of the file.
     await writeFile(part, randomBytes(MiB));
-    await writeFile(`${part}.json`, JSON.stringify({ url, sha256: sha256(content) }));
+    await writeState(url, { sha256: sha256(content), total: content.length, done: [[0, MiB]] });
     const result = await download(options(url, { expectedSha256: sha256(content) }));
     expect(result.resumedFrom).toBe(0);
     expect((await readFile(result.path)).equals(content)).toBe(true);
     expect(messages.some((m) => m.includes("mismatch after resuming"))).toBe(true);
   });
 
-  it("treats 416 on a complete .part as done, and restarts on a .part longer than the file", async () => {
+  it("finishes from the state alone when every range is on disk, cutting off what lies past the end", async () => {
     const content = randomBytes(MiB);
     const url = await publish(content);
-    const part = join(dir, "image.qcow2.part");
-    const meta = JSON.stringify({ url, sha256: sha256(content) });
-    await writeFile(part, content);
-    await writeFile(`${part}.json`, meta);
+    await writeFile(join(dir, "image.qcow2.part"), Buffer.concat([content, Buffer.from("junk")]));
+    await writeState(url, { sha256: sha256(content), total: content.length, done: [[0, content.length]] });
     const done = await download(options(url, { expectedSha256: sha256(content) }));
-    expect(done.resumedFrom).toBe(content.length);
-    expect(storageGets().at(-1)!.headers.range).toBe(`bytes=${content.length}-`);
+    expect(done).toMatchObject({ resumedFrom: content.length, fetchedBytes: 0 });
+    expect(storageGets()).toEqual([]);
     expect((await readFile(done.path)).equals(content)).toBe(true);
+  });
 
-    await writeFile(part, Buffer.concat([content, Buffer.from("junk")]));
-    await writeFile(`${part}.json`, meta);
+  it("restarts from zero when the server refuses the resume position (416)", async () => {
+    const content = randomBytes(MiB);
+    const url = await publish(content);
+    // The earlier run believed the file longer than it is.
+    await writeFile(join(dir, "image.qcow2.part"), content);
+    await writeState(url, {
+      sha256: sha256(content),
+      total: content.length + 10,
+      done: [[0, content.length]],
+    });
     const redone = await download(options(url, { expectedSha256: sha256(content) }));
     expect((await readFile(redone.path)).equals(content)).toBe(true);
     expect(messages.some((m) => m.includes("416"))).toBe(true);
+    expect(storageGets().at(-1)!.headers.range).toBe("bytes=0-");
   });
 
   it("retries after a stall instead of hanging", async () => {
@@ -285,10 +308,11 @@ describe("download", () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it("checks free space before the first request", async () => {
+  it("checks free space before the first request, naming the directory and the bytes needed", async () => {
     const url = await publish(randomBytes(1024));
     const err = await download(options(url, { expectedBytes: 2 ** 60 })).catch((e: unknown) => e);
     expect((err as ArtifactsError).code).toBe("NO_SPACE");
+    expect((err as Error).message).toContain(`Not enough free space in ${dir}: 1048576.0 TiB needed`);
     expect(fake.requests.filter((r) => r.url.includes("/assets/"))).toEqual([]);
   });
 
@@ -320,7 +344,7 @@ describe("download", () => {
       const result = await download(options(url, { decompress: "zstd", expectedSha256: sha256(compressed) }));
       expect((await readFile(result.path)).equals(original)).toBe(true);
     }
-    expect(storageGets().every((r) => r.headers.range === undefined)).toBe(true);
+    expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-", "bytes=0-", "bytes=0-"]);
   });
 
   it("reports progress with totals, ending with done", async () => {
@@ -330,5 +354,183 @@ describe("download", () => {
     await download(options(url, { onProgress: (p) => events.push(p) }));
     const last = events.at(-1)!;
     expect(last).toMatchObject({ bytesDone: content.length, bytesTotal: content.length, done: true });
+  });
+});
+
+/** The [start, end) a storage request asked for (open-ended: to the end of the file). */
+function requested(r: { headers: { range?: string } }, size: number): [number, number] {
+  const m = /^bytes=(\d+)-(\d*)$/.exec(r.headers.range ?? "");
+  if (!m) return [0, size];
+  return [Number(m[1]), m[2] ? Number(m[2]) + 1 : size];
+}
+
+/** A storage request for a bounded range: one connection's piece, not the first request of a download. */
+const bounded = (r: RequestRecord) => r.server === "storage" && /^bytes=\d+-\d+$/.test(r.headers.range ?? "");
+
+describe("segmented downloads", () => {
+  async function capped(bytesPerSecond: number, extra: Parameters<typeof FakeGitHub.start>[0] = {}) {
+    await fake.close();
+    fake = await FakeGitHub.start({ token: TOKEN, bytesPerSecond, ...extra });
+  }
+
+  it("fetches bounded ranges over several connections that together cover the file once", async () => {
+    await capped(8 * MiB);
+    const content = randomBytes(32 * MiB);
+    const url = await publish(content);
+    const result = await download(
+      options(url, { expectedSha256: sha256(content), connections: 4, adaptive: false }),
+    );
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(result.connections).toBe(4);
+    expect(result.fetchedBytes).toBe(content.length);
+    const starts = storageGets().map((r) => requested(r, content.length)[0]);
+    expect(new Set(starts).size).toBe(starts.length);
+    expect(starts.length).toBeGreaterThanOrEqual(4);
+    expect(storageGets().filter(bounded).length).toBeGreaterThanOrEqual(2);
+    // Every ranged request after the first names the ETag, so no range can come from another version.
+    expect(
+      storageGets().every((r) => r.headers["if-range"] !== undefined || r.headers.range === "bytes=0-"),
+    ).toBe(true);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it("adds connections while they add throughput, under a cap on each connection", async () => {
+    await capped(4 * MiB);
+    const content = randomBytes(24 * MiB);
+    const url = await publish(content);
+    const seen: number[] = [];
+    const result = await download(
+      options(url, { expectedSha256: sha256(content), onProgress: (p) => seen.push(p.connections ?? 1) }),
+    );
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(result.connections).toBeGreaterThan(1);
+    expect(Math.max(...seen)).toBeGreaterThan(1);
+  });
+
+  it("asks the API for a new link when the signed one expires mid-download, which is no failure", async () => {
+    await capped(8 * MiB);
+    // More pieces than connections, so that some are asked for after the link expired.
+    const content = randomBytes(48 * MiB);
+    const url = await publish(content);
+    let expired = false;
+    const result = await download(
+      options(url, {
+        expectedSha256: sha256(content),
+        connections: 4,
+        adaptive: false,
+        retries: 0,
+        onProgress: (p) => {
+          if (!expired && p.bytesDone > 4 * MiB) {
+            expired = true;
+            fake.expireLinks();
+          }
+        },
+      }),
+    );
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(storageGets().some((r) => r.status === 403)).toBe(true);
+    expect(assetApiGets().length).toBeGreaterThanOrEqual(2);
+    // The API got the token each time; storage never did (checked after every test).
+    expect(assetApiGets().every((r) => r.headers.authorization === `Bearer ${TOKEN}`)).toBe(true);
+  });
+
+  it("continues a range from where a dropped connection stopped, fetching no byte twice", async () => {
+    await capped(8 * MiB);
+    const content = randomBytes(32 * MiB);
+    const url = await publish(content);
+    fake.fault(bounded, { kind: "drop", afterBytes: MiB });
+    const result = await download(
+      options(url, { expectedSha256: sha256(content), connections: 4, adaptive: false }),
+    );
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(result.fetchedBytes).toBe(content.length);
+    const gets = storageGets();
+    const cut = gets.findIndex(bounded);
+    const [start, end] = requested(gets[cut]!, content.length);
+    const rest = gets.slice(cut + 1).map((r) => requested(r, content.length)[0]);
+    expect(rest.some((s) => s > start && s < end)).toBe(true);
+    expect(messages.some((m) => m.includes("closed the connection mid-body"))).toBe(true);
+  });
+
+  it("falls back to one stream when the server answers 200 to a Range request", async () => {
+    await capped(16 * MiB);
+    const content = randomBytes(32 * MiB);
+    const url = await publish(content);
+    fake.fault(bounded, { kind: "ignore-range" });
+    const result = await download(
+      options(url, { expectedSha256: sha256(content), connections: 4, adaptive: false }),
+    );
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(messages.some((m) => m.includes("answered 200") && m.includes("restarting from zero"))).toBe(true);
+    // From then on, one request without Range: the last one.
+    const plain = storageGets().filter((r) => r.headers.range === undefined);
+    expect(plain).toEqual([storageGets().at(-1)]);
+    expect(plain[0]!.status).toBe(200);
+  });
+
+  it("uses one stream, from the first answer on, with a server that does not do Range", async () => {
+    await capped(16 * MiB, { noRanges: true });
+    const content = randomBytes(16 * MiB);
+    const url = await publish(content);
+    const result = await download(
+      options(url, { expectedSha256: sha256(content), connections: 4, adaptive: false }),
+    );
+    expect((await readFile(result.path)).equals(content)).toBe(true);
+    expect(storageGets()).toHaveLength(1);
+    expect(result).toMatchObject({ connections: 1, fetchedBytes: content.length });
+  });
+
+  it("decompresses a .zst fetched over several connections, in order", async () => {
+    await capped(8 * MiB);
+    const original = Buffer.concat([randomBytes(20 * MiB), Buffer.alloc(8 * MiB, 3)]);
+    const compressed = compress(original);
+    const url = await publish(compressed, "image.qcow2.zst");
+    const result = await download(
+      options(url, {
+        decompress: "zstd",
+        expectedSha256: sha256(compressed),
+        connections: 4,
+        adaptive: false,
+      }),
+    );
+    expect(result.connections).toBe(4);
+    expect((await readFile(result.path)).equals(original)).toBe(true);
+    expect(await leftovers()).toEqual([]);
+  });
+
+  it("says so when the file disappears from under the download (replaced by a new upload)", async () => {
+    await capped(4 * MiB);
+    const url = await publish(randomBytes(24 * MiB));
+    let replaced = false;
+    const err = await download(
+      options(url, {
+        connections: 2,
+        adaptive: false,
+        onProgress: (p) => {
+          if (!replaced && p.bytesDone > 2 * MiB) {
+            replaced = true;
+            fake.replaceAsset(REPO, "v1", "image.qcow2", randomBytes(MiB));
+            fake.expireLinks();
+          }
+        },
+      }),
+    ).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("NOT_FOUND");
+    expect((err as Error).message).toMatch(/disappeared from .* during the download .*Run the command again/);
+    await expect(stat(join(dir, "image.qcow2"))).rejects.toThrow();
+  });
+
+  it("never mixes two versions: a file overwritten in place between runs is downloaded afresh", async () => {
+    const before = randomBytes(8 * MiB);
+    const after = randomBytes(8 * MiB);
+    const url = await publish(before);
+    fake.fault("/blob/", { kind: "drop", afterBytes: 3 * MiB });
+    const first = await download(options(url, { retries: 0 })).catch((e: unknown) => e);
+    expect((first as ArtifactsError).code).toBe("NETWORK");
+    fake.replaceAsset(REPO, "v1", "image.qcow2", after, { inPlace: true });
+    const second = await download(options(url));
+    expect((await readFile(second.path)).equals(after)).toBe(true);
+    expect(messages.some((m) => m.includes("changed"))).toBe(true);
+    expect(second.resumedFrom).toBeGreaterThan(0);
   });
 });

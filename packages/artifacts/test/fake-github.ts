@@ -1,7 +1,8 @@
 /**
  * A real HTTP implementation of the GitHub REST endpoints @stack/artifacts uses, on 127.0.0.1, plus a second
- * server on another port (another origin) standing in for object storage behind 302 redirects. Reusable by other
- * packages' tests: `import { FakeGitHub, makeZip } from "../../artifacts/test/fake-github.js"`.
+ * server on another port (another origin) standing in for object storage behind 302 redirects, behaving like a
+ * CDN: signed links that expire, Range requests, ETags, an optional cap on each connection's speed. Reusable by
+ * other packages' tests: `import { FakeGitHub, makeZip } from "../../artifacts/test/fake-github.js"`.
  */
 import { createHash, randomBytes } from "node:crypto";
 import {
@@ -60,12 +61,14 @@ export interface FakeRunSpec {
 export type Fault =
   /** Answer with this status instead (e.g. 500, or 429 with `retry-after`). */
   | { kind: "status"; status: number; headers?: Record<string, string>; body?: string }
-  /** Send the headers and the first `afterBytes` of the body, then drop the connection. */
+  /** Send the headers and the first `afterBytes` of the body, then drop the connection (mid-range, for a range). */
   | { kind: "drop"; afterBytes: number }
   /** Send the first `afterBytes` of the body, then nothing until the client gives up. */
   | { kind: "stall"; afterBytes: number }
   /** Answer 200 with the whole body even when a Range was asked for. */
   | { kind: "ignore-range" };
+
+export type FaultMatch = string | RegExp | ((request: RequestRecord) => boolean);
 
 export interface RequestRecord {
   server: "api" | "storage";
@@ -73,6 +76,8 @@ export interface RequestRecord {
   /** Path and query. */
   url: string;
   headers: IncomingHttpHeaders;
+  /** The status answered. */
+  status?: number;
 }
 
 export interface FakeGitHubOptions {
@@ -80,8 +85,12 @@ export interface FakeGitHubOptions {
   token?: string;
   /** Items per page the server hands out at most (forces pagination with small values). Default 100. */
   pageSize?: number;
-  /** Storage links work once, like an expiring signed URL: each download attempt must ask the API again. Default true. */
-  singleUseLinks?: boolean;
+  /** How long a signed storage link works (GitHub: minutes for release assets, about one for artifact zips). Default 60 s. */
+  linkTtlMs?: number;
+  /** Storage sends each answer at most this fast, in bytes per second: a CDN's cap per connection. */
+  bytesPerSecond?: number;
+  /** Storage ignores Range altogether and always answers 200 with the whole file. */
+  noRanges?: boolean;
   /** Storage answers with `Connection: close` and closes the connection after each answer. */
   closeConnections?: boolean;
   /** Storage sends no ETag (so clients have no validator for If-Range). Default false. */
@@ -98,7 +107,7 @@ interface Release {
   id: number;
   spec: FakeReleaseSpec;
   createdAt: string;
-  assets: { id: number; spec: FakeAssetSpec; blob: string }[];
+  assets: { id: number; spec: FakeAssetSpec; blob: string; updatedAt: string }[];
 }
 
 interface Run {
@@ -122,15 +131,17 @@ export class FakeGitHub {
   apiUrl = "";
   storageUrl = "";
   readonly requests: RequestRecord[] = [];
+  /** Called after each slice of a paced answer (see `bytesPerSecond`) went out, with the bytes sent so far. */
+  onSent: ((request: RequestRecord, sent: number, total: number) => void) | undefined;
   private readonly api: Server;
   private readonly storage: Server;
   private readonly sockets = new Set<Socket>();
   private readonly blobs = new Map<string, Blob>();
-  private readonly links = new Map<string, string>();
+  private readonly links = new Map<string, { blob: string; expires: number }>();
   private readonly releases: Release[] = [];
   private readonly pulls = new Map<string, { headSha: string; headRepo: string | null }>();
   private readonly runs: Run[] = [];
-  private readonly faults: { match: string | RegExp; fault: Fault }[] = [];
+  private readonly faults: { match: FaultMatch; fault: Fault }[] = [];
   private nextId = 1000;
   private clock = Date.parse("2025-01-01T00:00:00Z");
 
@@ -163,6 +174,7 @@ export class FakeGitHub {
       id: this.nextId++,
       spec: a,
       blob: this.addBlob(a.content),
+      updatedAt: this.now(),
     }));
     this.releases.push({ repo, id, spec, createdAt: spec.createdAt ?? this.tick(), assets });
   }
@@ -183,9 +195,44 @@ export class FakeGitHub {
     this.runs.push({ repo, spec, createdAt: spec.createdAt ?? this.tick(), artifacts });
   }
 
-  /** Queues faults for requests whose path+query contains `match` (or matches it); each is used once, in order. */
-  fault(match: string | RegExp, ...faults: Fault[]): void {
+  /**
+   * Queues faults for requests whose path+query contains `match` (or matches it, or for which it returns true);
+   * each is used once, in order.
+   */
+  fault(match: FaultMatch, ...faults: Fault[]): void {
     for (const fault of faults) this.faults.push({ match, fault });
+  }
+
+  /** Every signed link handed out so far stops working, as if its time was up. */
+  expireLinks(): void {
+    for (const link of this.links.values()) link.expires = 0;
+  }
+
+  /**
+   * Replaces an asset's bytes. `inPlace` keeps the asset (id, URL, storage object) and changes the object under
+   * it, as a storage overwrite would; otherwise it is `gh release upload --clobber`: the old asset is deleted (its
+   * API URL answers 404) and a new one with a new id takes its name.
+   */
+  replaceAsset(
+    repo: string,
+    tag: string,
+    name: string,
+    content: Buffer,
+    opts: { inPlace?: boolean } = {},
+  ): void {
+    const release = this.releasesOf(repo).find((r) => r.spec.tag === tag);
+    const index = release?.assets.findIndex((a) => a.spec.name === name) ?? -1;
+    if (!release || index < 0) throw new Error(`no asset ${name} in ${repo}@${tag}`);
+    const old = release.assets[index]!;
+    const spec = { ...old.spec, content };
+    this.clock += 60_000;
+    if (opts.inPlace) {
+      this.blobs.set(old.blob, { content, etag: `"${sha256(content).slice(0, 16)}"` });
+      release.assets[index] = { ...old, spec, updatedAt: this.now() };
+    } else {
+      this.blobs.delete(old.blob);
+      release.assets[index] = { id: this.nextId++, spec, blob: this.addBlob(content), updatedAt: this.now() };
+    }
   }
 
   /** Faults queued but not yet triggered. */
@@ -195,6 +242,10 @@ export class FakeGitHub {
 
   private tick(): string {
     this.clock += 60_000;
+    return this.now();
+  }
+
+  private now(): string {
     return new Date(this.clock).toISOString();
   }
 
@@ -206,32 +257,43 @@ export class FakeGitHub {
 
   private handle(server: "api" | "storage", req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? "/";
-    this.requests.push({ server, method: req.method ?? "GET", url, headers: req.headers });
-    const index = this.faults.findIndex((f) =>
-      typeof f.match === "string" ? url.includes(f.match) : f.match.test(url),
+    const record: RequestRecord = { server, method: req.method ?? "GET", url, headers: req.headers };
+    this.requests.push(record);
+    const index = this.faults.findIndex(({ match }) =>
+      typeof match === "string"
+        ? url.includes(match)
+        : match instanceof RegExp
+          ? match.test(url)
+          : match(record),
     );
     const fault = index >= 0 ? this.faults.splice(index, 1)[0]!.fault : undefined;
-    if (fault?.kind === "status") {
-      send(res, { status: fault.status, headers: fault.headers ?? {}, body: Buffer.from(fault.body ?? "") });
-      return;
-    }
     let reply: Reply;
-    try {
-      reply =
-        server === "api"
-          ? this.routeApi(req, new URL(url, this.apiUrl))
-          : this.routeStorage(req, new URL(url, this.storageUrl), fault?.kind === "ignore-range");
-    } catch (err) {
-      reply = json(500, { message: String(err) });
+    if (fault?.kind === "status") {
+      reply = { status: fault.status, headers: fault.headers ?? {}, body: Buffer.from(fault.body ?? "") };
+    } else {
+      try {
+        reply =
+          server === "api"
+            ? this.routeApi(req, new URL(url, this.apiUrl))
+            : this.routeStorage(req, new URL(url, this.storageUrl), fault?.kind === "ignore-range");
+      } catch (err) {
+        reply = json(500, { message: String(err) });
+      }
     }
-    if (fault?.kind === "drop" || fault?.kind === "stall") {
-      res.writeHead(reply.status, { ...reply.headers, "content-length": String(reply.body.length) });
-      res.write(reply.body.subarray(0, fault.afterBytes), () => {
-        if (fault.kind === "drop") req.socket.destroy();
-      });
+    record.status = reply.status;
+    const cut = fault?.kind === "drop" || fault?.kind === "stall" ? fault : undefined;
+    const rate = server === "storage" ? this.opts.bytesPerSecond : undefined;
+    if (!cut && !rate) {
+      send(res, reply);
       return;
     }
-    send(res, reply);
+    res.writeHead(reply.status, { ...reply.headers, "content-length": String(reply.body.length) });
+    const body = reply.body.subarray(0, cut?.afterBytes ?? reply.body.length);
+    const progress = (sent: number) => this.onSent?.(record, sent, reply.body.length);
+    sendPaced(res, body, rate, progress, () => {
+      if (!cut) res.end();
+      else if (cut.kind === "drop") req.socket.destroy();
+    });
   }
 
   private authorized(req: IncomingMessage): "ok" | "none" | "bad" {
@@ -332,29 +394,29 @@ export class FakeGitHub {
   private routeStorage(req: IncomingMessage, url: URL, ignoreRange: boolean): Reply {
     const m = /^\/blob\/([0-9a-f]+)$/.exec(url.pathname);
     const blob = m ? this.blobs.get(m[1]!) : undefined;
-    const sig = url.searchParams.get("sig") ?? "";
-    if (!blob || this.links.get(sig) !== m![1]) {
+    const link = this.links.get(url.searchParams.get("sig") ?? "");
+    if (!blob || !link || link.blob !== m![1] || link.expires <= Date.now()) {
       return {
         status: 403,
         headers: { "content-type": "application/xml" },
-        body: Buffer.from("<Error>AuthenticationFailed</Error>"),
+        body: Buffer.from("<Error><Code>AuthenticationFailed</Code>Signed expiry time has passed</Error>"),
       };
     }
-    if (this.opts.singleUseLinks !== false) this.links.delete(sig);
     const size = blob.content.length;
     const headers: Record<string, string> = {
       ...(this.opts.noEtag ? {} : { etag: blob.etag }),
-      "accept-ranges": "bytes",
+      ...(this.opts.noRanges ? {} : { "accept-ranges": "bytes" }),
       "content-type": "application/octet-stream",
       ...(this.opts.closeConnections ? { connection: "close" } : {}),
     };
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
     const ifRange = req.headers["if-range"];
-    if (!range || ignoreRange || (ifRange !== undefined && ifRange !== blob.etag)) {
+    if (!range || ignoreRange || this.opts.noRanges || (ifRange !== undefined && ifRange !== blob.etag)) {
       return { status: 200, headers, body: blob.content };
     }
     const start = Number(range[1]);
-    if (start >= size)
+    const end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+    if (start >= size || end < start)
       return {
         status: 416,
         headers: { ...headers, "content-range": `bytes */${size}` },
@@ -362,14 +424,14 @@ export class FakeGitHub {
       };
     return {
       status: 206,
-      headers: { ...headers, "content-range": `bytes ${start}-${size - 1}/${size}` },
-      body: blob.content.subarray(start),
+      headers: { ...headers, "content-range": `bytes ${start}-${end}/${size}` },
+      body: blob.content.subarray(start, end + 1),
     };
   }
 
   private redirectTo(blob: string): Reply {
     const sig = randomBytes(12).toString("hex");
-    this.links.set(sig, blob);
+    this.links.set(sig, { blob, expires: Date.now() + (this.opts.linkTtlMs ?? 60_000) });
     return {
       status: 302,
       headers: { location: `${this.storageUrl}/blob/${blob}?sig=${sig}` },
@@ -427,7 +489,7 @@ export class FakeGitHub {
       browser_download_url: `https://github.invalid/${repo}/releases/download/${a.spec.name}`,
       content_type: a.spec.contentType ?? "application/octet-stream",
       digest: digestOf(a.spec.content, a.spec.digest),
-      updated_at: new Date(this.clock).toISOString(),
+      updated_at: a.updatedAt,
     };
   }
 
@@ -474,6 +536,43 @@ function json(status: number, body: unknown): Reply {
 function send(res: ServerResponse, reply: Reply): void {
   res.writeHead(reply.status, { ...reply.headers, "content-length": String(reply.body.length) });
   res.end(reply.body);
+}
+
+/** Writes `body` in slices, no faster than `rate` bytes per second when given, then calls `done`. */
+function sendPaced(
+  res: ServerResponse,
+  body: Buffer,
+  rate: number | undefined,
+  progress: (sent: number) => void,
+  done: () => void,
+): void {
+  const slice = 64 << 10;
+  const started = Date.now();
+  let sent = 0;
+  let timer: NodeJS.Timeout | undefined;
+  res.on("close", () => clearTimeout(timer));
+  const pump = () => {
+    while (sent < body.length) {
+      const due = rate ? started + (sent / rate) * 1000 : 0;
+      if (due > Date.now()) {
+        timer = setTimeout(pump, due - Date.now());
+        return;
+      }
+      const piece = body.subarray(sent, sent + slice);
+      sent += piece.length;
+      progress(sent);
+      if (sent >= body.length) {
+        res.write(piece, done);
+        return;
+      }
+      if (!res.write(piece)) {
+        res.once("drain", pump);
+        return;
+      }
+    }
+    done();
+  };
+  pump();
 }
 
 function listen(server: Server): Promise<string> {

@@ -123,6 +123,39 @@ describe("fetchReleaseAsset", () => {
     expect(messages.some((m) => m.includes("NOT verified"))).toBe(true);
   });
 
+  it("does not continue a partial download of an asset since replaced, and says what it took", async () => {
+    const before = randomBytes(4 * 1024 * 1024);
+    const after = randomBytes(4 * 1024 * 1024);
+    fake.addRelease(REPO, {
+      tag: "latest",
+      assets: [{ name: "disk.qcow2", content: before, digest: "none" }],
+    });
+    const dest = join(dir, "disk.qcow2");
+    fake.fault("/blob/", { kind: "drop", afterBytes: 2 * 1024 * 1024 });
+    const first = fetchReleaseAsset({
+      ...common(),
+      retries: 0,
+      release: await client.releaseByTag(REPO, "latest"),
+      asset: "disk.qcow2",
+      dest,
+    });
+    expect(await codeOf(first)).toBe("NETWORK");
+    // Overwritten where it is stored: same id and URL, a new updated_at (no digest to tell them apart).
+    fake.replaceAsset(REPO, "latest", "disk.qcow2", after, { inPlace: true });
+    const mark = fake.requests.length;
+    const second = await fetchReleaseAsset({
+      ...common(),
+      release: await client.releaseByTag(REPO, "latest"),
+      asset: "disk.qcow2",
+      dest,
+    });
+    expect((await readFile(dest)).equals(after)).toBe(true);
+    const storage = fake.requests.slice(mark).filter((r) => r.server === "storage");
+    expect(storage.map((r) => [r.headers.range, r.headers["if-range"]])).toEqual([["bytes=0-", undefined]]);
+    expect(second.transfer).toMatchObject({ bytes: after.length, connections: 1 });
+    expect(second.transfer!.seconds).toBeGreaterThan(0);
+  });
+
   it("decompresses a .zst asset and names a missing asset's alternatives", async () => {
     const raw = Buffer.alloc(3 * 1024 * 1024, 42);
     const zst = compress(raw);
@@ -222,6 +255,31 @@ describe("artifacts", () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it("asks the API again for the zip's link when it expires during the download", async () => {
+    fake = await restart(fake, { bytesPerSecond: 8 * 1024 * 1024, linkTtlMs: 60_000 });
+    const disk = randomBytes(24 * 1024 * 1024);
+    const artifact = await artifactWith(makeZip([{ name: "disk.qcow2", data: disk }]));
+    let expired = false;
+    const result = await fetchArtifactFile({
+      ...common(),
+      artifact,
+      dest: join(dir, "disk.qcow2"),
+      connections: 4,
+      adaptive: false,
+      onProgress: (p) => {
+        if (!expired && p.bytesDone > 4 * 1024 * 1024) {
+          expired = true;
+          fake.expireLinks();
+        }
+      },
+    });
+    expect(sha256(await readFile(result.path))).toBe(sha256(disk));
+    const zipLinks = fake.requests.filter((r) => r.server === "api" && r.url.endsWith("/zip"));
+    expect(zipLinks.length).toBeGreaterThanOrEqual(2);
+    expect(fake.requests.some((r) => r.server === "storage" && r.status === 403)).toBe(true);
+    expect(result.transfer?.connections).toBe(4);
+  });
+
   it("turns the server's 410 for an artifact that expired after listing into ARTIFACT_EXPIRED", async () => {
     const artifact = await artifactWith(makeZip([{ name: "a", data: "a" }]));
     fake.fault("/zip", {
@@ -249,9 +307,12 @@ describe("parseChecksums", () => {
   });
 });
 
-async function restart(old: FakeGitHub): Promise<FakeGitHub> {
+async function restart(
+  old: FakeGitHub,
+  opts: Parameters<typeof FakeGitHub.start>[0] = {},
+): Promise<FakeGitHub> {
   await old.close();
-  const next = await FakeGitHub.start({ token: TOKEN });
+  const next = await FakeGitHub.start({ token: TOKEN, ...opts });
   client = new GitHubClient({ apiUrl: next.apiUrl, token: TOKEN, retryDelayMs: 10 });
   return next;
 }

@@ -1,14 +1,11 @@
-import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Body, ChunkedDecoder, Http1Error, http1Get } from "../src/http1.js";
+import { localhostCertificate } from "./certificate.js";
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -200,46 +197,19 @@ describe("http1Get", () => {
   });
 
   it("speaks https, checking the certificate against the given CA", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "http1-tls-"));
-    try {
-      const key = join(dir, "key.pem");
-      const cert = join(dir, "cert.pem");
-      execFileSync(
-        "openssl",
-        [
-          "req",
-          "-x509",
-          "-newkey",
-          "rsa:2048",
-          "-nodes",
-          "-days",
-          "1",
-          "-subj",
-          "/CN=localhost",
-          "-addext",
-          "subjectAltName=DNS:localhost",
-          "-keyout",
-          key,
-          "-out",
-          cert,
-        ],
-        { stdio: "ignore" },
-      );
-      const content = randomBytes(3 * 1024 * 1024);
-      const server = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => {
-        res.writeHead(200, { "content-length": String(content.length) });
-        res.end(content);
-      });
-      const port = await listen(server);
-      const res = await http1Get(new URL(`https://localhost:${port}/x`), {}, { ca: readFileSync(cert) });
-      expect(sha((await collect(res.body)).data)).toBe(sha(content));
-      // Without the CA the self-signed certificate is refused.
-      await expect(http1Get(new URL(`https://localhost:${port}/x`), {})).rejects.toThrow(
-        /self-signed|certificate/i,
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const { key, cert } = localhostCertificate();
+    const content = randomBytes(3 * 1024 * 1024);
+    const server = createHttpsServer({ key, cert }, (_req, res) => {
+      res.writeHead(200, { "content-length": String(content.length) });
+      res.end(content);
+    });
+    const port = await listen(server);
+    const res = await http1Get(new URL(`https://localhost:${port}/x`), {}, { ca: cert });
+    expect(sha((await collect(res.body)).data)).toBe(sha(content));
+    // Without the CA the self-signed certificate is refused.
+    await expect(http1Get(new URL(`https://localhost:${port}/x`), {})).rejects.toThrow(
+      /self-signed|certificate/i,
+    );
   });
 
   it("refuses header values that would split the request", async () => {

@@ -77,18 +77,24 @@ describe("createProgressRenderer", () => {
   });
 });
 
+/** A tracker of 100 MiB on a clock the test moves, and the events it emitted. */
+function tracked(clock: { now: number }): { tracker: ProgressTracker; events: Progress[] } {
+  const events: Progress[] = [];
+  const tracker = new ProgressTracker(
+    "x",
+    (p) => events.push(p),
+    () => clock.now,
+  );
+  tracker.setTotal(100 * MiB);
+  return { tracker, events };
+}
+
 describe("ProgressTracker", () => {
   it("computes the rate over a recent window and an ETA", () => {
-    const events: Progress[] = [];
-    let now = 0;
-    const tracker = new ProgressTracker(
-      "x",
-      (p) => events.push(p),
-      () => now,
-    );
-    tracker.setTotal(100 * MiB);
+    const clock = { now: 0 };
+    const { tracker, events } = tracked(clock);
     for (let s = 0; s <= 10; s++) {
-      now = s * 1000;
+      clock.now = s * 1000;
       tracker.set(s * 5 * MiB);
     }
     const last = events.at(-1)!;
@@ -96,6 +102,19 @@ describe("ProgressTracker", () => {
     expect(last.etaSeconds).toBeCloseTo(10, 0);
     tracker.finish();
     expect(events.at(-1)!.done).toBe(true);
+  });
+
+  it("reports the connections at work while there are several, and the renderer shows them", () => {
+    const clock = { now: 200 };
+    const { tracker, events } = tracked(clock);
+    tracker.set(MiB);
+    tracker.setConnections(6);
+    clock.now = 1000;
+    tracker.set(9 * MiB);
+    expect(events.map((p) => p.connections)).toEqual([undefined, 6]);
+    const out = new Capture(false);
+    createProgressRenderer(out)(events[1]!);
+    expect(out.chunks[0]).toMatch(/^x: 9% 9\.00 MiB\/100\.0 MiB 10\.0 MiB\/s ETA 0:09 \(6 connections\)\n$/);
   });
 
   it("formats sizes and durations", () => {
