@@ -194,8 +194,14 @@ describe.skipIf(!enabled)(
           // The original CLI's request for a config file's project, answered from the file at /host<path>.
           const configProject = await cli(inst, ["start", "--config-file", configFile]);
           expect(configProject.project_id).toMatch(/^[0-9a-f-]{36}$/);
-          expect(readFileSync(configFile, "utf8")).toBe(
-            'import type { StackConfig } from "@stackframe/stack";\n\nexport const config: StackConfig = {};\n',
+          // The backend wrote the default config into the empty file; the share's sync copies it out to the host.
+          await eventually(
+            async () =>
+              readFileSync(configFile, "utf8") ===
+              'import type { StackConfig } from "@stackframe/stack";\n\nexport const config: StackConfig = {};\n'
+                ? true
+                : undefined,
+            "the default config, with the import of the nearest package.json, in the host file",
           );
           const branch = (init: RequestInit = {}) =>
             fetch(`http://127.0.0.1:${backend}/api/v1/internal/config/override/branch`, {
