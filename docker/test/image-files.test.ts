@@ -8,7 +8,11 @@ import { access, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { contractServices, DEFAULT_PORT_PREFIX, runtimeEnv } from "../../packages/emulator-cli/src/contract.js";
+import {
+  contractServices,
+  DEFAULT_PORT_PREFIX,
+  runtimeEnv,
+} from "../../packages/emulator-cli/src/contract.js";
 import { releaseManifest } from "../../packages/emulator-cli/src/pull.js";
 import { cloudInitDir, dockerDir, mustRun, repoRoot, run } from "./harness.js";
 
@@ -142,7 +146,10 @@ describe("cloud-init and shell scripts", () => {
     });
 
     it("builds with the runtime.env the CLI writes for the default prefix and host ports", async () => {
-      const defaults = contractServices(DEFAULT_PORT_PREFIX).map((s) => ({ ...s, hostPort: s.defaultHostPort }));
+      const defaults = contractServices(DEFAULT_PORT_PREFIX).map((s) => ({
+        ...s,
+        hostPort: s.defaultHostPort,
+      }));
       expect(await readFile(join(cloudInitDir, "build-runtime.env"), "utf8")).toBe(
         runtimeEnv(DEFAULT_PORT_PREFIX, defaults),
       );

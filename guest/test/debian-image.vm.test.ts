@@ -127,7 +127,7 @@ describe.skipIf(!enabled)(
     });
 
     it(
-      "speaks the guest contract: rotation checked by PostgreSQL, a config file's project and edits, data across stop/start, new keys after reset",
+      "speaks the guest contract: rotation checked by PostgreSQL, a config file's project and edits, data across stop/start, new host ports re-applied, new keys after reset",
       async () => {
         const backend = await freePort();
         const dashboard = await freePort();
@@ -246,14 +246,34 @@ describe.skipIf(!enabled)(
             await guestQuery(resumed.socketDir, `SELECT convert_from("value", 'UTF8') FROM "KeyValue"`),
           ).toBe("kept across stop");
 
+          // Resumed on other host ports: the CLI restarts stack.service, which renders the new config disk and
+          // starts the app on the placeholders again (rotate-secrets --reset, the seed); then it rotates.
+          expect((await cli(inst, ["stop"])).saved).toBe(true);
+          const moved = await freePort();
+          const movedEnv = { ...inst.env, EMULATOR_BACKEND_PORT: String(moved) };
+          const elsewhere = await cli({ ...inst, backend: moved, env: movedEnv }, ["start"]);
+          expect(elsewhere.boot).toBe("quick-boot");
+          const movedPck = keysOf(inst)[PCK] as string;
+          expect(movedPck).not.toBe(pck);
+          expect(await keyStatus(moved, movedPck)).toBe(200);
+          expect(await keyStatus(moved, pck)).toBe(401);
+          expect(await keyStatus(moved, PLACEHOLDER_PUBLISHABLE_KEY)).toBe(401);
+          const movedConfig = (await (
+            await fetch(`http://127.0.0.1:${moved}/api/v1/config`)
+          ).json()) as Record<string, string>;
+          expect(movedConfig.NEXT_PUBLIC_STACK_API_URL).toBe(`http://localhost:${moved}`);
+          const movedScript = await (await fetch(`http://127.0.0.1:${dashboard}/static/app.js`)).text();
+          expect(movedScript).toContain(movedPck);
+          expect(await (await asClient(moved, "/api/v1/kv/note", movedPck)).text()).toBe("kept across stop");
+
           await cli(inst, ["reset"]);
           const fresh = await cli(inst, ["start"]);
           expect(fresh.boot).toBe("snapshot");
           const newKeys = keysOf(inst);
           const newPck = newKeys[PCK] as string;
-          expect(newPck).not.toBe(pck);
+          expect(newPck).not.toBe(movedPck);
           expect(await keyStatus(backend, newPck)).toBe(200);
-          expect(await keyStatus(backend, pck)).toBe(401);
+          expect(await keyStatus(backend, movedPck)).toBe(401);
           expect(await keyStatus(backend, PLACEHOLDER_PUBLISHABLE_KEY)).toBe(401);
           expect((await asClient(backend, "/api/v1/kv/note", newPck)).status).toBe(404);
         } finally {
