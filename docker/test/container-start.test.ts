@@ -4,7 +4,7 @@ import { access, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/p
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { dockerDir, PLACEHOLDERS, randomSecrets, run, secretLines } from "./harness.js";
+import { dockerDir, PLACEHOLDERS, randomSecrets, rotatedEnvFile, run, secretLines } from "./harness.js";
 
 // The entrypoint must load the rotated env file on every start, refuse a damaged one, and mint a cron
 // secret only when the container was started without one.
@@ -35,17 +35,23 @@ describe("entrypoint start", () => {
   }
 
   describe("entrypoint.sh", () => {
-    it("keeps the cron secret the container was created with", async () => {
-      const r = await startEnv({ ...PLACEHOLDERS, STACK_BACKEND_URL: "http://localhost:26701?a=1&b=$(x)" });
+    it("keeps the cron secret the container was created with, and sets the mirrors from the seed names", async () => {
+      // As the guest starts the container: base.env's development values first, the placeholders over them.
+      const r = await startEnv({
+        ...PLACEHOLDERS,
+        NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY: "this-publishable-client-key-is-for-local-development-only",
+        STACK_SECRET_SERVER_KEY: "this-secret-server-key-is-for-local-development-only",
+        NEXT_PUBLIC_STACK_API_URL: "http://localhost:26701?a=1&b=$(x)",
+      });
       expect(r.code).toBe(0);
       expect(r.vars.CRON_SECRET).toBe(PLACEHOLDERS.CRON_SECRET);
       expect(r.vars.NEXT_PUBLIC_STACK_API_URL).toBe("http://localhost:26701?a=1&b=$(x)");
-      expect(r.vars.NEXT_PUBLIC_BROWSER_STACK_API_URL).toBe("http://localhost:26701?a=1&b=$(x)");
-      expect(r.vars.NEXT_PUBLIC_STACK_DASHBOARD_URL).toBeUndefined();
-      expect(r.vars.NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY).toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
-      expect(r.vars.STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY).toBe(PLACEHOLDERS.STACK_SECRET_SERVER_KEY);
-      expect(r.vars.STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY).toBe(
-        PLACEHOLDERS.STACK_SUPER_SECRET_ADMIN_KEY,
+      expect(r.vars.NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY).toBe(
+        PLACEHOLDERS.STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY,
+      );
+      expect(r.vars.STACK_SECRET_SERVER_KEY).toBe(PLACEHOLDERS.STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY);
+      expect(r.vars.STACK_SUPER_SECRET_ADMIN_KEY).toBe(
+        PLACEHOLDERS.STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY,
       );
     });
 
@@ -59,26 +65,48 @@ describe("entrypoint start", () => {
 
     it("loads the rotated env file over the container's values on every start", async () => {
       const rotated = randomSecrets();
-      await writeFile(envFile, secretLines(rotated), { mode: 0o600 });
+      await writeFile(envFile, rotatedEnvFile(rotated), { mode: 0o600 });
       for (let i = 0; i < 2; i++) {
         const r = await startEnv({ ...PLACEHOLDERS });
         expect(r.code).toBe(0);
         for (const [k, v] of Object.entries(rotated)) expect(r.vars[k]).toBe(v);
-        expect(r.vars.STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY).toBe(
-          rotated.STACK_PUBLISHABLE_CLIENT_KEY,
+        expect(r.vars.NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY).toBe(
+          rotated.STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY,
+        );
+        expect(r.vars.STACK_SUPER_SECRET_ADMIN_KEY).toBe(
+          rotated.STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY,
         );
       }
     });
 
     it("refuses to start with a damaged env file, without running it as shell", async () => {
       const marker = join(dir, "ran");
-      await writeFile(envFile, `${secretLines(randomSecrets())}$(touch ${marker})\n`, { mode: 0o600 });
+      await writeFile(envFile, `${rotatedEnvFile(randomSecrets())}$(touch ${marker})\n`, { mode: 0o600 });
       const r = await startEnv({ ...PLACEHOLDERS });
       expect(r.code).not.toBe(0);
       expect(r.stdout).toBe("");
-      expect(r.stderr).toMatch(/line 5: expected KEY=value/);
+      expect(r.stderr).toMatch(/line 8: expected KEY=value/);
       expect(r.stderr).toMatch(/refusing to start with a damaged/);
       await expect(access(marker)).rejects.toThrow();
+    });
+
+    it("refuses an env file whose mirrors disagree with the seed names", async () => {
+      const rotated = randomSecrets();
+      const text = rotatedEnvFile(rotated).replace(
+        `STACK_SECRET_SERVER_KEY=${rotated.STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY}`,
+        `STACK_SECRET_SERVER_KEY=${"1".repeat(64)}`,
+      );
+      await writeFile(envFile, text, { mode: 0o600 });
+      const r = await startEnv({ ...PLACEHOLDERS });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(
+        /STACK_SECRET_SERVER_KEY differs from STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY/,
+      );
+      // Without the mirrors it is not the file rotate-secrets writes either.
+      await writeFile(envFile, secretLines(rotated), { mode: 0o600 });
+      const partial = await startEnv({ ...PLACEHOLDERS });
+      expect(partial.code).not.toBe(0);
+      expect(partial.stderr).toMatch(/NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY is missing/);
     });
 
     it("needs a command", async () => {
@@ -128,7 +156,7 @@ describe("prepare-app start", () => {
         STACK_EMULATOR_LIB: join(dockerDir, "lib"),
         STACK_ROTATED_ENV_FILE: join(dir, "rotated.env"),
         STACK_APP_DIR: appDir,
-        STACK_BACKEND_URL: nastyUrl,
+        NEXT_PUBLIC_STACK_API_URL: nastyUrl,
         STACK_MIGRATE_COMMAND: `echo "migrate in $PWD" >>'${join(dir, "steps")}'`,
         STACK_SEED_COMMAND: `echo "seed $STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY" >>'${join(dir, "steps")}'`,
         ...env,
@@ -142,7 +170,7 @@ describe("prepare-app start", () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/running migrations\n.*running the seed\nstarted\n$/s);
       expect(await readFile(join(dir, "steps"), "utf8")).toBe(
-        `migrate in ${join(appDir, "apps", "backend")}\nseed ${PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY}\n`,
+        `migrate in ${join(appDir, "apps", "backend")}\nseed ${PLACEHOLDERS.STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY}\n`,
       );
       const chunk = await readFile(join(appDir, "apps", "backend", ".next", "chunk.js"), "utf8");
       expect(chunk).toBe(
@@ -150,7 +178,7 @@ describe("prepare-app start", () => {
           .replace('STACK_ENV_VAR_SENTINEL_NEXT_PUBLIC_STACK_API_URL"', `${nastyUrl}"`)
           .replace(
             "STACK_ENV_VAR_SENTINEL_NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY",
-            PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY,
+            PLACEHOLDERS.STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY,
           ),
       );
       // A longer sentinel sharing the prefix is not touched, and one without a value stays for a later start.
@@ -165,7 +193,7 @@ describe("prepare-app start", () => {
     it("leaves the already prepared files alone on a later start", async () => {
       const file = join(appDir, "apps", "dashboard", "page.html");
       const before = await stat(file);
-      const r = await start({ STACK_BACKEND_URL: "http://other" });
+      const r = await start({ NEXT_PUBLIC_STACK_API_URL: "http://other" });
       expect(r.code).toBe(0);
       expect((await stat(file)).mtimeMs).toBe(before.mtimeMs);
       expect(await readFile(file, "utf8")).toBe(`<a href='${nastyUrl}'>`);

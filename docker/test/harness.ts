@@ -14,9 +14,9 @@ export const cloudInitDir = join(repoRoot, "guest", "cloud-init");
 
 /** The values snapshot images bake in (render-stack-env writes them); public by construction. */
 export const PLACEHOLDERS = {
-  STACK_PUBLISHABLE_CLIENT_KEY: `${"0".repeat(32)}${"f".repeat(32)}`,
-  STACK_SECRET_SERVER_KEY: `${"0".repeat(32)}${"e".repeat(32)}`,
-  STACK_SUPER_SECRET_ADMIN_KEY: `${"0".repeat(32)}${"d".repeat(32)}`,
+  STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY: `${"0".repeat(32)}${"f".repeat(32)}`,
+  STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY: `${"0".repeat(32)}${"e".repeat(32)}`,
+  STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY: `${"0".repeat(32)}${"d".repeat(32)}`,
   CRON_SECRET: `${"0".repeat(32)}${"c".repeat(32)}`,
 } as const;
 export type Secrets = Record<keyof typeof PLACEHOLDERS, string>;
@@ -24,15 +24,24 @@ export type Secrets = Record<keyof typeof PLACEHOLDERS, string>;
 export function randomSecrets(): Secrets {
   const hex = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex");
   return {
-    STACK_PUBLISHABLE_CLIENT_KEY: hex(),
-    STACK_SECRET_SERVER_KEY: hex(),
-    STACK_SUPER_SECRET_ADMIN_KEY: hex(),
+    STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY: hex(),
+    STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY: hex(),
+    STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY: hex(),
     CRON_SECRET: hex(),
   };
 }
 
+/** The rotated env file for these secrets: the four names, then the names the app reads them by (as rotate-secrets writes it). */
+export function rotatedEnvFile(s: Secrets): string {
+  return `${secretLines(s)}${secretLines({
+    NEXT_PUBLIC_STACK_PUBLISHABLE_CLIENT_KEY: s.STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY,
+    STACK_SECRET_SERVER_KEY: s.STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY,
+    STACK_SUPER_SECRET_ADMIN_KEY: s.STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY,
+  })}`;
+}
+
 /** KEY=value lines; keys whose value is undefined are left out. */
-export function secretLines(s: Partial<Secrets>): string {
+export function secretLines(s: Partial<Record<string, string>>): string {
   return Object.entries(s)
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => `${k}=${v}\n`)
@@ -226,8 +235,8 @@ export async function startSupervisor(opts: {
     STACK_APP_DIR: appDir,
     STACK_BACKEND_COMMAND: command,
     STACK_DASHBOARD_COMMAND: command,
-    STACK_BACKEND_PORT: String(ports.backend),
-    STACK_DASHBOARD_PORT: String(ports.dashboard),
+    BACKEND_PORT: String(ports.backend),
+    DASHBOARD_PORT: String(ports.dashboard),
     STACK_SUPERVISOR_CONFIG: join(dockerDir, "supervisord.conf"),
   };
   const log = await open(join(opts.dir, "supervisord.log"), "a");
@@ -255,8 +264,11 @@ export async function startSupervisor(opts: {
 export interface AppAnswer {
   pid: number;
   launcherPid: number;
+  /** The seed names the entrypoint loads, then the names the app's code reads (its mirrors of them). */
+  seedPublishableClientKey?: string;
+  seedSecretServerKey?: string;
+  seedSuperSecretAdminKey?: string;
   publishableClientKey?: string;
-  nextPublicPublishableClientKey?: string;
   secretServerKey?: string;
   superSecretAdminKey?: string;
   cronSecret?: string;

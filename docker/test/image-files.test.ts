@@ -8,6 +8,12 @@ import { access, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  contractServices,
+  DEFAULT_PORT_PREFIX,
+  runtimeEnv,
+} from "../../packages/emulator-cli/src/contract/contract.js";
+import { releaseManifest } from "../../packages/emulator-cli/src/image/pull.js";
 import { cloudInitDir, dockerDir, mustRun, repoRoot, run } from "./harness.js";
 
 const hasX86Qemu = (() => {
@@ -50,7 +56,7 @@ describe("cloud-init and shell scripts", () => {
   interface CloudConfig {
     write_files: WriteFile[];
     packages: string[];
-    runcmd: string[];
+    runcmd: unknown[];
     power_state: { mode: string };
   }
 
@@ -76,23 +82,23 @@ describe("cloud-init and shell scripts", () => {
       expect(r.code).toBe(0);
     });
 
-    it("ships byte-for-byte the scripts the tests run, executable", async () => {
+    it("ships byte-for-byte the scripts the tests run, at the contract's paths, executable", async () => {
       const shipped = new Map(config.write_files.map((f) => [f.path, f]));
+      const script = (name: string): [string, string, string] => [
+        `/usr/local/bin/${name}`,
+        join(cloudInitDir, "scripts", name),
+        "0755",
+      ];
       const sources: [string, string, string][] = [
         ["/usr/local/lib/stack-emulator/secret-input.sh", join(dockerDir, "lib", "secret-input.sh"), "0644"],
-        ["/usr/local/bin/render-stack-env", join(cloudInitDir, "scripts", "render-stack-env"), "0755"],
-        [
-          "/usr/local/bin/apply-runtime-config",
-          join(cloudInitDir, "scripts", "apply-runtime-config"),
-          "0755",
-        ],
-        ["/usr/local/bin/trigger-fast-rotate", join(cloudInitDir, "scripts", "trigger-fast-rotate"), "0755"],
-        [
-          "/usr/local/bin/wait-for-stack-ready",
-          join(cloudInitDir, "scripts", "wait-for-stack-ready"),
-          "0755",
-        ],
-        ["/etc/stack-emulator/compose.yaml", join(cloudInitDir, "compose.yaml"), "0644"],
+        script("render-stack-env"),
+        script("trigger-fast-rotate"),
+        script("mount-host-fs"),
+        script("run-stack-container"),
+        script("wait-for-stack-ready"),
+        script("provision-build"),
+        ["/etc/stack-emulator/images.env", join(cloudInitDir, "images.env"), "0644"],
+        ["/etc/systemd/system/stack.service", join(cloudInitDir, "stack.service"), "0644"],
       ];
       for (const [path, source, mode] of sources) {
         expect(shipped.get(path)?.content, path).toBe(await readFile(source, "utf8"));
@@ -100,23 +106,53 @@ describe("cloud-init and shell scripts", () => {
       }
     });
 
-    it("installs and starts the guest agent, and checks readiness before the image is shut down", async () => {
-      const config = await parseYaml<{ packages: string[]; runcmd: string[]; power_state: { mode: string } }>(
-        userData,
-      );
-      expect(config.packages).toContain("qemu-guest-agent");
-      expect(config.packages).toContain("libarchive-tools");
-      const steps = config.runcmd;
-      expect(steps[0]).toBe("set -eu");
-      expect(steps).toContain("systemctl start qemu-guest-agent");
-      expect(steps.indexOf("render-stack-env")).toBeLessThan(
-        steps.indexOf("systemctl enable --now stack-emulator.service"),
-      );
-      expect(steps.indexOf("wait-for-stack-ready")).toBeLessThan(
-        steps.indexOf("echo STACK-EMULATOR-BUILD-OK"),
-      );
-      expect(steps.at(-1)).toBe("echo STACK-EMULATOR-BUILD-OK");
+    it("runs stack.service as the original's: run-stack-container, restarted every 5 s", async () => {
+      const unit = await readFile(join(cloudInitDir, "stack.service"), "utf8");
+      for (const line of [
+        "Restart=always",
+        "RestartSec=5",
+        "ExecStart=/usr/local/bin/run-stack-container",
+        "ExecStop=/usr/local/bin/run-stack-container --stop",
+        "WantedBy=multi-user.target",
+      ]) {
+        expect(unit).toContain(`\n${line}\n`);
+      }
+    });
+
+    it("provisions with provision-build: the agent up, the app healthy once, then the marker, then power-off", async () => {
+      expect(config.packages).toEqual(expect.arrayContaining(["docker.io", "qemu-guest-agent", "curl"]));
+      expect(config.runcmd).toEqual([["bash", "/usr/local/bin/provision-build"]]);
       expect(config.power_state.mode).toBe("poweroff");
+      const steps = (await readFile(join(cloudInitDir, "scripts", "provision-build"), "utf8")).split("\n");
+      const at = (line: string) => {
+        const i = steps.indexOf(line);
+        expect(i, line).toBeGreaterThan(0);
+        return i;
+      };
+      expect(steps[0]).toBe("#!/usr/bin/env bash");
+      expect(steps).toContain("set -euo pipefail");
+      // qemu-ga runs from this boot on, so its port is open whenever the host captures a snapshot.
+      expect(at("systemctl start qemu-guest-agent")).toBeLessThan(at("systemctl start stack.service"));
+      expect(at("systemctl enable stack.service")).toBeLessThan(at("systemctl start stack.service"));
+      expect(at("systemctl start stack.service")).toBeLessThan(
+        at("STACK_READY_TIMEOUT=1800 wait-for-stack-ready"),
+      );
+      expect(at("STACK_READY_TIMEOUT=1800 wait-for-stack-ready")).toBeLessThan(
+        at('  if [ -c "$console" ]; then echo STACK-EMULATOR-BUILD-OK >"$console" || true; fi'),
+      );
+      expect(at("systemctl is-active --quiet qemu-guest-agent")).toBeLessThan(
+        at("touch /etc/cloud/cloud-init.disabled"),
+      );
+    });
+
+    it("builds with the runtime.env the CLI writes for the default prefix and host ports", async () => {
+      const defaults = contractServices(DEFAULT_PORT_PREFIX).map((s) => ({
+        ...s,
+        hostPort: s.defaultHostPort,
+      }));
+      expect(await readFile(join(cloudInitDir, "build-runtime.env"), "utf8")).toBe(
+        runtimeEnv(DEFAULT_PORT_PREFIX, defaults),
+      );
     });
 
     it("has meta-data with an instance id", async () => {
@@ -133,9 +169,11 @@ describe("cloud-init and shell scripts", () => {
       "docker/lib/secret-input.sh",
       "guest/cloud-init/render-user-data",
       "guest/cloud-init/scripts/render-stack-env",
-      "guest/cloud-init/scripts/apply-runtime-config",
       "guest/cloud-init/scripts/trigger-fast-rotate",
+      "guest/cloud-init/scripts/mount-host-fs",
+      "guest/cloud-init/scripts/run-stack-container",
       "guest/cloud-init/scripts/wait-for-stack-ready",
+      "guest/cloud-init/scripts/provision-build",
       "guest/build-image",
     ];
 
@@ -191,34 +229,23 @@ describe("build-image offline", () => {
   }
 
   describe("guest/build-image", () => {
-    it("writes the image.json the CLI boots from", () => {
-      expect(manifest).toMatchObject({
-        schema: 1,
+    it("names the machine the CLI makes a pulled copy of it boot with (a release has no manifest)", () => {
+      expect(manifest).toEqual({
+        schema: 2,
         name: "stack-emulator-amd64",
         arch: "amd64",
+        digest: "sha256:<digest of stack-emulator-amd64.qcow2>",
         boot: { firmware: "bios" },
         disk: "stack-emulator-amd64.qcow2",
-        configIso: { volumeId: "STACKCFG" },
-        guest: {
-          rotateSecrets: "/usr/local/bin/trigger-fast-rotate",
-          applyConfig: "/usr/local/bin/apply-runtime-config",
-          waitReady: "/usr/local/bin/wait-for-stack-ready",
-        },
-        secrets: [
-          "STACK_PUBLISHABLE_CLIENT_KEY",
-          "STACK_SECRET_SERVER_KEY",
-          "STACK_SUPER_SECRET_ADMIN_KEY",
-          "CRON_SECRET",
-        ],
+        memoryMiB: 4096,
+        cpus: 4,
       });
-      const services = manifest.services as { name: string; guestPort: number; defaultHostPort: number }[];
-      expect(services.map((s) => [s.name, s.guestPort, s.defaultHostPort])).toEqual([
-        ["dashboard", 8101, 26700],
-        ["backend", 8102, 26701],
-        ["minio", 8103, 26702],
-        ["inbucket", 8104, 26703],
-        ["mock-oauth", 8114, 26704],
-      ]);
+      // The CLI's own synthesis, but for the name it stores a pull under and the digest of the bytes it got.
+      const ours = releaseManifest("release-x", "amd64", "sha256:ab");
+      expect({ ...ours, name: manifest.name, digest: manifest.digest }).toEqual(manifest);
+      expect(qemuArgs.slice(0, 3)).toEqual(["qemu-system-x86_64", "-machine", "q35"]);
+      expect(qemuArgs[qemuArgs.indexOf("-m") + 1]).toBe("4096");
+      expect(qemuArgs[qemuArgs.indexOf("-smp") + 1]).toBe("4");
     });
 
     it("boots arm64 through UEFI with a private variable store and the same devices", async () => {
@@ -244,17 +271,21 @@ describe("build-image offline", () => {
         arch: "arm64",
         boot: { firmware: "uefi" },
       });
+      // vmgenid is the PC machines' only.
+      expect(argv).not.toContain("vmgenid,guid=auto");
+      expect(qemuArgs).toContain("vmgenid,guid=auto");
     });
 
     // setup installs qemu-system-x86 on x86 hosts only; elsewhere there is no emulator to start the layout in.
     it.runIf(hasX86Qemu)("boots QEMU with the documented, pinned device layout", async () => {
       const work = join(dir, "work-amd64");
       await mkdir(join(work, "iso"), { recursive: true });
-      await writeFile(join(work, "iso", "stack.env"), "STACK_A=1\n");
+      await writeFile(join(work, "iso", "runtime.env"), "STACK_EMULATOR_PORT_PREFIX=81\n");
       await mustRun("qemu-img", ["create", "-q", "-f", "qcow2", join(work, "disk.qcow2"), "64M"]);
       for (const [iso, label] of [
         ["config.iso", "STACKCFG"],
         ["seed.iso", "cidata"],
+        ["bundle.iso", "STACKBUNDLE"],
       ] as const) {
         await mustRun("xorriso", [
           "-as",
@@ -282,18 +313,22 @@ describe("build-image offline", () => {
       const pci = replies.find((m) => Array.isArray(m.return))?.return?.[0]?.devices ?? [];
       const bySlot = new Map(pci.map((d) => [d.slot, d]));
       const RED_HAT_VIRTIO = 0x1af4;
-      const expected: [number, number][] = [
-        [2, 0x0200], // network: virtio-net, the pinned MAC
-        [3, 0x0100], // storage: system disk
-        [4, 0x0100], // storage: STACKCFG
-        [5, 0x0780], // communication: virtio-serial, the guest agent's port
-        [6, 0x00ff], // virtio-rng
-        [7, 0x0100], // storage: cloud-init seed
+      const RED_HAT_QEMU = 0x1b36;
+      const expected: [number, number, number][] = [
+        [2, RED_HAT_VIRTIO, 0x0200], // network: virtio-net, the pinned MAC
+        [3, RED_HAT_VIRTIO, 0x0100], // storage: system disk
+        [4, RED_HAT_VIRTIO, 0x0100], // storage: STACKCFG
+        [5, RED_HAT_VIRTIO, 0x0780], // communication: virtio-serial, the guest agent's port
+        [6, RED_HAT_VIRTIO, 0x00ff], // virtio-rng
+        [7, RED_HAT_VIRTIO, 0x0100], // storage: cloud-init seed
+        [8, RED_HAT_QEMU, 0x0604], // bridge: the PCIe root port the host's 9p share is plugged into
+        [9, RED_HAT_VIRTIO, 0x0100], // storage: STACKBUNDLE
       ];
-      for (const [slot, cls] of expected) {
-        expect(bySlot.get(slot)?.id.vendor, `slot ${slot}`).toBe(RED_HAT_VIRTIO);
+      for (const [slot, vendor, cls] of expected) {
+        expect(bySlot.get(slot)?.id.vendor, `slot ${slot}`).toBe(vendor);
         expect(bySlot.get(slot)?.class_info.class, `slot ${slot}`).toBe(cls);
       }
+      expect(pci.filter((d) => d.id.vendor === RED_HAT_VIRTIO).length).toBe(7);
     });
   });
 });

@@ -15,6 +15,7 @@ import {
   type Postgres,
   postgresBinDir,
   randomSecrets,
+  rotatedEnvFile,
   run,
   type Secrets,
   type Supervisor,
@@ -27,6 +28,10 @@ import {
 const KEY_SET_ID = "3142e763-b230-44b5-8636-aa62f7489c26";
 const OTHER_KEY_SET_ID = "9b0c7d4e-1111-4222-8333-444455556666";
 const OTHER_KEYS = { pck: "a".repeat(64), ssk: "b".repeat(64), sak: "c".repeat(64) };
+// The rotation's input names (docs/guest-contract.md, section 2).
+const PCK = "STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY";
+const SSK = "STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY";
+const SAK = "STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY";
 
 let pg: Postgres;
 let sup: Supervisor;
@@ -94,7 +99,7 @@ const rotate = (input: string, env: Record<string, string> = {}) =>
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "stack-rotate-"));
   jsDir = join(dir, "app");
-  const baked = PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY;
+  const baked = PLACEHOLDERS[PCK];
   await mkdir(join(jsDir, ".next", "static", "chunks", "app"), { recursive: true });
   await mkdir(join(jsDir, "apps", "backend"), { recursive: true });
   await writeFile(
@@ -136,7 +141,7 @@ beforeAll(async () => {
     );
     INSERT INTO "ApiKeySet" ("projectId", "id", "description", "publishableClientKey", "secretServerKey", "superSecretAdminKey")
     VALUES
-      ('internal', '${KEY_SET_ID}', 'emulator', '${PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY}', '${PLACEHOLDERS.STACK_SECRET_SERVER_KEY}', '${PLACEHOLDERS.STACK_SUPER_SECRET_ADMIN_KEY}'),
+      ('internal', '${KEY_SET_ID}', 'emulator', '${PLACEHOLDERS[PCK]}', '${PLACEHOLDERS[SSK]}', '${PLACEHOLDERS[SAK]}'),
       ('internal', '${OTHER_KEY_SET_ID}', 'user-created', '${OTHER_KEYS.pck}', '${OTHER_KEYS.ssk}', '${OTHER_KEYS.sak}');
   `);
 
@@ -160,7 +165,7 @@ afterAll(async () => {
 describe("rotate-secrets", { timeout: 150_000 }, () => {
   it("starts from the baked placeholders", async () => {
     const a = await apps();
-    expect(a.backend.publishableClientKey).toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(a.backend.publishableClientKey).toBe(PLACEHOLDERS[PCK]);
     expect(a.dashboard.cronSecret).toBe(PLACEHOLDERS.CRON_SECRET);
   });
 
@@ -169,8 +174,8 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
   const badInputs: [string, () => string, RegExp][] = [
     [
       "a non-hex value",
-      () => secretLines({ ...good, STACK_SECRET_SERVER_KEY: "g".repeat(64) }),
-      /STACK_SECRET_SERVER_KEY must be exactly 64 lowercase hex/,
+      () => secretLines({ ...good, [SSK]: "g".repeat(64) }),
+      /STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY must be exactly 64 hex characters/,
     ],
     [
       "a value one char short",
@@ -178,18 +183,19 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       /CRON_SECRET must be exactly 64/,
     ],
     [
-      "upper-case hex",
-      () =>
-        secretLines({
-          ...good,
-          STACK_PUBLISHABLE_CLIENT_KEY: good.STACK_PUBLISHABLE_CLIENT_KEY.toUpperCase(),
-        }),
-      /STACK_PUBLISHABLE_CLIENT_KEY must be/,
+      "a value with a trailing space",
+      () => secretLines({ ...good, [PCK]: `${good[PCK]} ` }),
+      /STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY must be exactly 64/,
+    ],
+    [
+      "a name the app reads but the rotation does not take",
+      () => `${secretLines(good)}STACK_SECRET_SERVER_KEY=${good[SSK]}\n`,
+      /line 5: unknown key STACK_SECRET_SERVER_KEY/,
     ],
     [
       "a missing key",
-      () => secretLines({ ...good, STACK_SUPER_SECRET_ADMIN_KEY: undefined }),
-      /STACK_SUPER_SECRET_ADMIN_KEY is missing/,
+      () => secretLines({ ...good, [SAK]: undefined }),
+      /STACK_SEED_INTERNAL_PROJECT_SUPER_SECRET_ADMIN_KEY is missing/,
     ],
     ["an unknown key", () => `${secretLines(good)}PATH=${"a".repeat(64)}\n`, /line 5: unknown key PATH/],
     [
@@ -197,7 +203,7 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       () => `${secretLines(good)}CRON_SECRET=${"1".repeat(64)}\n`,
       /CRON_SECRET is given twice/,
     ],
-    ["empty input", () => "", /STACK_PUBLISHABLE_CLIENT_KEY is missing/],
+    ["empty input", () => "", /STACK_SEED_INTERNAL_PROJECT_PUBLISHABLE_CLIENT_KEY is missing/],
     [
       "command substitution",
       () => secretLines({ ...good, CRON_SECRET: `$(touch ${pwned()})` }),
@@ -227,7 +233,7 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       expect(r.stderr).toMatch(message);
       expect(r.stderr).toMatch(/nothing was changed/);
       // Valid values of a rejected input are secrets too: never echoed.
-      expect(r.stderr).not.toContain(good.STACK_SECRET_SERVER_KEY);
+      expect(r.stderr).not.toContain(good[SSK]);
     });
 
     it("rejects valid input when supervisord cannot be reached", async () => {
@@ -285,39 +291,35 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
     const r = await rotate(secretLines(good));
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect(r.stdout).not.toContain(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(r.stdout).not.toContain(good[PCK]);
 
     const rows = await keyRows();
-    expect(rows[0]).toMatch(
-      new RegExp(
-        `^${KEY_SET_ID}\\|${good.STACK_PUBLISHABLE_CLIENT_KEY}\\|${good.STACK_SECRET_SERVER_KEY}\\|${good.STACK_SUPER_SECRET_ADMIN_KEY}\\|`,
-      ),
-    );
+    expect(rows[0]).toMatch(new RegExp(`^${KEY_SET_ID}\\|${good[PCK]}\\|${good[SSK]}\\|${good[SAK]}\\|`));
     expect(rows[0]).not.toMatch(/\|2020-01-01/);
     expect(rows[1]).toBe(before.rows[1]);
 
     const tree = await readTree(jsDir);
     for (const [path, text] of tree) {
-      expect(text, path).not.toContain(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
-      expect(text).toBe(
-        before.tree
-          .get(path)
-          ?.replaceAll(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY, good.STACK_PUBLISHABLE_CLIENT_KEY),
-      );
+      expect(text, path).not.toContain(PLACEHOLDERS[PCK]);
+      expect(text).toBe(before.tree.get(path)?.replaceAll(PLACEHOLDERS[PCK], good[PCK]));
     }
-    expect(tree.get(".next/static/chunks/main-1a2b.js")).toContain(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(tree.get(".next/static/chunks/main-1a2b.js")).toContain(good[PCK]);
     expect((await stat(join(jsDir, ".next/static/chunks/app/page-9f.js"))).mode & 0o777).toBe(0o640);
 
     expect((await stat(envFile)).mode & 0o777).toBe(0o600);
-    expect(await readFile(envFile, "utf8")).toBe(secretLines(good));
+    // The four names and the three the app reads them by, as the original's rotate-secrets writes them.
+    expect(await readFile(envFile, "utf8")).toBe(rotatedEnvFile(good));
 
-    first = await appsWithKey(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    first = await appsWithKey(good[PCK]);
     for (const name of ["backend", "dashboard"] as const) {
       const now = first[name];
-      expect(now.secretServerKey).toBe(good.STACK_SECRET_SERVER_KEY);
-      expect(now.superSecretAdminKey).toBe(good.STACK_SUPER_SECRET_ADMIN_KEY);
+      expect(now.seedPublishableClientKey).toBe(good[PCK]);
+      expect(now.seedSecretServerKey).toBe(good[SSK]);
+      expect(now.seedSuperSecretAdminKey).toBe(good[SAK]);
+      expect(now.secretServerKey).toBe(good[SSK]);
+      expect(now.superSecretAdminKey).toBe(good[SAK]);
       expect(now.cronSecret).toBe(good.CRON_SECRET);
-      expect(now.nextPublicPublishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
+      expect(now.publishableClientKey).toBe(good[PCK]);
       // The old launcher and the child that held the port are gone: the port was freed and bound again.
       expect(now.pid).not.toBe(before.apps[name].pid);
       expect(isAlive(before.apps[name].pid)).toBe(false);
@@ -356,7 +358,7 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
         ? a
         : undefined;
     }, "both programs to be restarted");
-    expect(restarted.backend.publishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(restarted.backend.publishableClientKey).toBe(good[PCK]);
     expect(isAlive(before.apps.backend.pid)).toBe(false);
   });
 
@@ -375,7 +377,7 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
       return a.backend.pid !== before.apps.backend.pid ? a : undefined;
     }, "the backend to be restarted");
     expect(restarted.dashboard.pid).toBe(before.apps.dashboard.pid);
-    expect(restarted.backend.publishableClientKey).toBe(good.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(restarted.backend.publishableClientKey).toBe(good[PCK]);
   });
 
   it("rejects bad input after a rotation without touching the rotated state", async () => {
@@ -387,67 +389,109 @@ describe("rotate-secrets", { timeout: 150_000 }, () => {
 });
 
 describe("trigger-fast-rotate", { timeout: 150_000 }, () => {
-  let guestSecrets: string;
   let handoffLog: string;
   let triggerEnv: Record<string, string>;
 
   beforeAll(async () => {
-    guestSecrets = join(dir, "guest", "secrets.env");
     handoffLog = join(dir, "docker-argv");
     // Stands in for the docker CLI only: it checks the arguments it was given and runs the real rotate-secrets
     // with the real stdin, as `docker exec -i` would inside the container.
     const fakeDocker = join(dir, "docker");
     await writeExecutable(
       fakeDocker,
-      `#!/bin/sh\nprintf '%s\\n' "$*" >>'${handoffLog}'\n[ "$*" = "exec -i stack-app rotate-secrets" ] || exit 125\nexec '${join(dockerDir, "rotate-secrets")}'\n`,
+      `#!/bin/sh\nprintf '%s\\n' "$*" >>'${handoffLog}'\n[ "$*" = "exec -i stack rotate-secrets" ] || exit 125\nexec '${join(dockerDir, "rotate-secrets")}'\n`,
     );
-    triggerEnv = { ...rotateEnv, STACK_DOCKER: fakeDocker, STACK_EMULATOR_SECRETS_FILE: guestSecrets };
+    triggerEnv = { ...rotateEnv, STACK_DOCKER: fakeDocker };
   });
 
-  const trigger = (input: string) =>
-    run(join(cloudInitDir, "scripts", "trigger-fast-rotate"), [], { env: triggerEnv, input });
+  const trigger = (input: string, env: Record<string, string> = {}) =>
+    run(join(cloudInitDir, "scripts", "trigger-fast-rotate"), [], { env: { ...triggerEnv, ...env }, input });
 
-  it("rejects bad input before handing anything to the container", async () => {
+  it("rejects bad input with exit status 2 before handing anything to the container", async () => {
     const before = await snapshot();
-    const r = await trigger(secretLines({ ...randomSecrets(), STACK_SECRET_SERVER_KEY: "$(reboot)" }));
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/trigger-fast-rotate: line 2: STACK_SECRET_SERVER_KEY must be exactly 64/);
+    const r = await trigger(secretLines({ ...randomSecrets(), [SSK]: "$(reboot)" }));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /trigger-fast-rotate: line 2: STACK_SEED_INTERNAL_PROJECT_SECRET_SERVER_KEY must be exactly 64/,
+    );
     await expect(access(handoffLog)).rejects.toThrow();
-    await expect(access(guestSecrets)).rejects.toThrow();
     expect(await snapshot()).toEqual(before);
   });
 
   it("hands valid secrets to rotate-secrets, which rotates from already rotated values", async () => {
-    const s: Secrets = randomSecrets();
+    // Upper-case hex is accepted, as by the original's rotate-secrets, and kept as given.
+    const s: Secrets = { ...randomSecrets(), [SSK]: randomSecrets()[SSK].toUpperCase() };
     const before = await snapshot();
     const previous = before.apps.backend.publishableClientKey!;
-    expect(previous).not.toBe(PLACEHOLDERS.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect(previous).not.toBe(PLACEHOLDERS[PCK]);
     // Unordered, with a blank line and a CRLF ending: the hand-off re-renders the canonical form.
     const input = `\nCRON_SECRET=${s.CRON_SECRET}\r\n${secretLines({ ...s, CRON_SECRET: undefined })}`;
     const r = await trigger(input);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect((await readFile(handoffLog, "utf8")).trim()).toBe("exec -i stack-app rotate-secrets");
-    const a = await appsWithKey(s.STACK_PUBLISHABLE_CLIENT_KEY);
+    expect((await readFile(handoffLog, "utf8")).trim()).toBe("exec -i stack rotate-secrets");
+    const a = await appsWithKey(s[PCK]);
     expect(a.backend.cronSecret).toBe(s.CRON_SECRET);
-    expect((await keyRows())[0]).toContain(s.STACK_SECRET_SERVER_KEY);
+    expect(a.backend.secretServerKey).toBe(s[SSK]);
+    expect((await keyRows())[0]).toContain(s[SSK]);
     for (const [path, text] of await readTree(jsDir)) {
       expect(text).not.toContain(previous);
-      expect(text).toBe(before.tree.get(path)?.replaceAll(previous, s.STACK_PUBLISHABLE_CLIENT_KEY));
+      expect(text).toBe(before.tree.get(path)?.replaceAll(previous, s[PCK]));
     }
-    expect((await stat(guestSecrets)).mode & 0o777).toBe(0o600);
-    expect(await readFile(guestSecrets, "utf8")).toBe(secretLines(s));
+    expect((await stat(envFile)).mode & 0o777).toBe(0o600);
+    expect(await readFile(envFile, "utf8")).toBe(rotatedEnvFile(s));
   });
 
-  it("keeps the guest's record when the container rejects the rotation", async () => {
-    const before = await readFile(guestSecrets, "utf8");
-    const r = await run(join(cloudInitDir, "scripts", "trigger-fast-rotate"), [], {
-      env: { ...triggerEnv, STACK_ROTATE_KEY_SET_ID: "00000000-0000-4000-8000-000000000000" },
-      input: secretLines(randomSecrets()),
+  it("exits 1 with the container's own message when the container refuses the rotation", async () => {
+    const before = await snapshot();
+    const r = await trigger(secretLines(randomSecrets()), {
+      STACK_ROTATE_KEY_SET_ID: "00000000-0000-4000-8000-000000000000",
     });
-    expect(r.code).not.toBe(0);
+    expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/rotate-secrets: no "ApiKeySet" row/);
-    expect(r.stderr).toMatch(/trigger-fast-rotate: rotation in the container failed/);
-    expect(await readFile(guestSecrets, "utf8")).toBe(before);
+    expect(r.stderr).toMatch(/trigger-fast-rotate: the app did not take the keys/);
+    expect(await snapshot()).toEqual(before);
+  });
+});
+
+// What a guest without containers runs before it starts the app again (a container would be new).
+describe("rotate-secrets --reset", { timeout: 150_000 }, () => {
+  const reset = () => run(join(dockerDir, "rotate-secrets"), ["--reset"], { env: rotateEnv });
+
+  it("puts the built files back as built and removes the env file, restarting nothing", async () => {
+    const before = await snapshot();
+    expect(before.envFile).not.toBeNull();
+    const r = await reset();
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/reset \(3 built files restored/);
+    await expect(access(envFile)).rejects.toThrow();
+    await expect(access(join(rotateEnv.STACK_ROTATE_STATE_DIR!, "applied"))).rejects.toThrow();
+    const rotated = before.apps.backend.publishableClientKey!;
+    for (const [path, text] of await readTree(jsDir)) {
+      expect(text, path).not.toContain(rotated);
+      expect(text).toBe(before.tree.get(path)?.replaceAll(rotated, PLACEHOLDERS[PCK]));
+    }
+    const after = await apps();
+    expect(after.backend.pid).toBe(before.apps.backend.pid);
+    // The database is the seed's business at the next start.
+    expect(await keyRows()).toEqual(before.rows);
+  });
+
+  it("does nothing more the second time, and a rotation after it works from the baked key", async () => {
+    const again = await reset();
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/reset \(0 built files restored/);
+    const s = randomSecrets();
+    const r = await rotate(secretLines(s));
+    expect(r.code).toBe(0);
+    await appsWithKey(s[PCK]);
+    expect((await readTree(jsDir)).get(".next/static/chunks/main-1a2b.js")).toContain(s[PCK]);
+  });
+
+  it("refuses arguments it does not know", async () => {
+    const r = await run(join(dockerDir, "rotate-secrets"), ["--rest"], { env: rotateEnv });
+    expect(r.code).toBe(64);
+    expect(r.stderr).toMatch(/usage: rotate-secrets/);
   });
 });

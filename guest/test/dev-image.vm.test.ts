@@ -155,8 +155,9 @@ describe("the offline dev image", () => {
       NEXT_PUBLIC_STACK_IS_LOCAL_EMULATOR: "true",
       BACKEND_PORT: "8102",
     });
-    // Credentials are not shown.
+    // Credentials are not shown, nor the database URL that carries base.env's password.
     expect(Object.keys(config).some((k) => k.includes("SECRET") || k.endsWith("_KEY"))).toBe(false);
+    expect(config.STACK_DATABASE_CONNECTION_STRING).toBeUndefined();
     const page = await (await fetch(url("dashboard", "/handler/sign-in"))).text();
     expect(page).toContain("http://localhost:31700");
     const mounts = await guest((client) => client.exec({ path: "/bin/cat", args: ["/proc/mounts"] }));

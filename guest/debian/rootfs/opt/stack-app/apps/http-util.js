@@ -14,10 +14,12 @@ function sendJson(res, status, value) {
   send(res, status, "application/json", JSON.stringify(value));
 }
 
-/** Listens on $PORT (supervisord.conf sets it per program) and says so on stdout, which goes to the journal. */
-function listen(name, handler) {
+/**
+ * Listens on `port` (default $PORT, which supervisord.conf sets per program from BACKEND_PORT and DASHBOARD_PORT)
+ * and says so on stdout, which goes to the journal of stack.service.
+ */
+function listen(name, handler, port = Number(process.env.PORT)) {
   const http = require("node:http");
-  const port = Number(process.env.PORT);
   const server = http.createServer((req, res) => {
     Promise.resolve(handler(req, res)).catch((error) => {
       console.error(`${name}: ${req.method} ${req.url}: ${error.message}`);

@@ -1,6 +1,7 @@
 // node db-migrations.js migrate|seed: what the stack server's dist/db-migrations.mjs does for prepare-app, on
 // this image's schema. Both are idempotent: prepare-app runs them at every start of the app.
-//   migrate  creates the tables ("ApiKeySet" in the shape of the stack server's, "KeyValue" for app data)
+//   migrate  creates the tables: "ApiKeySet" and "LocalEmulatorProject" in the shape of the stack server's (a
+//            config file's project: its absolute path on the host), "KeyValue" for app data
 //   seed     upserts the internal project's key set from the STACK_SEED_INTERNAL_PROJECT_* values the
 //            entrypoint exports (the rotated keys once there are any), so the database agrees with the env file
 const { connect } = require("./db.js");
@@ -31,6 +32,13 @@ CREATE TABLE IF NOT EXISTS "ApiKeySet" (
   "publishableClientKey" text UNIQUE,
   "secretServerKey" text UNIQUE,
   "superSecretAdminKey" text UNIQUE,
+  "createdAt" timestamp(3) NOT NULL DEFAULT now(),
+  "updatedAt" timestamp(3) NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS "ApiKeySet_projectId_idx" ON "ApiKeySet" ("projectId");
+CREATE TABLE IF NOT EXISTS "LocalEmulatorProject" (
+  "absoluteFilePath" text PRIMARY KEY,
+  "projectId" uuid NOT NULL UNIQUE,
   "createdAt" timestamp(3) NOT NULL DEFAULT now(),
   "updatedAt" timestamp(3) NOT NULL DEFAULT now()
 );

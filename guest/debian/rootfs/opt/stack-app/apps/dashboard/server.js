@@ -9,8 +9,8 @@ const escapeHtml = (s) =>
   String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 
 function signIn() {
-  const dashboard = escapeHtml(process.env.STACK_DASHBOARD_URL);
-  const backend = escapeHtml(process.env.STACK_BACKEND_URL);
+  const dashboard = escapeHtml(process.env.NEXT_PUBLIC_STACK_DASHBOARD_URL);
+  const backend = escapeHtml(process.env.NEXT_PUBLIC_STACK_API_URL);
   return `<!doctype html>
 <html><head><title>Sign in - Stack Emulator (Debian image)</title><script src="/static/app.js"></script></head><body>
 <h1>Sign in</h1>
