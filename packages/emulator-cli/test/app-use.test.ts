@@ -167,12 +167,31 @@ describe("port picking", () => {
     homes.push(home);
     const paths = instancePaths(resolveHome(home), "b");
     const input = { services, given: {}, instance: "b", reserved: new Set<number>() };
-    const first = await assignPorts(paths, { ...input, mode: "auto" });
+    const warnings: string[] = [];
+    const warn = (message: string) => warnings.push(message);
+    const first = await assignPorts(paths, { ...input, mode: "auto" }, warn);
     const record = JSON.parse(readFileSync(paths.ports, "utf8"));
     expect(record).toEqual({ version: 1, ports: first.ports });
-    expect((await assignPorts(paths, input)).ports).toEqual(first.ports);
-    await assignPorts(paths, { ...input, mode: "default" });
+    expect((await assignPorts(paths, input, warn)).ports).toEqual(first.ports);
+    await assignPorts(paths, { ...input, mode: "default" }, warn);
     expect(() => readFileSync(paths.ports)).toThrow();
+    expect(warnings).toEqual([]);
+  });
+
+  it("sets an unreadable record aside with one warning naming the file, and picks again", async () => {
+    const home = mkdtempSync(join(tmpdir(), "se-ports-"));
+    homes.push(home);
+    const paths = instancePaths(resolveHome(home), "b");
+    mkdirSync(paths.dir, { recursive: true });
+    writeFileSync(paths.ports, JSON.stringify({ version: 1, ports: { dashboard: "abc" } }));
+    const warnings: string[] = [];
+    const input = { services, given: {}, instance: "b", reserved: new Set<number>() };
+    const plan = await assignPorts(paths, { ...input, mode: "auto" }, (message) => warnings.push(message));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(paths.ports);
+    expect(warnings[0]).not.toMatch(/STACK_EMULATOR_/);
+    expect(readFileSync(`${paths.ports}.unreadable`, "utf8")).toContain("abc");
+    expect(Number.isInteger(plan.ports.dashboard)).toBe(true);
   });
 });
 

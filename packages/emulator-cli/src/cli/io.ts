@@ -42,6 +42,7 @@ export function invocation(io: Io, command: Command, flags: SettingsFlags = {}):
     quiet: json && !io.stderr.isTTY,
     redraw: !io.env.CI,
     trace: io.env.STACK_EMULATOR_TRACE === "1",
+    ...(io.env.STACK_EMULATOR_KILL_AT ? { killAt: io.env.STACK_EMULATOR_KILL_AT } : {}),
   });
   report.mark("command line parsed");
   const settings = buildSettings(

@@ -3,7 +3,8 @@ import { keysFileInUse } from "../guest/secrets.js";
 import { readCurrentImage } from "../image/image-store.js";
 import type { Inspection } from "../instance/inspect.js";
 import type { Instance } from "../instance/instance.js";
-import { pristineSnapshotDir, readSnapshot, snapshotFiles } from "../vm/snapshot.js";
+import { readSnapshot, snapshotFiles } from "../vm/snapshot.js";
+import { snapshotGenerations } from "../vm/snapshot-store.js";
 
 /** What `status` reports, as JSON for scripts (the text is made from it). */
 export interface StatusReport {
@@ -38,11 +39,14 @@ export function statusReport(instance: Instance, inspection: Inspection): Status
     return {
       ...base,
       state: inspection.status,
+      ...(inspection.problem ? { problem: inspection.problem } : {}),
+      ...(inspection.orphan ? { pid: inspection.orphan.pid } : {}),
       services: [],
       ...(current ? { image: current.selector } : {}),
     };
   }
-  const snapshot = readSnapshot(snapshotFiles(pristineSnapshotDir(layout, state.image.name))).manifest;
+  const { current } = snapshotGenerations(layout, state.image.name);
+  const snapshot = current ? readSnapshot(snapshotFiles(current)).manifest : undefined;
   const keysFile = keysFileInUse(instance.paths.keys, state.rotation);
   const services = (inspection.health ?? []).map((h) => ({
     ...h,

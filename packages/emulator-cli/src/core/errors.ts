@@ -28,11 +28,13 @@ export const ERROR_CODES = [
   "QEMU_EXITED",
   "ACCEL_UNUSABLE",
   "DISK_FAILED",
+  "NO_SPACE",
   "CONFIG_TOO_LARGE",
   "DEV_IMAGE_BUILD_FAILED",
   "DEV_IMAGE_UNAVAILABLE",
   // The guest
   "ACCEL_FAILED",
+  "AGENT_TIMEOUT",
   "NO_BACKEND",
   "BACKEND_UNREACHABLE",
   "PROJECT_FAILED",
@@ -40,6 +42,7 @@ export const ERROR_CODES = [
   "GUEST_COMMAND_FAILED",
   "UNHEALTHY",
   "STOP_FAILED",
+  "INTERRUPTED",
   // Anything else: a failure this CLI did not foresee; its message names the cause.
   "INTERNAL",
 ] as const;

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { createServer } from "node:net";
+import * as v from "valibot";
 import { EmulatorError } from "./errors.js";
 
 export interface ServiceSpec {
@@ -17,6 +18,19 @@ export interface ServiceSpec {
 export interface ForwardedService extends ServiceSpec {
   hostPort: number;
 }
+
+export const portSchema = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
+
+export const forwardedServiceSchema: v.GenericSchema<unknown, ForwardedService> = v.object({
+  name: v.string(),
+  guestPort: portSchema,
+  defaultHostPort: portSchema,
+  portEnv: v.optional(v.string()),
+  health: v.optional(v.string()),
+  sameHostPort: v.optional(v.boolean()),
+  optional: v.optional(v.boolean()),
+  hostPort: portSchema,
+});
 
 export function parsePort(value: string, source: string): number {
   const trimmed = value.trim();
@@ -72,6 +86,21 @@ export function isPortFree(port: number): Promise<boolean> {
       server.close(() => resolvePromise(true));
     });
   });
+}
+
+/** A port the kernel considers free right now, not among `taken`. */
+export async function pickFreePort(taken: ReadonlySet<number>): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolvePromise, reject) => {
+      const server = createServer();
+      server.once("error", reject);
+      server.listen({ port: 0, host: "127.0.0.1", exclusive: true }, () => {
+        const address = server.address();
+        server.close(() => resolvePromise(typeof address === "object" && address ? address.port : 0));
+      });
+    });
+    if (!taken.has(port)) return port;
+  }
 }
 
 /**

@@ -1,11 +1,21 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import * as v from "valibot";
 
 /** A process as we recorded it: the pid alone is not enough, since pids are reused after a crash. */
 export interface ProcessIdentity {
   pid: number;
   startTime: string;
 }
+
+/** The fields of a recorded ProcessIdentity, for the schemas of the files that record one. */
+export const processIdentityEntries = {
+  pid: v.pipe(v.number(), v.integer(), v.minValue(2)),
+  startTime: v.string(),
+};
+
+export const processIdentitySchema: v.GenericSchema<unknown, ProcessIdentity> =
+  v.object(processIdentityEntries);
 
 /** Start time of a running process as an opaque, stable string, or undefined when no such process exists. */
 export function processStartTime(pid: number): string | undefined {

@@ -19,6 +19,11 @@ export interface ReporterOptions {
   redraw?: boolean;
   /** Timing marks on the stream too (STACK_EMULATOR_TRACE=1). */
   trace?: boolean;
+  /**
+   * Fault injection (STACK_EMULATOR_KILL_AT=<mark>): the process kills itself with SIGKILL at the first mark of this
+   * label, as a kill -9 at exactly that step would. The fault tests use it; no handler can run.
+   */
+  killAt?: string;
 }
 
 export function createReporter(options: ReporterOptions = {}): Reporter {
@@ -76,6 +81,7 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
       const line = `${label} at ${Math.round(performance.now())} ms`;
       log("mark", line);
       if (trace) print("trace:", line);
+      if (label === options.killAt) process.kill(process.pid, "SIGKILL");
     },
     logTo(path) {
       logFile = path;

@@ -1,13 +1,13 @@
-import type { ExecResult, QgaClient } from "@stack/qga";
+import { type ExecResult, type QgaClient, QgaError } from "@stack/qga";
 import {
   GUEST,
   PLACEHOLDER_PUBLISHABLE_KEY,
   REAPPLY_CONFIG_SCRIPT,
   SECRET_NAMES,
 } from "../contract/contract.js";
+import { formatMiB, freeBytes } from "../core/disk-space.js";
 import { EmulatorError } from "../core/errors.js";
 import type { InstancePaths } from "../core/paths.js";
-import type { ForwardedService } from "../core/ports.js";
 import type { Reporter } from "../core/report.js";
 import type { Vm } from "../vm/vm.js";
 import { waitHealthy } from "./health.js";
@@ -20,18 +20,52 @@ import {
   saveServedPublishableKey,
 } from "./secrets.js";
 
-/** What the guest's side of a boot needs: the VM, where the keys go, what to wait for and how long. */
+/** What the guest's side of a boot needs: the VM (its services on the ports it forwards now), where the keys go, how long. */
 export interface GuestWork {
   vm: Vm;
   report: Reporter;
   paths: InstancePaths;
-  services: ForwardedService[];
   /** A guest command (rotation) and the health after a resume. */
   guestTimeoutMs: number;
   /** A whole app starting again, as at boot. */
   bootTimeoutMs: number;
   /** EMULATOR_NO_ROTATION: keep the image's public placeholder keys. */
   noRotation: boolean;
+}
+
+/**
+ * The guest agent's timeouts in the words of the settings that lengthen them: the agent library speaks of its own
+ * options, which mean nothing to a user of the CLI.
+ */
+function inSettingsTerms(error: unknown, work: GuestWork): unknown {
+  if (!(error instanceof QgaError)) return error;
+  const seconds = (ms: number) => Math.round(ms / 1000);
+  if (error.code === "AGENT_UNRESPONSIVE") {
+    return new EmulatorError(
+      "AGENT_TIMEOUT",
+      "the guest agent did not answer in time",
+      "a slow host may need longer: STACK_EMULATOR_AGENT_TIMEOUT=<seconds> after a resume, STACK_EMULATOR_BOOT_TIMEOUT for a cold boot",
+      { cause: error },
+    );
+  }
+  if (error.code === "TIMEOUT") {
+    return new EmulatorError(
+      "AGENT_TIMEOUT",
+      `a command in the guest did not finish within ${seconds(work.guestTimeoutMs)} s`,
+      "a slow host may need longer: STACK_EMULATOR_GUEST_TIMEOUT=<seconds>",
+      { cause: error },
+    );
+  }
+  return error;
+}
+
+/** The VM's guest agent for `fn`, its failures said in the CLI's terms. */
+async function withGuestAgent<T>(work: GuestWork, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
+  try {
+    return await work.vm.withAgent(fn);
+  } catch (error) {
+    throw inSettingsTerms(error, work);
+  }
 }
 
 async function guestShell(work: GuestWork, qga: QgaClient, script: string, what: string): Promise<void> {
@@ -92,9 +126,18 @@ async function rotateSecrets(
 
 /** Waits until every service answers healthy; UNHEALTHY with each failing service when it does not in time. */
 export async function waitServices(work: GuestWork, timeoutMs: number, what: string): Promise<void> {
-  const result = await waitHealthy(work.services, { timeoutMs, stillRunning: () => work.vm.alive });
+  const result = await waitHealthy(work.vm.forwards, { timeoutMs, stillRunning: () => work.vm.alive });
   work.report.mark(`${what}: services answered`);
   if (!result.healthy) {
+    const status = await work.vm.qmp.queryStatus().catch(() => undefined);
+    if (status?.status === "io-error") {
+      const free = freeBytes(work.paths.dir);
+      throw new EmulatorError(
+        "NO_SPACE",
+        `${what}: the VM paused on a failed disk write: ${work.paths.dir} has ${free === undefined ? "unknown space" : formatMiB(free)} free`,
+        "free space there (or set STACK_EMULATOR_HOME to a disk with room) and start again",
+      );
+    }
     const failing = result.results
       .filter((r) => !r.healthy)
       .map((r) => `${r.name} ${r.url}: ${r.status ?? r.error}`)
@@ -114,7 +157,7 @@ async function setGuestClock(work: GuestWork, qga: QgaClient): Promise<void> {
 
 /** A freshly booted guest: this install's keys, then health (the rotation restarts the app). */
 export async function settleBootedGuest(work: GuestWork): Promise<Rotation> {
-  const rotation = await work.vm.withAgent((qga) => rotateSecrets(work, qga));
+  const rotation = await withGuestAgent(work, (qga) => rotateSecrets(work, qga));
   work.report.step("waiting for the restarted app");
   await waitServices(work, Math.max(60_000, work.guestTimeoutMs), "after rotation");
   return rotation;
@@ -135,7 +178,7 @@ export async function settleResumedGuest(
   const { configChanged } = options;
   const rotate = options.rotate || configChanged;
   if (configChanged) {
-    await work.vm.withAgent(async (qga) => {
+    await withGuestAgent(work, async (qga) => {
       // The clock is set before anything restarts the app: not with the time of the save.
       await setGuestClock(work, qga);
       work.report.step("restarting the app with the changed runtime config (stack.service)");
@@ -143,7 +186,7 @@ export async function settleResumedGuest(
     });
     await waitServices(work, work.bootTimeoutMs, `${options.what}, new runtime config`);
   }
-  const agentWork = work.vm.withAgent(async (qga) => {
+  const agentWork = withGuestAgent(work, async (qga) => {
     if (configChanged) return rotate ? rotateSecrets(work, qga) : undefined;
     if (rotate) return rotateSecrets(work, qga, () => setGuestClock(work, qga));
     await setGuestClock(work, qga);

@@ -35,7 +35,7 @@ export function serviceUrl(service: ForwardedService, path = service.health ?? "
 }
 
 export async function checkServices(
-  services: ForwardedService[],
+  services: readonly ForwardedService[],
   timeoutMs = 2000,
 ): Promise<ServiceHealth[]> {
   return Promise.all(
@@ -59,7 +59,7 @@ export interface WaitOptions {
 
 /** Polls until every service with a health path answers 2xx/3xx; resolves with the last round either way. */
 export async function waitHealthy(
-  services: ForwardedService[],
+  services: readonly ForwardedService[],
   options: WaitOptions,
 ): Promise<{ healthy: boolean; results: ServiceHealth[] }> {
   const deadline = Date.now() + options.timeoutMs;

@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
-import { PUBLISHABLE_KEY_NAME } from "../contract/contract.js";
+import { rmSync } from "node:fs";
+import * as v from "valibot";
+import { PUBLISHABLE_KEY_NAME, SECRET_NAMES } from "../contract/contract.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
+import { readStateFile, type Warn } from "../core/state-file.js";
 
 export type Secrets = Record<string, string>;
 
@@ -48,15 +50,21 @@ export function forgetKeys(paths: InstancePaths): void {
   rmSync(paths.internalPck, { force: true });
 }
 
-export function loadKeys(path: string): Secrets | undefined {
-  try {
-    return parseEnv(readFileSync(path, "utf8"));
-  } catch {
-    return undefined;
-  }
+const HEX_KEY = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{64}$/));
+
+const keysSchema: v.GenericSchema<unknown, Secrets> = v.object(
+  Object.fromEntries(SECRET_NAMES.map((name) => [name, HEX_KEY])),
+);
+
+/**
+ * The keys in keys.env: all of them, each as the guest accepts it, or undefined. With `warn` (a start), a file that
+ * does not read so is set aside; the start then rotates again, instead of handing out keys the guest refuses.
+ */
+export function loadKeys(path: string, warn?: Warn): Secrets | undefined {
+  return readStateFile(path, keysSchema, { warn, parse: parseEnv });
 }
 
-/** The keys file, named only when the guest holds its keys (`rotated`) and the file is there to read. */
+/** The keys file, named only when the guest holds its keys (`rotated`) and the file reads as keys. */
 export function keysFileInUse(path: string, rotation: string | undefined): string | undefined {
-  return rotation === "rotated" && existsSync(path) ? path : undefined;
+  return rotation === "rotated" && loadKeys(path) ? path : undefined;
 }

@@ -3,10 +3,12 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, st
 import { dirname, join } from "node:path";
 import type { QgaClient } from "@stack/qga";
 import type { QmpClient } from "@stack/qmp";
+import * as v from "valibot";
 import { GUEST, SHARE } from "../contract/contract.js";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
+import { readStateFile, type Warn } from "../core/state-file.js";
 import { SHARE_DEVICE } from "../vm/qemu-args.js";
 
 /**
@@ -22,19 +24,14 @@ export interface ShareRecord {
   files: string[];
 }
 
-export function readShareRecord(paths: InstancePaths): ShareRecord {
-  try {
-    const record = JSON.parse(readFileSync(paths.shareRecord, "utf8"));
-    if (record?.version === 1 && Array.isArray(record.files)) {
-      return {
-        version: 1,
-        files: record.files.filter((f: unknown) => typeof f === "string" && f.startsWith("/")),
-      };
-    }
-  } catch {
-    // No record yet, or an unreadable one: nothing is shared until a config file is named again.
-  }
-  return { version: 1, files: [] };
+const shareRecordSchema: v.GenericSchema<unknown, ShareRecord> = v.object({
+  version: v.literal(1),
+  files: v.array(v.pipe(v.string(), v.startsWith("/"))),
+});
+
+/** The config files shared with the guest; none when there is no record (or, with `warn`, an unreadable one). */
+export function readShareRecord(paths: InstancePaths, warn?: Warn): ShareRecord {
+  return readStateFile(paths.shareRecord, shareRecordSchema, { warn }) ?? { version: 1, files: [] };
 }
 
 /** Adds a config file to the share; whether it was new. */

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { release } from "node:os";
 import { join } from "node:path";
 import {
@@ -15,10 +14,12 @@ import {
   probeQemu,
   type QemuAbilities,
 } from "@stack/host-detect";
+import * as v from "valibot";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { HomeLayout } from "../core/paths.js";
 import type { Settings } from "../core/settings.js";
+import { readStateFile } from "../core/state-file.js";
 import { CPU_MODEL, type MachineSpec, machineType } from "../host/machine.js";
 import type { Image } from "../image/image.js";
 
@@ -40,12 +41,28 @@ interface HostFacts {
   told?: string[];
 }
 
+const hostFactsSchema: v.GenericSchema<unknown, HostFacts> = v.object({
+  accelerators: v.optional(
+    v.array(
+      v.object({
+        accel: v.picklist(["kvm", "hvf", "whpx", "tcg"]),
+        arch: v.picklist(["amd64", "arm64"]),
+        works: v.boolean(),
+        reason: v.string(),
+        ms: v.number(),
+        kernel: v.string(),
+        qemu: v.string(),
+        qemuVersion: v.string(),
+        at: v.string(),
+      }),
+    ),
+  ),
+  told: v.optional(v.array(v.string())),
+});
+
+/** What this host taught us; an unreadable host.json is as good as none (proofs are made again, then rewritten). */
 function readHostFacts(layout: HomeLayout): HostFacts {
-  try {
-    return JSON.parse(readFileSync(layout.hostFacts, "utf8"));
-  } catch {
-    return {};
-  }
+  return readStateFile(layout.hostFacts, hostFactsSchema) ?? {};
 }
 
 interface HostKey {

@@ -9,13 +9,8 @@ import { type ResolvedMachine, resolveMachine } from "../host/host.js";
 import type { Image } from "../image/image.js";
 import type { ImageSelector } from "../image/image-store.js";
 import type { RamSpec } from "../vm/qemu-args.js";
-import {
-  type Fingerprint,
-  fingerprintOf,
-  pristineSnapshotDir,
-  type SnapshotFiles,
-  snapshotFiles,
-} from "../vm/snapshot.js";
+import { type Fingerprint, fingerprintOf, type SnapshotFiles, snapshotFiles } from "../vm/snapshot.js";
+import { snapshotGenerations } from "../vm/snapshot-store.js";
 
 export interface StartOptions {
   selector: ImageSelector;
@@ -36,7 +31,8 @@ export interface BootInputs {
   readonly configHash: string;
   /** How snapshots are captured on this host; undefined when snapshots are off. */
   readonly method?: SaveMethod;
-  readonly snapshot: SnapshotFiles;
+  /** The image's current snapshot generation, when it has one (see snapshot-store). */
+  readonly snapshot?: SnapshotFiles;
   readonly noRotation: boolean;
   /** The RAM this instance resumes its own saved state into (see instanceRam). */
   readonly ownRam: RamSpec;
@@ -55,6 +51,7 @@ export async function prepareBoot(ctx: Context, options: StartOptions): Promise<
   const config = configDiskFiles(prefix, services);
   await writeConfigDisk(paths.configIso, config.files);
   const method = settings.noSnapshot ? undefined : snapshotMethod(resolved, settings);
+  const { current } = snapshotGenerations(layout, image.manifest.name);
   return {
     ctx,
     image,
@@ -63,7 +60,7 @@ export async function prepareBoot(ctx: Context, options: StartOptions): Promise<
     prefix,
     services,
     configHash: config.hash,
-    snapshot: snapshotFiles(pristineSnapshotDir(layout, image.manifest.name)),
+    ...(current ? { snapshot: snapshotFiles(current) } : {}),
     noRotation: settings.noRotation,
     ownRam: instanceRam({ resolved, image }, ctx),
     ...(method ? { method } : {}),
@@ -145,7 +142,6 @@ export function guestWork(inputs: BootInputs, vm: GuestWork["vm"]): GuestWork {
     vm,
     report: ctx.report,
     paths: ctx.paths,
-    services: inputs.services,
     guestTimeoutMs: guestTimeoutMs(inputs),
     bootTimeoutMs: ctx.settings.timeouts.bootMs,
     noRotation: inputs.noRotation,

@@ -3,13 +3,14 @@ import { EmulatorError, isEmulatorError } from "../core/errors.js";
 import { rememberAcceleratorFailure } from "../host/host.js";
 import { createOverlay, inspectInstanceDisk, recordInstanceDisk, setAsideInstanceDisk } from "../vm/disks.js";
 import { fingerprintDifferences, readSnapshot } from "../vm/snapshot.js";
+import { stableImageDisk } from "../vm/snapshot-store.js";
 import { type BootInputs, fingerprint, onTcg } from "./boot-inputs.js";
 import type { BootAttempt, BootFacts, BootPlan } from "./boot-plan.js";
 import { planBoot } from "./boot-plan.js";
 import { captureSnapshot } from "./capture.js";
 import { AcceleratorFailed, type BootOutcome, coldBootWithKeys } from "./cold-boot.js";
 import { resumeSaved, resumeSnapshot } from "./resume.js";
-import { dropSuspend, ramOutsideStream, readSuspend, type SuspendRecord } from "./suspend.js";
+import { dropSuspend, ramOutsideStream, readSuspend, type SuspendRecord, sealProblem } from "./suspend.js";
 
 /** Says why a faster path was not taken: printed now, kept in the instance state for `status`. */
 export type Note = (why: string) => void;
@@ -17,19 +18,27 @@ export type Note = (why: string) => void;
 /** The facts planBoot decides on, read from the instance directory and the snapshot store. */
 function gatherFacts(inputs: BootInputs): { facts: BootFacts; saved?: SuspendRecord } {
   const { paths } = inputs.ctx;
-  const saved = readSuspend(paths);
+  const saved = readSuspend(paths, (message) => inputs.ctx.report.warn(message));
   const facts: BootFacts = {
-    disk: inspectInstanceDisk(paths, inputs.image.manifest.digest),
+    disk: inspectInstanceDisk(paths, inputs.image.manifest.digest, (message) =>
+      inputs.ctx.report.warn(message),
+    ),
     snapshotsOff: inputs.method === undefined,
   };
   if (saved) {
+    const unsealed = sealProblem(paths, saved);
     facts.saved = {
-      differences: fingerprintDifferences(saved.fingerprint, fingerprint(inputs, saved.method)),
+      differences: [
+        ...(unsealed ? [unsealed] : []),
+        ...fingerprintDifferences(saved.fingerprint, fingerprint(inputs, saved.method)),
+      ],
       ramMissing: saved.ram.kind === "file" && ramOutsideStream(saved) && !existsSync(saved.ram.path),
     };
   }
   if (inputs.method) {
-    const { manifest, problem } = readSnapshot(inputs.snapshot);
+    const { manifest, problem } = inputs.snapshot
+      ? readSnapshot(inputs.snapshot)
+      : { problem: "no snapshot" };
     const differences = manifest
       ? fingerprintDifferences(manifest.fingerprint, fingerprint(inputs, inputs.method))
       : [];
@@ -58,19 +67,37 @@ async function runAttempt(
       return coldBootWithKeys(inputs, paths.disk);
     case "resume-snapshot":
       return resumeSnapshot(inputs);
-    case "capture-and-resume":
-      await captureSnapshot(inputs, inputs.method as NonNullable<BootInputs["method"]>);
-      return resumeSnapshot(inputs);
-    case "cold-boot-new-disk":
-      await createOverlay(inputs.resolved.qemuImg, inputs.image.diskPath, paths.disk);
+    case "capture-and-resume": {
+      const snapshot = await captureSnapshot(inputs, inputs.method as NonNullable<BootInputs["method"]>);
+      return resumeSnapshot({ ...inputs, snapshot });
+    }
+    case "cold-boot-new-disk": {
+      const base = stableImageDisk(inputs.ctx.layout, inputs.image);
+      await createOverlay(inputs.resolved.qemuImg, base, paths.disk);
       recordInstanceDisk(paths, inputs.image.manifest.digest);
       return coldBootWithKeys(inputs, paths.disk);
+    }
   }
 }
 
 /** A failure that another path cannot avoid: it ends the plan instead of moving on to the next attempt. */
 function endsThePlan(error: unknown): boolean {
-  return error instanceof AcceleratorFailed || isEmulatorError(error, "ACCEL_UNUSABLE");
+  return (
+    error instanceof AcceleratorFailed ||
+    isEmulatorError(error, "ACCEL_UNUSABLE") ||
+    isEmulatorError(error, "NO_SPACE") ||
+    isEmulatorError(error, "INTERRUPTED")
+  );
+}
+
+/**
+ * A failure of the guest after its state loaded: slow (a short STACK_EMULATOR_GUEST_TIMEOUT, a loaded host), not a
+ * sign that the snapshot is bad, so the snapshot is not recaptured over it.
+ */
+function guestNotReady(error: unknown): boolean {
+  return (["UNHEALTHY", "AGENT_TIMEOUT", "GUEST_COMMAND_FAILED"] as const).some((code) =>
+    isEmulatorError(error, code),
+  );
 }
 
 /** Runs the plan's attempts in order until one ends healthy; each failure is noted with what follows it. */
@@ -81,11 +108,21 @@ async function runPlan(inputs: BootInputs, note: Note): Promise<BootOutcome> {
     note(`${plan.setAsideDisk}; kept as ${setAsideInstanceDisk(inputs.ctx.paths)}, starting fresh`);
   }
   for (const why of plan.notes) note(why);
-  for (const attempt of plan.attempts) {
+  let attempts = plan.attempts;
+  while (attempts.length > 0) {
+    const [attempt, ...rest] = attempts as [BootAttempt, ...BootAttempt[]];
+    attempts = rest;
     try {
       return await runAttempt(inputs, attempt, saved);
     } catch (error) {
       if (!attempt.ifItFails || endsThePlan(error)) throw error;
+      if (attempt.kind === "resume-snapshot" && guestNotReady(error)) {
+        attempts = attempts.filter((next) => next.kind !== "capture-and-resume");
+        note(
+          `${attempt.ifItFails.failed} failed (${(error as Error).message}); the snapshot loaded, so it is kept; cold booting`,
+        );
+        continue;
+      }
       note(`${attempt.ifItFails.failed} failed (${(error as Error).message}); ${attempt.ifItFails.next}`);
     }
   }

@@ -1,25 +1,36 @@
-import { rmSync, statSync } from "node:fs";
+import { mkdirSync, rmSync, statSync } from "node:fs";
 import { msSince } from "../core/context.js";
+import { requireFreeSpace } from "../core/disk-space.js";
 import { commitStaging, createStaging } from "../core/staging.js";
 import { createOverlay } from "../vm/disks.js";
-import { compressState, snapshotFiles, writeSnapshotManifest } from "../vm/snapshot.js";
+import { compressState, type SnapshotFiles, snapshotFiles, writeSnapshotManifest } from "../vm/snapshot.js";
+import { newSnapshotDir, publishSnapshot, stableImageDisk } from "../vm/snapshot-store.js";
 import { type BootInputs, fingerprint } from "./boot-inputs.js";
 import { coldBoot } from "./cold-boot.js";
+import { removeUnusedSnapshots } from "./store.js";
 
 /**
- * The image's snapshot: a cold boot from the image with RAM in a shared file, then stop, save the device state, quit,
- * and commit the staged files in one rename. Nothing is left behind by a failure.
+ * A new snapshot of the image: a cold boot from the image with RAM in a shared file, then stop, save the device
+ * state, quit, and commit the staged files in one rename as a new generation, which becomes the current one; the
+ * generations nothing uses any more go (see store.ts). Nothing is left behind by a failure.
  */
 export async function captureSnapshot(
   inputs: BootInputs,
   method: NonNullable<BootInputs["method"]>,
-): Promise<void> {
-  const { report } = inputs.ctx;
-  const staging = createStaging(inputs.ctx.layout.snapshots);
+): Promise<SnapshotFiles> {
+  const { report, layout } = inputs.ctx;
+  const compressed = method !== "x-ignore-shared";
+  // The guest's RAM (a file, or a stream that is compressed after), the device state and what the boot writes.
+  mkdirSync(layout.snapshots, { recursive: true, mode: 0o700 });
+  requireFreeSpace(layout.snapshots, (inputs.image.manifest.memoryMiB + 512) * 1024 * 1024, {
+    what: "capturing the snapshot",
+    otherwise: "or EMULATOR_NO_SNAPSHOT=1 to boot without one",
+  });
+  const staging = createStaging(layout.snapshots);
   const files = snapshotFiles(staging);
   try {
-    const compressed = method !== "x-ignore-shared";
-    await createOverlay(inputs.resolved.qemuImg, inputs.image.diskPath, files.disk);
+    const base = stableImageDisk(layout, inputs.image);
+    await createOverlay(inputs.resolved.qemuImg, base, files.disk);
     const vm = await coldBoot(
       inputs,
       files.disk,
@@ -48,14 +59,20 @@ export async function captureSnapshot(
       ramBytes: compressed ? 0 : statSync(files.ram).size,
       compressed,
       captureMs: msSince(started),
+      base,
     });
-    commitStaging(staging, inputs.snapshot.dir);
-    report.info(`snapshot captured in ${msSince(started)} ms (${method})`);
+    const captured = snapshotFiles(newSnapshotDir(layout, inputs.image.manifest.name));
+    commitStaging(staging, captured.dir);
     // Made once the disk is at its final path, which the overlay names as its backing file. Optional: without
     // it a resume runs qemu-img.
-    await createOverlay(inputs.resolved.qemuImg, inputs.snapshot.disk, inputs.snapshot.overlayTemplate).catch(
+    await createOverlay(inputs.resolved.qemuImg, captured.disk, captured.overlayTemplate).catch(
       () => undefined,
     );
+    publishSnapshot(captured.dir);
+    report.mark("snapshot committed");
+    report.info(`snapshot captured in ${msSince(started)} ms (${method})`);
+    removeUnusedSnapshots(inputs.ctx);
+    return captured;
   } catch (error) {
     rmSync(staging, { recursive: true, force: true });
     throw error;

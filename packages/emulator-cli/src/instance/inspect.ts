@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { Context } from "../core/context.js";
+import { formatMiB, freeBytes } from "../core/disk-space.js";
 import type { InstancePaths } from "../core/paths.js";
 import { commandLine, identify, isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
 import { checkServices, type ServiceHealth } from "../guest/health.js";
@@ -60,9 +61,33 @@ async function vmRunState(paths: InstancePaths): Promise<string> {
   }
 }
 
-export async function inspectInstance(ctx: Context, options: { probe?: boolean } = {}): Promise<Inspection> {
+export const failingServices = (results: ServiceHealth[]) =>
+  results
+    .filter((r) => !r.healthy)
+    .map((r) => `${r.name}: ${r.error ?? r.status}`)
+    .join(", ");
+
+/** Why a running instance does not serve, with what recovers it: the words of `status` and of `start`. */
+function brokenProblem(home: string, vm: string, health: ServiceHealth[]): string {
+  if (vm === "io-error") {
+    const free = freeBytes(home);
+    return `the VM paused on a failed disk write (${home} has ${free === undefined ? "unknown space" : formatMiB(free)} free); free space there, then \`stack-emulator start\` continues it, nothing lost`;
+  }
+  if (vm !== "running") return `the VM is ${vm}; \`stack-emulator start\` starts it again`;
+  return `services do not answer (${failingServices(health)}); \`stack-emulator start\` waits for them and restarts the VM if they stay silent`;
+}
+
+/**
+ * Inspects the instance. `probe`: also ask QEMU for its run state and each service for its health. `repair` (a
+ * command holding the instance lock): an unreadable state file is set aside, with a warning.
+ */
+export async function inspectInstance(
+  ctx: Context,
+  options: { probe?: boolean; repair?: boolean } = {},
+): Promise<Inspection> {
   const { paths } = ctx;
-  const recorded = readState(paths);
+  const stateFileThere = existsSync(paths.state);
+  const recorded = readState(paths, options.repair ? (message) => ctx.report.warn(message) : undefined);
   const base = { name: ctx.name, savedState: existsSync(paths.suspend) };
   const recordedPorts = () => readRecordedPorts(paths.ports) ?? {};
   if (!recorded || !isSameProcess(recorded.qemu)) {
@@ -73,7 +98,11 @@ export async function inspectInstance(ctx: Context, options: { probe?: boolean }
       inspection.status = "broken";
       inspection.problem = `QEMU (pid ${recorded.qemu.pid}) is gone; \`stack-emulator start\` recovers, \`stack-emulator reset\` starts over`;
     }
-    if (orphan) inspection.orphan = orphan;
+    if (orphan) {
+      inspection.orphan = orphan;
+      inspection.status = "broken";
+      inspection.problem = `QEMU (pid ${orphan.pid}) ${stateFileThere && !recorded ? "runs but its state file is unreadable" : "of a start that did not finish is still running (on none of your ports)"}; \`stack-emulator start\` ends it and starts again, \`stack-emulator stop\` ends it`;
+    }
     return inspection;
   }
   const ports = Object.fromEntries(recorded.services.map((s) => [s.name, s.hostPort]));
@@ -84,7 +113,7 @@ export async function inspectInstance(ctx: Context, options: { probe?: boolean }
   inspection.health = health;
   if (vm !== "running" || !health.every((s) => s.healthy)) {
     inspection.status = "broken";
-    inspection.problem = vm !== "running" ? `the VM is ${vm}` : "a service is not healthy";
+    inspection.problem = brokenProblem(ctx.layout.home, vm, health);
   }
   return inspection;
 }

@@ -1,10 +1,12 @@
-import { readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
+import * as v from "valibot";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
-import type { ForwardedService } from "../core/ports.js";
-import type { ProcessIdentity } from "../core/process-identity.js";
-import type { RamSpec } from "../vm/qemu-args.js";
-import type { Fingerprint } from "../vm/snapshot.js";
+import { type ForwardedService, forwardedServiceSchema } from "../core/ports.js";
+import { type ProcessIdentity, processIdentityEntries } from "../core/process-identity.js";
+import { readStateFile, type Warn } from "../core/state-file.js";
+import { type RamSpec, ramSpecSchema } from "../vm/qemu-args.js";
+import { type Fingerprint, fingerprintSchema } from "../vm/snapshot.js";
 
 export type BootKind = "cold" | "snapshot" | "quick-boot";
 
@@ -27,6 +29,8 @@ export interface InstanceState {
   fallbackReason?: string;
   rotation: Rotation;
   configHash: string;
+  /** The guest's RAM size: what a stop may have to write. */
+  memoryMiB?: number;
   /** The RAM this VM runs with: a stop saves it whole unless it is the instance's own shared file. */
   ram?: RamSpec;
   /** The RAM a quick-boot of this instance's saved state resumes into. */
@@ -40,13 +44,32 @@ export interface InstanceState {
   socketDir: string;
 }
 
-export function readState(paths: InstancePaths): InstanceState | undefined {
-  try {
-    const state = JSON.parse(readFileSync(paths.state, "utf8"));
-    return state?.version === 1 ? state : undefined;
-  } catch {
-    return undefined;
-  }
+const stateSchema: v.GenericSchema<unknown, InstanceState> = v.object({
+  version: v.literal(1),
+  name: v.string(),
+  image: v.object({ selector: v.string(), name: v.string(), dir: v.string(), digest: v.string() }),
+  qemu: v.object({ ...processIdentityEntries, binary: v.string(), version: v.string() }),
+  accel: v.string(),
+  services: v.array(forwardedServiceSchema),
+  boot: v.picklist(["cold", "snapshot", "quick-boot"]),
+  snapshotMethod: v.optional(v.string()),
+  suspendFingerprint: fingerprintSchema,
+  fallbackReason: v.optional(v.string()),
+  rotation: v.picklist(["rotated", "skipped"]),
+  configHash: v.string(),
+  memoryMiB: v.optional(v.number()),
+  ram: v.optional(ramSpecSchema),
+  resumeRam: v.optional(ramSpecSchema),
+  ramFile: v.optional(v.string()),
+  shareDevice: v.optional(v.boolean()),
+  startedAt: v.string(),
+  readyMs: v.number(),
+  socketDir: v.string(),
+});
+
+/** The recorded state; `warn` sets an unreadable one aside (see readStateFile), for a command holding the lock. */
+export function readState(paths: InstancePaths, warn?: Warn): InstanceState | undefined {
+  return readStateFile(paths.state, stateSchema, { warn });
 }
 
 export function writeState(paths: InstancePaths, state: InstanceState): void {

@@ -10,6 +10,7 @@ import { reservedPorts } from "./home.js";
 import { type Inspection, inspectInstance } from "./inspect.js";
 import {
   capture,
+  type ResetResult,
   reset,
   type StartResult,
   type StopMode,
@@ -46,13 +47,17 @@ export class Instance {
   /** The host port of every service for a start: the settings' ports over the instance's record (recorded). */
   async portPlan(): Promise<{ ports: Record<string, number>; note?: string }> {
     const { settings } = this.ctx;
-    const plan = await assignPorts(this.paths, {
-      services: contractServices(settings.portPrefix),
-      given: settings.ports.given,
-      instance: this.name,
-      ...(settings.ports.mode ? { mode: settings.ports.mode } : {}),
-      reserved: reservedPorts(settings.layout, this.name),
-    });
+    const plan = await assignPorts(
+      this.paths,
+      {
+        services: contractServices(settings.portPrefix),
+        given: settings.ports.given,
+        instance: this.name,
+        ...(settings.ports.mode ? { mode: settings.ports.mode } : {}),
+        reserved: reservedPorts(settings.layout, this.name),
+      },
+      (message) => this.ctx.report.warn(message),
+    );
     return { ports: plan.ports, ...(plan.note ? { note: plan.note } : {}) };
   }
 
@@ -72,7 +77,7 @@ export class Instance {
     return stop(this.ctx, mode);
   }
 
-  reset(options: { images: boolean }): Promise<StopResult> {
+  reset(options: { images: boolean; force?: boolean }): Promise<ResetResult> {
     return reset(this.ctx, options);
   }
 

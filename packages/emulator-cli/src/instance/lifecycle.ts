@@ -1,36 +1,28 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { SaveMethod } from "@stack/qmp";
-import { type Context, msSince } from "../core/context.js";
+import { type Context, createContext, msSince } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
 import { acquireLock } from "../core/lock.js";
-import { removeAbandonedStaging } from "../core/staging.js";
 import { describeSelector } from "../image/image-store.js";
 import { inspectInstanceDisk, setAsideInstanceDisk } from "../vm/disks.js";
-import { removeRuntimeFiles, terminate, waitForExit } from "../vm/qemu-process.js";
-import { Vm } from "../vm/vm.js";
 import { bootByPlan, type Note, withAcceleratorFallback } from "./boot.js";
 import { type BootInputs, fingerprint, prepareBoot, type StartOptions } from "./boot-inputs.js";
 import { captureSnapshot } from "./capture.js";
-import { type Inspection, inspectInstance } from "./inspect.js";
-import { clearState, type InstanceState, writeState } from "./instance-state.js";
-import { attachShare, detachShare } from "./share-attach.js";
-import { stopShareSync } from "./share-sync.js";
-import { saveSuspend, suspendMethod } from "./suspend.js";
+import { inspectInstance } from "./inspect.js";
+import { type InstanceState, writeState } from "./instance-state.js";
+import { recoverRunning } from "./recover.js";
+import { attachShare } from "./share-attach.js";
+import { liveOrCleaned, type StopMode, type StopResult, stopRunning } from "./stop.js";
+import { filesInUse, type Kept, removeImagesAndSnapshots, removeUnusedSnapshots } from "./store.js";
+import { suspendMethod } from "./suspend.js";
+
+export type { StopMode, StopResult };
 
 export interface StartResult {
   alreadyRunning: boolean;
   state: InstanceState;
 }
-
-export interface StopResult {
-  wasRunning: boolean;
-  saved: boolean;
-  warning?: string;
-}
-
-/** `save`: keep the running state for the next start; `powerdown`: shut the guest down; `discard`: just end it. */
-export type StopMode = "save" | "powerdown" | "discard";
 
 /** Runs `fn` holding the instance lock, with the instance directory in place and the log file attached. */
 export async function locked<T>(ctx: Context, purpose: string, fn: () => Promise<T>): Promise<T> {
@@ -43,23 +35,6 @@ export async function locked<T>(ctx: Context, purpose: string, fn: () => Promise
     lock.release();
     ctx.report.done();
   }
-}
-
-/**
- * The live instance, or undefined once what a gone one left is cleaned up: a state whose QEMU died, a QEMU of a
- * start that never finished (ended), staging directories of processes that are gone.
- */
-async function liveOrCleaned(ctx: Context, inspection: Inspection): Promise<InstanceState | undefined> {
-  if (inspection.state) return inspection.state;
-  if (inspection.stale) {
-    ctx.report.warn(`QEMU (pid ${inspection.stale.qemu.pid}) of the last start is gone; cleaning up`);
-    clearState(ctx.paths);
-  }
-  if (inspection.orphan) await terminate(inspection.orphan);
-  removeRuntimeFiles(ctx.paths);
-  removeAbandonedStaging(ctx.layout.snapshots);
-  removeAbandonedStaging(ctx.paths.dir);
-  return undefined;
 }
 
 /** A note that is printed as a warning and collected for the instance state. */
@@ -77,8 +52,10 @@ function collectingNotes(ctx: Context): { note: Note; reasons: string[] } {
 export async function start(ctx: Context, options: StartOptions): Promise<StartResult> {
   return locked(ctx, "start", async () => {
     const started = Date.now();
-    const running = await liveOrCleaned(ctx, await inspectInstance(ctx));
-    if (running) return { alreadyRunning: true, state: running };
+    const inspection = await inspectInstance(ctx, { probe: true, repair: true });
+    const serving = inspection.state && (await recoverRunning(ctx, inspection));
+    if (serving) return { alreadyRunning: true, state: serving };
+    await liveOrCleaned(ctx, await inspectInstance(ctx, { repair: true }));
     const { note, reasons } = collectingNotes(ctx);
     const { result: outcome, inputs } = await bootByPlan(await prepareBoot(ctx, options), note);
     const { vm } = outcome;
@@ -104,6 +81,7 @@ export async function start(ctx: Context, options: StartOptions): Promise<StartR
         socketDir: ctx.paths.socketDir,
         suspendFingerprint: fingerprint(inputs, suspendMethod(outcome.ram)),
         ram: outcome.ram,
+        memoryMiB: image.manifest.memoryMiB,
         resumeRam: inputs.ownRam,
         ...(outcome.method ? { snapshotMethod: outcome.method } : {}),
       };
@@ -115,6 +93,9 @@ export async function start(ctx: Context, options: StartOptions): Promise<StartR
         note(`the config files could not be shared with the guest (${(error as Error).message})`);
       }
       if (reasons.length) state.fallbackReason = reasons.join("; ");
+      // The handover: the guest holds this install's keys (or EMULATOR_NO_ROTATION said to keep the placeholders).
+      await vm.publish(inputs.services);
+      state.services = [...vm.forwards];
       writeState(ctx.paths, state);
       await vm.release();
       return { alreadyRunning: false, state };
@@ -131,7 +112,7 @@ export async function capture(
   options: StartOptions,
 ): Promise<{ method: SaveMethod; snapshotDir: string }> {
   return locked(ctx, "capture", async () => {
-    if (await liveOrCleaned(ctx, await inspectInstance(ctx))) {
+    if (await liveOrCleaned(ctx, await inspectInstance(ctx, { repair: true }))) {
       throw new EmulatorError(
         "RUNNING",
         "the emulator is running on the ports a capture needs",
@@ -149,10 +130,12 @@ export async function capture(
     }
     if (disk.kind === "foreign") setAsideInstanceDisk(ctx.paths);
     const method = inputs.method as SaveMethod;
-    await withAcceleratorFallback(inputs, collectingNotes(ctx).note, (current: BootInputs) =>
-      captureSnapshot(current, method),
+    const { result: captured } = await withAcceleratorFallback(
+      inputs,
+      collectingNotes(ctx).note,
+      (current: BootInputs) => captureSnapshot(current, method),
     );
-    return { method, snapshotDir: inputs.snapshot.dir };
+    return { method, snapshotDir: captured.dir };
   });
 }
 
@@ -161,10 +144,20 @@ export async function stop(ctx: Context, mode: StopMode): Promise<StopResult> {
   return locked(ctx, "stop", () => stopLocked(ctx, mode));
 }
 
-/** Ends the instance without ceremony and deletes it (disk, saved state, keys); with `images`, images too. */
-export async function reset(ctx: Context, options: { images: boolean }): Promise<StopResult> {
-  const { paths, layout } = ctx;
-  let result: StopResult = { wasRunning: false, saved: false };
+export interface ResetResult {
+  /** There was an instance of this name to delete. */
+  existed: boolean;
+  wasRunning: boolean;
+  /** With `images`: the images and snapshots other instances use, kept. */
+  kept?: Kept[];
+  /** With `images` and `force`: the other instances deleted because they used them. */
+  alsoReset?: string[];
+}
+
+/** Ends the instance without ceremony and deletes it (disk, saved state, keys); the snapshots it alone used go too. */
+async function deleteInstance(ctx: Context): Promise<StopResult | undefined> {
+  const { paths } = ctx;
+  let result: StopResult | undefined;
   if (existsSync(paths.dir)) {
     result = await locked(ctx, "reset", async () => {
       const stopped = await stopLocked(ctx, "discard");
@@ -178,45 +171,36 @@ export async function reset(ctx: Context, options: { images: boolean }): Promise
     rmSync(paths.dir, { recursive: true, force: true });
   }
   rmSync(paths.socketDir, { recursive: true, force: true });
-  if (options.images) {
-    rmSync(layout.images, { recursive: true, force: true });
-    rmSync(layout.snapshots, { recursive: true, force: true });
+  return result;
+}
+
+/**
+ * Deletes the instance. With `images`, also every image and snapshot no other instance uses; those another one
+ * uses are kept and listed, unless `force` says to delete those instances too.
+ */
+export async function reset(
+  ctx: Context,
+  options: { images: boolean; force?: boolean },
+): Promise<ResetResult> {
+  const deleted = await deleteInstance(ctx);
+  const result: ResetResult = { existed: deleted !== undefined, wasRunning: deleted?.wasRunning ?? false };
+  if (!options.images) {
+    removeUnusedSnapshots(ctx);
+    return result;
   }
+  if (options.force) {
+    const users = [...new Set([...filesInUse(ctx.layout, ctx.name).values()].flat())].sort();
+    for (const name of users) {
+      ctx.report.warn(`deleting instance ${name}, which uses an image or snapshot (--force)`);
+      await deleteInstance(createContext(ctx.settings, ctx.report, name));
+    }
+    result.alsoReset = users;
+  }
+  result.kept = removeImagesAndSnapshots(ctx);
   return result;
 }
 
 async function stopLocked(ctx: Context, mode: StopMode): Promise<StopResult> {
-  const { paths, report } = ctx;
-  const state = await liveOrCleaned(ctx, await inspectInstance(ctx));
-  if (!state) return { wasRunning: false, saved: false };
-  const vm = await Vm.attach(paths, state.qemu, { report, agentTimeoutMs: ctx.settings.timeouts.agentMs });
-  if (!vm) report.warn("QEMU does not answer on its control socket; stopping it with signals");
-  let saved = false;
-  let warning: string | undefined;
-  if (vm && mode === "save") {
-    try {
-      report.step("saving the running state");
-      if (state.shareDevice) await detachShare(ctx);
-      await saveSuspend(ctx, vm, state);
-      saved = true;
-    } catch (error) {
-      warning = `could not save the running state (${(error as Error).message}); the next start boots from the disk`;
-      report.warn(warning);
-      await vm.qmp.cont().catch(() => undefined);
-    }
-  }
-  if (vm && !saved && mode !== "discard") {
-    report.step("powering down the guest");
-    await vm.qmp.systemPowerdown().catch(() => undefined);
-    await waitForExit(state.qemu, ctx.settings.timeouts.powerdownMs);
-  }
-  report.step("stopping QEMU");
-  if (vm) await vm.end();
-  else await terminate(state.qemu);
-  await stopShareSync(paths);
-  removeRuntimeFiles(paths);
-  // Guest RAM is worth keeping only with the saved state that needs it.
-  if (!saved) rmSync(paths.ram, { force: true });
-  clearState(paths);
-  return { wasRunning: true, saved, ...(warning ? { warning } : {}) };
+  const state = await liveOrCleaned(ctx, await inspectInstance(ctx, { repair: true }));
+  return state ? stopRunning(ctx, state, mode) : { wasRunning: false, saved: false };
 }

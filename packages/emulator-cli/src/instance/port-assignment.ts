@@ -1,20 +1,19 @@
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
+import * as v from "valibot";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
-import { isPortFree, type ServiceSpec } from "../core/ports.js";
+import { isPortFree, pickFreePort, portSchema, type ServiceSpec } from "../core/ports.js";
 import type { PortRequest, PortsMode } from "../core/settings.js";
+import { readStateFile, type Warn } from "../core/state-file.js";
 
 export type ServicePorts = Record<string, number>;
 
-export function readRecordedPorts(file: string): ServicePorts | undefined {
-  try {
-    const record = JSON.parse(readFileSync(file, "utf8"));
-    return record?.version === 1 && typeof record.ports === "object" ? record.ports : undefined;
-  } catch {
-    return undefined;
-  }
+const recordedPortsSchema = v.object({ version: v.literal(1), ports: v.record(v.string(), portSchema) });
+
+/** The ports recorded for this instance (`--ports auto`); with `warn`, an unreadable record is set aside. */
+export function readRecordedPorts(file: string, warn?: Warn): ServicePorts | undefined {
+  return readStateFile(file, recordedPortsSchema, { warn })?.ports;
 }
 
 export function recordPorts(file: string, ports: ServicePorts): void {
@@ -24,21 +23,6 @@ export function recordPorts(file: string, ports: ServicePorts): void {
 
 export function forgetRecordedPorts(file: string): void {
   rmSync(file, { force: true });
-}
-
-/** A port the kernel considers free right now, not among `taken`. */
-export async function pickFreePort(taken: ReadonlySet<number>): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolvePromise, reject) => {
-      const server = createServer();
-      server.once("error", reject);
-      server.listen({ port: 0, host: "127.0.0.1", exclusive: true }, () => {
-        const address = server.address();
-        server.close(() => resolvePromise(typeof address === "object" && address ? address.port : 0));
-      });
-    });
-    if (!taken.has(port)) return port;
-  }
 }
 
 export interface PortPlanInput {
@@ -112,11 +96,12 @@ export async function planPorts(input: PortPlanInput): Promise<PortPlan> {
 export async function assignPorts(
   paths: InstancePaths,
   input: Omit<PortPlanInput, "recorded" | "isFree" | "pickFree">,
+  warn: Warn,
 ): Promise<PortPlan> {
   const file = paths.ports;
   const plan = await planPorts({
     ...input,
-    recorded: readRecordedPorts(file),
+    recorded: readRecordedPorts(file, warn),
     isFree: isPortFree,
     pickFree: pickFreePort,
   });

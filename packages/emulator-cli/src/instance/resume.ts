@@ -2,6 +2,7 @@ import { copyFileSync, existsSync, rmSync } from "node:fs";
 import type { SaveMethod } from "@stack/qmp";
 import { EmulatorError } from "../core/errors.js";
 import { settleResumedGuest } from "../guest/guest.js";
+import { loadKeys } from "../guest/secrets.js";
 import { copyRamFile, createOverlay, recordInstanceDisk } from "../vm/disks.js";
 import type { RamSpec } from "../vm/qemu-args.js";
 import { removeRuntimeFiles } from "../vm/qemu-process.js";
@@ -15,11 +16,12 @@ import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js"
 /** The image's snapshot, resumed on a new instance disk (an overlay on the snapshot's disk) with fresh keys. */
 export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
   const { report, paths } = inputs.ctx;
-  const { manifest } = readSnapshot(inputs.snapshot);
-  if (!manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
+  const { snapshot } = inputs;
+  const manifest = snapshot && readSnapshot(snapshot).manifest;
+  if (!snapshot || !manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
   report.step("resuming the snapshot");
-  if (existsSync(inputs.snapshot.overlayTemplate)) copyFileSync(inputs.snapshot.overlayTemplate, paths.disk);
-  else await createOverlay(inputs.resolved.qemuImg, inputs.snapshot.disk, paths.disk);
+  if (existsSync(snapshot.overlayTemplate)) copyFileSync(snapshot.overlayTemplate, paths.disk);
+  else await createOverlay(inputs.resolved.qemuImg, snapshot.disk, paths.disk);
   recordInstanceDisk(paths, inputs.image.manifest.digest);
   const method = manifest.fingerprint.method as SaveMethod;
   // An instance that keeps its own RAM file starts it as a copy of the snapshot's (a clone where the file system
@@ -29,19 +31,19 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
     ? { kind: "anonymous" }
     : ownCopy
       ? inputs.ownRam
-      : { kind: "file", path: inputs.snapshot.ram, share: false };
+      : { kind: "file", path: snapshot.ram, share: false };
   // A compressed stream is unpacked next to the instance for the restore and removed right after.
   const unpacked = manifest.compressed ? paths.restoreState : undefined;
   let vm: Vm | undefined;
   try {
-    if (unpacked) await decompressState(inputs.snapshot.compressedState, unpacked);
+    if (unpacked) await decompressState(snapshot.compressedState, unpacked);
     if (ownCopy) {
-      await copyRamFile(inputs.snapshot.ram, paths.ram);
+      await copyRamFile(snapshot.ram, paths.ram);
       report.mark("RAM file copied");
     }
     vm = await launchVm(inputs, paths.disk, ram, {
       method,
-      state: unpacked ?? inputs.snapshot.state,
+      state: unpacked ?? snapshot.state,
       ...(ownCopy ? { ownsRamFile: true } : {}),
     });
     if (unpacked) rmSync(unpacked, { force: true });
@@ -65,7 +67,8 @@ export async function resumeSaved(inputs: BootInputs, record: SuspendRecord): Pr
   const { report, paths } = inputs.ctx;
   report.step("resuming where the last stop left off");
   // A state saved with the placeholders (or one whose keys file is gone, or from before states said) is rotated now.
-  const holdsOwnKeys = record.rotation === "rotated" && existsSync(paths.keys);
+  const holdsOwnKeys =
+    record.rotation === "rotated" && loadKeys(paths.keys, (message) => report.warn(message)) !== undefined;
   const ownsRamFile = record.ram.kind === "file" && record.ram.share;
   // A stream carries the whole RAM: it is loaded into a fresh file, not over what an earlier run left there.
   if (ownsRamFile && !ramOutsideStream(record)) rmSync(paths.ram, { force: true });

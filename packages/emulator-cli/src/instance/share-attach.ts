@@ -16,7 +16,7 @@ export async function attachShare(
   qemu: ProcessIdentity,
   devicePresent: boolean,
 ): Promise<boolean> {
-  const record = readShareRecord(ctx.paths);
+  const record = readShareRecord(ctx.paths, (message) => ctx.report.warn(message));
   if (record.files.length === 0) return devicePresent;
   for (const missing of stageShare(ctx.paths, record)) {
     ctx.report.warn(`config file ${missing} is gone: the guest no longer sees it`);

@@ -1,9 +1,15 @@
 import { spawn } from "node:child_process";
-import { type FSWatcher, openSync, readFileSync, rmSync, statSync, watch } from "node:fs";
+import { type FSWatcher, openSync, rmSync, statSync, watch } from "node:fs";
 import { dirname } from "node:path";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
-import { identify, isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
+import {
+  identify,
+  isSameProcess,
+  type ProcessIdentity,
+  processIdentitySchema,
+} from "../core/process-identity.js";
+import { readStateFile } from "../core/state-file.js";
 import {
   contentHash,
   copyIfChanged,
@@ -152,12 +158,7 @@ export async function runShareSync(paths: InstancePaths, qemu: ProcessIdentity):
 }
 
 function readIdentity(file: string): ProcessIdentity | undefined {
-  try {
-    const identity = JSON.parse(readFileSync(file, "utf8"));
-    return typeof identity?.pid === "number" && typeof identity.startTime === "string" ? identity : undefined;
-  } catch {
-    return undefined;
-  }
+  return readStateFile(file, processIdentitySchema);
 }
 
 /**

@@ -1,10 +1,12 @@
 import { execFile } from "node:child_process";
-import { constants, copyFileSync, existsSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { constants, copyFileSync, existsSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import * as v from "valibot";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
+import { readStateFile, type Warn } from "../core/state-file.js";
 
 const run = promisify(execFile);
 
@@ -50,6 +52,8 @@ export async function copyRamFile(from: string, to: string): Promise<void> {
   }
 }
 
+const diskRecordSchema = v.object({ imageDigest: v.string() });
+
 /** Which image the instance disk was made for. */
 export function recordInstanceDisk(paths: InstancePaths, imageDigest: string): void {
   writeFileAtomic(paths.diskInfo, `${JSON.stringify({ imageDigest }, null, 2)}\n`);
@@ -58,14 +62,9 @@ export function recordInstanceDisk(paths: InstancePaths, imageDigest: string): v
 /** The instance disk as the next boot finds it: none, made for this image, or made for another (its digest). */
 export type InstanceDisk = { kind: "none" } | { kind: "ours" } | { kind: "foreign"; imageDigest?: string };
 
-export function inspectInstanceDisk(paths: InstancePaths, imageDigest: string): InstanceDisk {
+export function inspectInstanceDisk(paths: InstancePaths, imageDigest: string, warn?: Warn): InstanceDisk {
   if (!existsSync(paths.disk)) return { kind: "none" };
-  let recorded: string | undefined;
-  try {
-    recorded = JSON.parse(readFileSync(paths.diskInfo, "utf8")).imageDigest;
-  } catch {
-    recorded = undefined;
-  }
+  const recorded = readStateFile(paths.diskInfo, diskRecordSchema, { warn })?.imageDigest;
   if (recorded === imageDigest) return { kind: "ours" };
   return recorded === undefined ? { kind: "foreign" } : { kind: "foreign", imageDigest: recorded };
 }

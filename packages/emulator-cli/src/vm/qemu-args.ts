@@ -1,5 +1,6 @@
 import type { Firmware } from "@stack/host-detect";
 import { memoryBackend } from "@stack/qmp";
+import * as v from "valibot";
 import { SHARE } from "../contract/contract.js";
 import type { InstancePaths } from "../core/paths.js";
 import type { ForwardedService } from "../core/ports.js";
@@ -15,12 +16,18 @@ export type RamSpec =
   /** Guest RAM in a file: shared while capturing a snapshot, private copy-on-write when resuming one. */
   | { kind: "file"; path: string; share: boolean };
 
+export const ramSpecSchema: v.GenericSchema<unknown, RamSpec> = v.variant("kind", [
+  v.object({ kind: v.literal("anonymous") }),
+  v.object({ kind: v.literal("file"), path: v.string(), share: v.boolean() }),
+]);
+
 export interface LaunchSpec {
   machine: MachineSpec;
   image: Image;
   paths: InstancePaths;
   /** The writable disk: an overlay on the image's disk or on a snapshot's disk. */
   disk: string;
+  /** Forwarded from the host at launch: a start's private ports (see Vm.publish). */
   services: ForwardedService[];
   ram: RamSpec;
   incoming: boolean;
@@ -57,6 +64,9 @@ function firmwareArgs(firmware: Firmware | undefined, paths: InstancePaths): str
     args.push("-drive", `if=pflash,format=${firmware.format},file=${opt(paths.firmwareVars)}`);
   return args;
 }
+
+/** The guest's network (QEMU user networking): the port forwards of a running VM are changed by this id. */
+export const NETDEV_ID = "net0";
 
 /**
  * The QEMU command line. Every device has a fixed id and PCI address so a snapshot taken by one process
@@ -109,9 +119,9 @@ export function buildQemuArgs(spec: LaunchSpec): string[] {
     "-device",
     `virtio-blk-pci,drive=cfg0,id=vcfg0${pci(4)}`,
     "-netdev",
-    `user,id=net0${hostfwd ? `,${hostfwd}` : ""}`,
+    `user,id=${NETDEV_ID}${hostfwd ? `,${hostfwd}` : ""}`,
     "-device",
-    `virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:12:34:56${pci(2)}`,
+    `virtio-net-pci,netdev=${NETDEV_ID},id=nic0,mac=52:54:00:12:34:56${pci(2)}`,
     "-chardev",
     `socket,id=qga0,path=${opt(paths.qgaSocket)},server=on,wait=off`,
     "-device",

@@ -1,8 +1,9 @@
-import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
+import * as v from "valibot";
 import { writeFileAtomic } from "../core/fs-atomic.js";
-import type { HomeLayout } from "../core/paths.js";
+import { readStateFile } from "../core/state-file.js";
 import { CPU_MODEL, type MachineSpec, machineType } from "../host/machine.js";
 import type { Image } from "../image/image.js";
 import { DEVICE_LAYOUT_VERSION } from "./qemu-args.js";
@@ -23,6 +24,18 @@ export interface Fingerprint {
   portPrefix: string;
 }
 
+/**
+ * A fingerprint as an earlier version may have recorded it: any fields, compared key by key with the current one
+ * (fingerprintDifferences), so that one recorded before a field existed reads as a difference, not as garbage.
+ */
+export const fingerprintSchema = v.custom<Fingerprint>(
+  (value) =>
+    typeof value === "object" &&
+    value !== null &&
+    Object.values(value).every((field) => typeof field === "string" || typeof field === "number"),
+  "a fingerprint is an object of strings and numbers",
+);
+
 export interface SnapshotManifest {
   fingerprint: Fingerprint;
   createdAt: string;
@@ -34,7 +47,22 @@ export interface SnapshotManifest {
   /** The state is a zstd-compressed migration stream (`state.zst`), the fallback without a RAM file. */
   compressed: boolean;
   captureMs: number;
+  /** The disk this snapshot's disk is an overlay on (the image's, by digest: see stableImageDisk). */
+  base?: string;
 }
+
+const byteCount = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+const snapshotManifestSchema: v.GenericSchema<unknown, SnapshotManifest> = v.object({
+  fingerprint: fingerprintSchema,
+  createdAt: v.string(),
+  configHash: v.string(),
+  stateBytes: byteCount,
+  ramBytes: byteCount,
+  compressed: v.boolean(),
+  captureMs: v.number(),
+  base: v.optional(v.string()),
+});
 
 export interface SnapshotFiles {
   dir: string;
@@ -88,19 +116,12 @@ export function snapshotFiles(dir: string): SnapshotFiles {
   };
 }
 
-export function pristineSnapshotDir(layout: HomeLayout, imageName: string): string {
-  return join(layout.snapshots, imageName);
-}
-
 /** A snapshot whose files are all present and whose sizes match its manifest, or the reason it is unusable. */
 export function readSnapshot(files: SnapshotFiles): { manifest?: SnapshotManifest; problem?: string } {
   if (!existsSync(files.manifest)) return { problem: "no snapshot" };
-  let manifest: SnapshotManifest;
-  try {
-    manifest = JSON.parse(readFileSync(files.manifest, "utf8"));
-  } catch {
-    return { problem: "snapshot manifest is unreadable" };
-  }
+  // Not set aside when unreadable: a capture replaces the whole snapshot, manifest included.
+  const manifest = readStateFile(files.manifest, snapshotManifestSchema);
+  if (!manifest) return { problem: "snapshot manifest is unreadable" };
   for (const [file, bytes] of [
     [manifest.compressed ? files.compressedState : files.state, manifest.stateBytes],
     [files.ram, manifest.ramBytes],

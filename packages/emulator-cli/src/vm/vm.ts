@@ -7,10 +7,13 @@ import {
   type SaveResult,
   saveVmState,
 } from "@stack/qmp";
+import { EmulatorError } from "../core/errors.js";
 import type { InstancePaths } from "../core/paths.js";
+import type { ForwardedService } from "../core/ports.js";
 import { isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
 import type { Reporter } from "../core/report.js";
-import type { LaunchSpec } from "./qemu-args.js";
+import { checkNotInterrupted, disown, own } from "./owned.js";
+import { type LaunchSpec, NETDEV_ID } from "./qemu-args.js";
 import { connectQmp, INHERITED_STATE_FD, launchQemu, removeRuntimeFiles, terminate } from "./qemu-process.js";
 
 /** A saved state to load into the new QEMU instead of booting. */
@@ -31,34 +34,52 @@ export interface VmOptions {
  * A QEMU this command started, or one of an earlier start that it took over: its identity, its QMP connection and
  * its guest agent. Whoever holds it ends it (`end`) when something fails, or hands it on (`release`) once it is
  * healthy with this install's keys: each path through a command calls one of the two, in one `finally` or `catch`.
+ * Until then this process owns it (owned.ts): an interrupt ends it.
  */
 export class Vm {
   #earlyAgent: Promise<QgaClient> | undefined;
+  #forwards: ForwardedService[];
 
   private constructor(
     readonly identity: ProcessIdentity,
     readonly qmp: QmpClient,
     private readonly paths: InstancePaths,
     private readonly options: VmOptions,
-  ) {}
+    forwards: ForwardedService[],
+  ) {
+    this.#forwards = forwards;
+  }
 
   /** Starts QEMU for `spec`; with `restore`, loads that state and lets the guest run. A failure ends the QEMU. */
   static async launch(spec: LaunchSpec, options: VmOptions & { restore?: Restore }): Promise<Vm> {
     const { report, restore } = options;
+    checkNotInterrupted();
     report.mark("launching QEMU");
     // Methods that stream the state can read it from a descriptor QEMU inherits; the others open it by path.
     const viaFd = restore && !readsStateByPath(restore.method);
     const identity = await launchQemu(spec, viaFd ? restore.state : undefined);
+    const endUnconnected = async () => {
+      await terminate(identity).catch(() => undefined);
+      removeRuntimeFiles(spec.paths);
+      disown(identity);
+    };
+    own(identity, report, endUnconnected);
     report.mark("QEMU initialised");
+    try {
+      checkNotInterrupted();
+    } catch (error) {
+      await endUnconnected();
+      throw error;
+    }
     let qmp: QmpClient;
     try {
       qmp = await connectQmp(spec.paths);
     } catch (error) {
-      await terminate(identity).catch(() => undefined);
-      removeRuntimeFiles(spec.paths);
+      await endUnconnected();
       throw error;
     }
-    const vm = new Vm(identity, qmp, spec.paths, options);
+    const vm = new Vm(identity, qmp, spec.paths, options, spec.services);
+    own(identity, report, () => vm.end());
     report.mark("QMP negotiated");
     if (!restore) return vm;
     try {
@@ -88,9 +109,10 @@ export class Vm {
     paths: InstancePaths,
     identity: ProcessIdentity,
     options: VmOptions,
+    forwards: ForwardedService[],
   ): Promise<Vm | undefined> {
     try {
-      return new Vm(identity, await connectQmp(paths, 5000), paths, options);
+      return new Vm(identity, await connectQmp(paths, 5000), paths, options, forwards);
     } catch {
       return undefined;
     }
@@ -98,6 +120,56 @@ export class Vm {
 
   get alive(): boolean {
     return isSameProcess(this.identity);
+  }
+
+  /** The host ports that reach the guest's services right now. */
+  get forwards(): readonly ForwardedService[] {
+    return this.#forwards;
+  }
+
+  /**
+   * Forwards `services` (the user's ports) to the guest in place of the ports it was launched with: the handover.
+   * A VM is launched on private ports, so that until its keys are this install's nothing reaches it on the user's.
+   */
+  async publish(services: ForwardedService[]): Promise<void> {
+    const published: ForwardedService[] = [];
+    for (const service of services) {
+      try {
+        await this.#hmp(
+          `hostfwd_add ${NETDEV_ID} tcp:127.0.0.1:${service.hostPort}-:${service.guestPort}`,
+          `forward host port ${service.hostPort} to the guest's ${service.name}`,
+          (answer) => answer === "",
+        );
+        published.push(service);
+      } catch (error) {
+        // The emulator works without an optional service (mock OAuth on a port another instance holds).
+        if (!service.optional) throw error;
+        this.options.report.warn(`${(error as Error).message}; ${service.name} is not forwarded`);
+      }
+    }
+    for (const service of this.#forwards) {
+      if (published.some((s) => s.hostPort === service.hostPort)) continue;
+      await this.#hmp(
+        `hostfwd_remove ${NETDEV_ID} tcp:127.0.0.1:${service.hostPort}`,
+        `drop the private port ${service.hostPort}`,
+        (answer) => /removed/.test(answer),
+      );
+    }
+    this.#forwards = published;
+  }
+
+  /** A monitor command without a QMP equivalent (slirp's port forwards): it answers as text, `ok` reads it. */
+  async #hmp(commandLine: string, what: string, ok: (answer: string) => boolean): Promise<void> {
+    const answer = (
+      await this.qmp.execute<string>("human-monitor-command", { "command-line": commandLine })
+    ).trim();
+    if (!ok(answer)) {
+      throw new EmulatorError(
+        "PORT_IN_USE",
+        `could not ${what}: ${answer}`,
+        "another program took the port since the start began; free it, or start with --ports auto",
+      );
+    }
   }
 
   /** Starts connecting to the guest agent now (a booting guest's agent comes up with its services). */
@@ -157,11 +229,13 @@ export class Vm {
     await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
     this.#earlyAgent = undefined;
     removeRuntimeFiles(this.paths);
+    disown(this.identity);
     return !this.alive;
   }
 
   /** Leaves QEMU running for the instance: this command's connections close, the VM stays. */
   async release(): Promise<void> {
+    disown(this.identity);
     await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
     this.#earlyAgent = undefined;
     await this.qmp.close().catch(() => undefined);

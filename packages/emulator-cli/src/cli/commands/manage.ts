@@ -1,5 +1,6 @@
 import { type Command, Option } from "commander";
 import { composeAppEnv, formatDotenv, parsePrefixSet } from "../../app/app-env.js";
+import { EmulatorError } from "../../core/errors.js";
 import type { Instance } from "../../instance/instance.js";
 import { inspectAll, stopAll } from "../../instance/instances.js";
 import { type Io, invocation, output } from "../io.js";
@@ -132,14 +133,29 @@ Examples:
   program
     .command("reset")
     .description("stop the emulator and delete this instance's disk, saved state and keys (images are kept)")
-    .option("--images", "also delete downloaded and built images and their snapshots")
-    .action(async (flags: { images?: boolean }, command: Command) => {
+    .option("--images", "also delete the images and snapshots no other instance uses (and list those kept)")
+    .option("--force", "with --images: also delete the other instances that use them")
+    .action(async (flags: { images?: boolean; force?: boolean }, command: Command) => {
       const { json, instance } = invocation(io, command);
-      const result = await instance.reset({ images: Boolean(flags.images) });
-      output(io, json, { reset: true, wasRunning: result.wasRunning, images: Boolean(flags.images) }, () =>
-        flags.images
-          ? "instance, images and snapshots removed"
-          : "instance removed; the next start begins from the snapshot",
+      if (flags.force && !flags.images) {
+        throw new EmulatorError(
+          "INVALID_ARGUMENT",
+          "--force goes with --images",
+          "stack-emulator reset --images --force",
+        );
+      }
+      const result = await instance.reset({ images: Boolean(flags.images), force: Boolean(flags.force) });
+      output(io, json, { reset: true, images: Boolean(flags.images), ...result }, () =>
+        [
+          result.existed
+            ? `instance ${instance.name} removed`
+            : `no instance named ${instance.name}: nothing of it to remove`,
+          ...(flags.images ? ["images and snapshots no instance uses removed"] : []),
+          ...(result.kept ?? []).map(
+            (k) =>
+              `kept ${k.path}: used by ${k.usedBy.join(", ")} (reset --images --force deletes those too)`,
+          ),
+        ].join("\n"),
       );
     });
 }

@@ -32,8 +32,9 @@ async function offerDevImage(io: Io, error: EmulatorError): Promise<boolean> {
 /** The running instance, or a start like `stack-emulator start`: image, host ports (auto ones recorded), boot. */
 async function ensureStarted(io: Io, call: Invocation, flags: StartFlags): Promise<StartResult> {
   const { instance, report } = call;
-  const { state } = await instance.inspect();
-  if (state) {
+  // Serving as it should: nothing to do. A running instance that does not serve is the start's to recover.
+  const { status, state } = await instance.inspect({ probe: true });
+  if (status === "running" && state) {
     if (flags.ports) report.info("already running: --ports applies from the next start");
     return { alreadyRunning: true, state };
   }
