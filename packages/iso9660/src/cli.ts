@@ -2,6 +2,7 @@
 // stack-mkiso: a drop-in for the common genisoimage/mkisofs invocations. As with genisoimage, Joliet and
 // Rock Ridge are added only when asked for (-J, -R), so scripts that swap it in get the same kind of image.
 
+import "./jit.js";
 import { IsoError } from "./errors.js";
 import { treeFromOperands } from "./fromdir.js";
 import { writeTree } from "./image.js";
