@@ -122,4 +122,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// No top-level await: the bin is bundled as CommonJS (scripts/bundle-bin.mjs).
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});
