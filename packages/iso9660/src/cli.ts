@@ -4,6 +4,7 @@
 
 import "./jit.js";
 import { IsoError } from "./errors.js";
+import { fastLstat } from "./fast-lstat.js";
 import { treeFromOperands } from "./fromdir.js";
 import { writeTree } from "./image.js";
 import type { IsoLevel } from "./names.js";
@@ -112,7 +113,12 @@ async function main(argv: string[]): Promise<number> {
       isoLevel: parsed.isoLevel,
       ...(parsed.volumeId === undefined ? {} : { volumeId: parsed.volumeId }),
     });
-    const tree = treeFromOperands(parsed.sources, { date: options.date, clampMtime: options.fixedDate });
+    const lstat = fastLstat(parsed.sources[0]!);
+    const tree = treeFromOperands(parsed.sources, {
+      date: options.date,
+      clampMtime: options.fixedDate,
+      ...(lstat === undefined ? {} : { lstat }),
+    });
     await writeTree(tree, parsed.output === "-" ? process.stdout : parsed.output, options);
     return 0;
   } catch (error) {
