@@ -25,7 +25,6 @@ import {
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { buildIso } from "../src/index.js";
 
 const packageDir = join(import.meta.dirname, "..");
@@ -155,12 +154,17 @@ async function seedInProcess(): Promise<void> {
   console.log(`\ncidata image in process with buildIso (median of 200): ${median(samples).toFixed(3)} ms`);
 }
 
-/** Peak RSS of a node process running `code`, in MiB (resource usage of the process itself). */
-function peakRssOf(code: string): number {
-  const stdout = execFileSync(process.execPath, ["--input-type=module", "-e", code], {
-    encoding: "utf8",
-    env,
-  });
+/**
+ * Peak RSS of `node ARGS` in MiB, reported by the process itself at exit through a preloaded script, so the bin
+ * runs as users run it (as the main module) and prints nothing else on success.
+ */
+function peakRssOf(args: string[]): number {
+  const preload = join(work, "report-peak-rss.cjs");
+  writeFileSync(
+    preload,
+    'process.on("exit", () => require("node:fs").writeSync(1, JSON.stringify({ maxRssKiB: process.resourceUsage().maxRSS })));\n',
+  );
+  const stdout = execFileSync(process.execPath, ["--require", preload, ...args], { encoding: "utf8", env });
   return (JSON.parse(stdout) as { maxRssKiB: number }).maxRssKiB / 1024;
 }
 
@@ -171,14 +175,8 @@ function peakRss(): void {
   ftruncateSync(fd, 2 * 1024 ** 3);
   closeSync(fd);
   const out = join(work, "two-gib.iso");
-  const report = "console.log(JSON.stringify({ maxRssKiB: process.resourceUsage().maxRSS }));";
-  // The bin itself, with its exit reporting the peak: process.argv as stack-mkiso would get it.
-  const writing = peakRssOf(
-    `process.argv.splice(1, Infinity, ${JSON.stringify(cli)}, "-o", ${JSON.stringify(out)}, ${JSON.stringify(src)});
-     process.on("exit", () => { ${report} });
-     await import(${JSON.stringify(pathToFileURL(cli).href)});`,
-  );
-  const idle = peakRssOf(report);
+  const writing = peakRssOf([cli, "-o", out, src]);
+  const idle = peakRssOf(["-e", ""]);
   rmSync(out, { force: true });
   console.log(
     `\npeak RSS of stack-mkiso writing a 2 GiB image: ${writing.toFixed(1)} MiB` +
