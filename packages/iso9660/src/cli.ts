@@ -2,7 +2,9 @@
 // stack-mkiso: a drop-in for the common genisoimage/mkisofs invocations. As with genisoimage, Joliet and
 // Rock Ridge are added only when asked for (-J, -R), so scripts that swap it in get the same kind of image.
 
+import "./jit.js";
 import { IsoError } from "./errors.js";
+import { fastLstat } from "./fast-lstat.js";
 import { treeFromOperands } from "./fromdir.js";
 import { writeTree } from "./image.js";
 import type { IsoLevel } from "./names.js";
@@ -111,7 +113,12 @@ async function main(argv: string[]): Promise<number> {
       isoLevel: parsed.isoLevel,
       ...(parsed.volumeId === undefined ? {} : { volumeId: parsed.volumeId }),
     });
-    const tree = treeFromOperands(parsed.sources, { date: options.date, clampMtime: options.fixedDate });
+    const lstat = fastLstat(parsed.sources[0]!);
+    const tree = treeFromOperands(parsed.sources, {
+      date: options.date,
+      clampMtime: options.fixedDate,
+      ...(lstat === undefined ? {} : { lstat }),
+    });
     await writeTree(tree, parsed.output === "-" ? process.stdout : parsed.output, options);
     return 0;
   } catch (error) {
@@ -121,4 +128,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// No top-level await: the bin is bundled as CommonJS (scripts/bundle-bin.mjs).
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,19 +1,41 @@
 // Reads a directory tree's metadata from disk into the layout tree; file contents are read later, in order.
 
-import { lstatSync, readdirSync, readlinkSync, type Stats } from "node:fs";
+import { lstatSync, readdirSync, readlinkSync } from "node:fs";
 import { basename, join } from "node:path";
 import { IsoError } from "./errors.js";
 import { type DirNode, newDir, type TreeNode, validateName } from "./tree.js";
+
+/** What the walk reads of an entry's lstat: `fs.Stats` has it, and so may something lighter. */
+export interface EntryStat {
+  /** Type and permission bits, as `st_mode`. */
+  mode: number;
+  size: number;
+  mtimeMs: number;
+}
 
 export interface WalkOptions {
   date: Date;
   /** Caps every mtime at `date`, as reproducible builds expect when SOURCE_DATE_EPOCH or a date is given. */
   clampMtime: boolean;
+  /**
+   * `lstat` of a path, throwing as `fs.lstatSync` does; default `fs.lstatSync`. The stack-mkiso bin, which owns
+   * its process, passes one that makes no `Stats` (see fast-lstat.ts).
+   */
+  lstat?: (path: string) => EntryStat;
 }
 
-function statOrThrow(path: string, missingCode: "SOURCE_NOT_FOUND" | "READ_FAILED"): Stats {
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+
+function statOrThrow(
+  path: string,
+  missingCode: "SOURCE_NOT_FOUND" | "READ_FAILED",
+  opts: WalkOptions,
+): EntryStat {
   try {
-    return lstatSync(path);
+    return opts.lstat === undefined ? lstatSync(path) : opts.lstat(path);
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code === "ENOENT" ? missingCode : "READ_FAILED";
     throw new IsoError(
@@ -28,7 +50,7 @@ function statOrThrow(path: string, missingCode: "SOURCE_NOT_FOUND" | "READ_FAILE
 }
 
 /** Whole milliseconds, rounded as Node rounds `Stats.mtime` (which images made before this used). */
-function mtimeOf(stats: Stats, opts: WalkOptions): number {
+function mtimeOf(stats: EntryStat, opts: WalkOptions): number {
   const cap = opts.date.getTime();
   return opts.clampMtime && stats.mtimeMs > cap ? cap : Math.round(stats.mtimeMs);
 }
@@ -74,12 +96,13 @@ function nodeFromDisk(
   path: string,
   name: string,
   imagePath: string,
-  stats: Stats,
+  stats: EntryStat,
   opts: WalkOptions,
 ): TreeNode {
   const mtimeMs = mtimeOf(stats, opts);
   const mode = stats.mode & 0o7777;
-  if (stats.isFile())
+  const type = stats.mode & S_IFMT;
+  if (type === S_IFREG)
     return {
       type: "file",
       name,
@@ -89,7 +112,7 @@ function nodeFromDisk(
       size: stats.size,
       source: { kind: "path", path },
     };
-  if (stats.isSymbolicLink()) {
+  if (type === S_IFLNK) {
     let target: string;
     try {
       target = readlinkSync(path);
@@ -101,7 +124,7 @@ function nodeFromDisk(
     }
     return { type: "symlink", name, path: imagePath, mode: 0o777, mtimeMs, target };
   }
-  if (stats.isDirectory()) {
+  if (type === S_IFDIR) {
     const dir = newDir(name, imagePath, mtimeMs, mode);
     dir.implicit = false;
     addDirectoryContents(dir, path, opts);
@@ -128,15 +151,15 @@ export function addDirectoryContents(dir: DirNode, path: string, opts: WalkOptio
     validateName(name, imagePath);
     dir.children.set(
       name,
-      nodeFromDisk(childPath, name, imagePath, statOrThrow(childPath, "READ_FAILED"), opts),
+      nodeFromDisk(childPath, name, imagePath, statOrThrow(childPath, "READ_FAILED", opts), opts),
     );
   }
 }
 
 /** The tree of a source directory; its root takes the directory's own mode and mtime. */
 export function treeFromDirectory(path: string, opts: WalkOptions): DirNode {
-  const stats = statOrThrow(path, "SOURCE_NOT_FOUND");
-  if (!stats.isDirectory())
+  const stats = statOrThrow(path, "SOURCE_NOT_FOUND", opts);
+  if ((stats.mode & S_IFMT) !== S_IFDIR)
     throw new IsoError(
       "SOURCE_NOT_FOUND",
       `"${path}" is not a directory; give the directory to put in the image.`,
@@ -156,8 +179,8 @@ export function treeFromDirectory(path: string, opts: WalkOptions): DirNode {
 export function treeFromOperands(paths: string[], opts: WalkOptions): DirNode {
   const root = newDir("", "", opts.date.getTime());
   for (const path of paths) {
-    const stats = statOrThrow(path, "SOURCE_NOT_FOUND");
-    if (stats.isDirectory()) {
+    const stats = statOrThrow(path, "SOURCE_NOT_FOUND", opts);
+    if ((stats.mode & S_IFMT) === S_IFDIR) {
       const sub = treeFromDirectory(path, opts);
       mergeInto(root, sub);
     } else {

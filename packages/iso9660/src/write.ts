@@ -6,7 +6,7 @@ import { rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { SECTOR } from "./encode.js";
 import { IsoError } from "./errors.js";
-import type { Plan } from "./layout.js";
+import type { Plan, PlannedFile } from "./layout.js";
 import type { FileNode } from "./tree.js";
 
 /**
@@ -59,6 +59,20 @@ class Pump {
   /** The free tail of the current buffer, for readers that fill it in place. */
   space(): { buffer: Buffer; offset: number; length: number } {
     return { buffer: this.buf, offset: this.fill, length: this.size - this.fill };
+  }
+
+  /**
+   * Reads the whole file `fd` of `size` bytes and then `pad` zeros in place, when they fit with a byte to spare
+   * (the caller checks `size + pad < free`), so the buffer never fills and nothing is written here. Asks for
+   * one byte more than `size`, which tells a grown file without an fstat; returns the bytes read.
+   */
+  readWhole(fd: number, size: number, pad: number): number {
+    const n = readSync(fd, this.buf, this.fill, size + 1, 0);
+    if (n === size) {
+      if (pad !== 0) this.buf.fill(0, this.fill + size, this.fill + size + pad);
+      this.fill += size + pad;
+    }
+    return n;
   }
 
   commit(n: number): Promise<void> | undefined {
@@ -222,13 +236,47 @@ async function copyFromStream(pump: Pump, node: FileNode, open: () => NodeJS.Rea
   if (done !== node.size) throw sizeChanged(node, `its stream gave ${done}`);
 }
 
+/**
+ * Copies files from `first` on while each is read from a path and, with its padding, fits in the pump's current
+ * buffer: an open, one read into the buffer and a close each, without a promise or an object per file (20,000
+ * small files are a 64 KiB buffer's worth at a time). Returns the index of the first file it left to the caller.
+ */
+function copySmallRun(pump: Pump, files: PlannedFile[], first: number): number {
+  let i = first;
+  for (; i < files.length; i++) {
+    const { node, sector } = files[i]!;
+    const source = node.source;
+    const size = node.size;
+    const pad = (SECTOR - (size % SECTOR)) % SECTOR;
+    if (source.kind !== "path" || size + pad >= pump.free) break;
+    if (pump.position !== sector * SECTOR) throw new Error("internal: data out of order");
+    const path = source.path;
+    const fd = openSource(path);
+    let n: number;
+    try {
+      n = pump.readWhole(fd, size, pad);
+    } catch (cause) {
+      throw new IsoError("READ_FAILED", `Reading "${path}" failed: ${(cause as Error).message}.`, {
+        path,
+        cause,
+      });
+    } finally {
+      closeSync(fd);
+    }
+    if (n > size) throw sizeChanged(node, "it has grown");
+    if (n < size) throw sizeChanged(node, `it ended after ${n}`);
+  }
+  return i;
+}
+
 /** Writes the whole image described by `plan` to `sink`; returns the byte count. */
 export async function writePlan(plan: Plan, sink: Sink): Promise<number> {
   const pump = new Pump(sink);
   try {
     await pump.push(plan.metadata);
-    for (let i = 0; i < plan.files.length; i++) {
-      const { node, sector } = plan.files[i]!;
+    const files = plan.files;
+    for (let i = copySmallRun(pump, files, 0); i < files.length; i = copySmallRun(pump, files, i + 1)) {
+      const { node, sector } = files[i]!;
       if (pump.position !== sector * SECTOR) throw new Error("internal: data out of order");
       const source = node.source;
       if (source.kind === "buffer") await pump.push(source.data);
