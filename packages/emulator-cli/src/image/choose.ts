@@ -53,7 +53,11 @@ export async function pullChoice(ctx: Context, choice: ImageChoice): Promise<Req
  * The image a choice names, found, built (the dev image) or downloaded, with the guest's RAM and vCPUs as the settings
  * say. `rebuild`: build the dev image even when it looks current.
  */
-export async function resolveImage(ctx: Context, choice: ImageChoice, rebuild = false): Promise<ResolvedImage> {
+export async function resolveImage(
+  ctx: Context,
+  choice: ImageChoice,
+  rebuild = false,
+): Promise<ResolvedImage> {
   const { selector, flags } = choice;
   switch (selector.kind) {
     case "dev": {

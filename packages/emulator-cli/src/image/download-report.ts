@@ -49,6 +49,7 @@ export function describeFile(name: string, bytes: number, fetched: FetchResult):
 export function summary(file: DownloadedFile): string {
   const rate = file.seconds > 0 ? `, ${formatBytes(file.fetchedBytes / file.seconds)}/s` : "";
   const links = `${file.connections} connection${file.connections === 1 ? "" : "s"}`;
-  const kept = file.resumedBytes > 0 ? `; ${formatBytes(file.resumedBytes)} kept from an interrupted run` : "";
+  const kept =
+    file.resumedBytes > 0 ? `; ${formatBytes(file.resumedBytes)} kept from an interrupted run` : "";
   return `downloaded ${file.name}: ${formatBytes(file.fetchedBytes)} in ${file.seconds.toFixed(1)} s (${links}${rate})${kept}`;
 }

@@ -3,8 +3,8 @@ import { join } from "node:path";
 import {
   ArtifactsError,
   createProgressRenderer,
-  fetchArtifactFile,
   type FetchResult,
+  fetchArtifactFile,
   fetchReleaseAsset,
   formatBytes,
   GitHubClient,
@@ -13,8 +13,8 @@ import {
 import type { Context } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
-import { type DownloadedFile, describeFile, type PulledImage, summary } from "./download-report.js";
 import { commitStaging, createStaging, removeAbandonedStaging } from "../core/staging.js";
+import { type DownloadedFile, describeFile, type PulledImage, summary } from "./download-report.js";
 import { type ImageManifest, loadImage } from "./image.js";
 import {
   archOf,
@@ -178,7 +178,11 @@ async function fetchDisk(
  * Downloads the image a selector names and stores it with its manifest. The download lives under
  * `images/.downloads/` so an interrupted pull resumes; the image directory appears only once complete.
  */
-export async function pullImage(ctx: Context, selector: ImageSelector, flags: PullFlags): Promise<PulledImage> {
+export async function pullImage(
+  ctx: Context,
+  selector: ImageSelector,
+  flags: PullFlags,
+): Promise<PulledImage> {
   const arch = archOf(flags);
   const { repo } = ctx.settings.pull;
   const name = imageName(selector, arch);
