@@ -239,7 +239,7 @@ async function checkSpaceBeforehand(job: Job, resumedFrom: number): Promise<void
   if (!job.opts.decompress && !job.opts.unpackedBeside) return ensureFreeSpace(job.dir, download);
   const earlierOutput = job.unpackPath ? ((await fileSize(job.unpackPath)) ?? 0) : 0;
   const unpacked = Math.max(0, (unpackedBytes ?? expectedBytes) - earlierOutput);
-  const assumed = unpackedBytes === undefined ? " (assumed: at least the download's size)" : "";
+  const assumed = unpackedBytes === undefined ? ", assumed at least the download's size" : "";
   await ensureFreeSpace(
     job.dir,
     download + unpacked,

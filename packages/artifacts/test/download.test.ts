@@ -328,7 +328,7 @@ describe("download", () => {
     };
     expect(await refused({ decompress: "zstd", expectedBytes: threeQuarters })).toMatch(
       new RegExp(
-        `^Not enough free space in ${dir}: .* needed \\(.* to download \\+ .* unpacked \\(assumed: at least the download's size\\)\\)`,
+        `^Not enough free space in ${dir}: .* needed \\(.* to download \\+ .* unpacked, assumed at least the download's size\\), `,
       ),
     );
     expect(await refused({ unpackedBeside: true, expectedBytes: threeQuarters })).toContain("assumed");

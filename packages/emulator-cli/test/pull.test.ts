@@ -378,9 +378,9 @@ describe("free space, checked before the first byte of a download", () => {
     [
       "a .zst, the unpacked size assumed",
       ["--tag", "emulator-zst-only"],
-      "unpacked (assumed: at least the download's size))",
+      "unpacked, assumed at least the download's size)",
     ],
-    ["an artifact zip", ["--pr", "43"], "unpacked (assumed: at least the download's size))"],
+    ["an artifact zip", ["--pr", "43"], "unpacked, assumed at least the download's size)"],
   ])(
     "refuses %s on a disk too small, naming the directory and the space needed",
     async (_, flags, needed) => {
