@@ -29,6 +29,7 @@ export interface PulledImage {
   download: DownloadReport;
 }
 
+/** The file as `--json` reports it; none when nothing was downloaded (a cache held it). */
 export function describeFile(name: string, bytes: number, fetched: FetchResult): DownloadedFile[] {
   const { transfer } = fetched;
   if (!transfer) return [];
