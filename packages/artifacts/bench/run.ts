@@ -7,12 +7,17 @@
  * 2. Uncapped loopback, 1 GiB (BENCH_BYTES): download() against `curl -o`. BENCH_ROUNDS rounds (default 3).
  *
  * Who goes first alternates, with a `sync` before each timed run so that nobody pays for another's dirty pages.
+ *
+ * BENCH_BASELINE=<another build's dist/index.js> adds that build's download() to both, so that a change is
+ * measured against what it replaces in the same run (the ratios against curl then come in pairs).
+ * BENCH_CAPPED_ROUNDS=0 skips the capped part.
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { download, formatBytes } from "../src/index.js";
 
@@ -22,6 +27,10 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CAPPED_BYTES = Number(process.env.BENCH_CAPPED_BYTES ?? 512 * MiB);
 const CAPPED_ROUNDS = Number(process.env.BENCH_CAPPED_ROUNDS ?? 2);
 const CAP = Number(process.env.BENCH_CAP_MIB ?? 8) * MiB;
+const BASELINE = process.env.BENCH_BASELINE;
+const baseline: typeof download | undefined = BASELINE
+  ? (await import(pathToFileURL(BASELINE).href)).download
+  : undefined;
 
 // Range requests, an ETag, keep-alive, and (argv[2] > 0) each answer paced to that many bytes per second.
 const SERVER = `
@@ -96,7 +105,13 @@ interface Sample {
   memory?: number;
 }
 
-async function timeOurs(url: string, dest: string, sha256: string, bytes: number): Promise<Sample> {
+async function timeOurs(
+  url: string,
+  dest: string,
+  sha256: string,
+  bytes: number,
+  fn: typeof download = download,
+): Promise<Sample> {
   const base = process.memoryUsage().rss;
   let peak = base;
   const sampler = setInterval(() => {
@@ -104,7 +119,7 @@ async function timeOurs(url: string, dest: string, sha256: string, bytes: number
   }, 20);
   const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
-  const result = await download({ url, dest, expectedSha256: sha256, retries: 0 });
+  const result = await fn({ url, dest, expectedSha256: sha256, retries: 0 });
   const wall = Number(process.hrtime.bigint() - start) / 1e9;
   const cpu = process.cpuUsage(cpu0);
   clearInterval(sampler);
@@ -181,13 +196,38 @@ function summary(bytes: number, samples: Sample[]): { wall: number; line: string
   return { wall, line };
 }
 
-async function main(): Promise<void> {
-  const capped = await startServer(CAPPED_BYTES, CAP);
-  let cappedResults: Map<string, Sample[]>;
+/** download(), and the baseline build's when there is one. */
+function ours(url: string, sha256: string, bytes: number): Contender[] {
+  return [
+    { name: "download()", run: (dest) => timeOurs(url, dest, sha256, bytes) },
+    ...(baseline
+      ? [{ name: "baseline", run: (dest: string) => timeOurs(url, dest, sha256, bytes, baseline) }]
+      : []),
+  ];
+}
+
+/** Each of ours against each yardstick: one line per pair. */
+function ratios(results: Map<string, Sample[]>, bytes: number, yardsticks: [string, string][]): void {
+  const wall = (name: string) => summary(bytes, results.get(name)!).wall;
+  for (const name of ["download()", "baseline"].filter((n) => results.has(n))) {
+    console.log(`  ${name.padEnd(28)} ${summary(bytes, results.get(name)!).line}`);
+  }
+  for (const name of ["download()", "baseline"].filter((n) => results.has(n))) {
+    for (const [other, goal] of yardsticks) {
+      console.log(
+        `  ${`${name}/${other}:`.padEnd(28)} ${(wall(other) / wall(name)).toFixed(2)}x (goal >= ${goal})`,
+      );
+    }
+  }
+}
+
+async function capped(): Promise<void> {
+  const server = await startServer(CAPPED_BYTES, CAP);
+  let results: Map<string, Sample[]>;
   try {
-    cappedResults = await rounds("capped", CAPPED_BYTES, CAPPED_ROUNDS, [
-      { name: "download()", run: (dest) => timeOurs(capped.url, dest, capped.sha256, CAPPED_BYTES) },
-      { name: "curl", run: (dest) => timeCommand(["curl", "-sS", "-o", dest, capped.url]) },
+    results = await rounds("capped", CAPPED_BYTES, CAPPED_ROUNDS, [
+      ...ours(server.url, server.sha256, CAPPED_BYTES),
+      { name: "curl", run: (dest) => timeCommand(["curl", "-sS", "-o", dest, server.url]) },
       {
         name: "aria2c -x8 -s8",
         run: (dest) =>
@@ -197,44 +237,45 @@ async function main(): Promise<void> {
               join(dest, ".."),
               "-o",
               dest.slice(dest.lastIndexOf("/") + 1),
-              capped.url,
+              server.url,
             ]),
           ),
       },
     ]);
   } finally {
-    capped.stop();
+    server.stop();
   }
-  const loopback = await startServer(BYTES, 0);
-  let loopbackResults: Map<string, Sample[]>;
-  try {
-    loopbackResults = await rounds("loopback", BYTES, ROUNDS, [
-      { name: "download()", run: (dest) => timeOurs(loopback.url, dest, loopback.sha256, BYTES) },
-      { name: "curl", run: (dest) => timeCommand(["curl", "-sS", "-o", dest, loopback.url]) },
-    ]);
-  } finally {
-    loopback.stop();
-  }
-
-  const ours = summary(CAPPED_BYTES, cappedResults.get("download()")!);
-  const curl = summary(CAPPED_BYTES, cappedResults.get("curl")!);
-  const aria = summary(CAPPED_BYTES, cappedResults.get("aria2c -x8 -s8")!);
   console.log(
     `\n${formatBytes(CAPPED_BYTES)}, each connection capped at ${formatBytes(CAP)}/s, median of ${CAPPED_ROUNDS} (load average ${loadavg()[0]!.toFixed(1)})`,
   );
-  console.log(`  curl -o (one connection)     ${curl.line}`);
-  console.log(`  aria2c -x8 -s8               ${aria.line}`);
-  console.log(`  download()                   ${ours.line}`);
-  console.log(`  download()/curl:   ${(curl.wall / ours.wall).toFixed(2)}x (goal >= 4.00x)`);
-  console.log(`  download()/aria2c: ${(aria.wall / ours.wall).toFixed(2)}x (goal >= 0.90x)`);
-
-  const oursLoop = summary(BYTES, loopbackResults.get("download()")!);
-  const curlLoop = summary(BYTES, loopbackResults.get("curl")!);
-  console.log(`\n${formatBytes(BYTES)} from 127.0.0.1, uncapped, median of ${ROUNDS}`);
-  console.log(`  curl -o                      ${curlLoop.line}`);
-  console.log(`  download()                   ${oursLoop.line}`);
-  console.log(`  download()/curl:   ${(curlLoop.wall / oursLoop.wall).toFixed(2)}x (goal >= 0.90x)`);
+  console.log(`  curl -o (one connection)     ${summary(CAPPED_BYTES, results.get("curl")!).line}`);
+  console.log(`  aria2c -x8 -s8               ${summary(CAPPED_BYTES, results.get("aria2c -x8 -s8")!).line}`);
+  ratios(results, CAPPED_BYTES, [
+    ["curl", "4.00x"],
+    ["aria2c -x8 -s8", "0.90x"],
+  ]);
 }
+
+async function loopback(): Promise<void> {
+  const server = await startServer(BYTES, 0);
+  let results: Map<string, Sample[]>;
+  try {
+    results = await rounds("loopback", BYTES, ROUNDS, [
+      ...ours(server.url, server.sha256, BYTES),
+      { name: "curl", run: (dest) => timeCommand(["curl", "-sS", "-o", dest, server.url]) },
+    ]);
+  } finally {
+    server.stop();
+  }
+  console.log(
+    `\n${formatBytes(BYTES)} from 127.0.0.1, uncapped, median of ${ROUNDS} (load average ${loadavg()[0]!.toFixed(1)})`,
+  );
+  console.log(`  curl -o                      ${summary(BYTES, results.get("curl")!).line}`);
+  ratios(results, BYTES, [["curl", "0.90x"]]);
+}
+
+if (CAPPED_ROUNDS > 0) await capped();
+await loopback();
 
 function rate(bytes: number, seconds: number): string {
   return `${formatBytes(bytes / seconds)}/s (${seconds.toFixed(2)} s)`;
@@ -243,5 +284,3 @@ function rate(bytes: number, seconds: number): string {
 function describe(s: Sample, bytes: number): string {
   return `${rate(bytes, s.wall)}${s.connections ? ` x${s.connections}` : ""}`;
 }
-
-await main();

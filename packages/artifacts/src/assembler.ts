@@ -7,6 +7,7 @@ import { pipeline } from "node:stream/promises";
 import { DecompressStream } from "zstd-napi";
 import { type ArtifactsError, ioError } from "./errors.js";
 import { ensureFreeSpace } from "./fsutil.js";
+import { formatBytes } from "./progress.js";
 import { Ranges } from "./ranges.js";
 import { release, SLAB_BYTES, takeSlab } from "./slabs.js";
 import { ZSTD_HEADER_MAX, zstdContentSize } from "./zstd.js";
@@ -236,7 +237,11 @@ export class Assembler {
   private async checkUnpackedSpace(unpacked: number | undefined): Promise<void> {
     if (unpacked === undefined || !this.opts.unpackTo) return;
     const stillCompressed = this.total === undefined ? 0 : this.total - this.written.size;
-    await ensureFreeSpace(dirname(this.opts.unpackTo), unpacked + stillCompressed);
+    await ensureFreeSpace(
+      dirname(this.opts.unpackTo),
+      unpacked + stillCompressed,
+      `${formatBytes(stillCompressed)} still to download + ${formatBytes(unpacked)} unpacked, as the zstd frame header declares`,
+    );
   }
 
   private startDecompressor(outPath: string): void {

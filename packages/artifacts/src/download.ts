@@ -24,6 +24,16 @@ export interface DownloadOptions extends RetryOptions {
   /** Size as published, when known beforehand: lets the free-space check run before the first request. */
   expectedBytes?: number;
   /**
+   * What the download is unpacked into beside it counts in the free-space check before the first request: the
+   * decompressed file with `decompress`, an archive's files with `unpackedBeside`. This is their size when known
+   * beforehand; without it they are assumed to be at least as large as the download (zstd and deflate add only a
+   * few bytes of framing to data they cannot shrink), and with `decompress` the size in the zstd frame header is
+   * checked again as soon as it arrives.
+   */
+  unpackedBytes?: number;
+  /** The caller extracts the download (an archive) next to it afterwards: see `unpackedBytes`. */
+  unpackedBeside?: boolean;
+  /**
    * What `url` stands for, such as a release asset's id and `updated_at`: an unfinished download of something else
    * (an asset replaced under the same name) is not resumed.
    */
@@ -105,6 +115,8 @@ interface Job {
   credentials: Record<string, string>;
   agent: Http1Agent;
   connections: number;
+  /** Bytes fetched over the network by the passes so far (a pass that starts over fetched some too). */
+  fetched: number;
 }
 
 /**
@@ -130,6 +142,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     credentials,
     agent: new Http1Agent({ proxyFor: (url) => proxyFor(url, env) }),
     connections: Math.max(1, Math.floor(opts.connections ?? 8)),
+    fetched: 0,
   };
   try {
     await mkdir(job.dir, { recursive: true });
@@ -169,10 +182,14 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
   if (resumedFrom > 0) {
     opts.onMessage?.(`${label}: resuming, ${formatBytes(resumedFrom)} already here from an earlier run`);
   }
-  if (opts.expectedBytes !== undefined) await ensureFreeSpace(job.dir, opts.expectedBytes - resumedFrom);
+  await checkSpaceBeforehand(job, resumedFrom);
 
   const session = new Session(job, earlier);
-  await session.run();
+  try {
+    await session.run();
+  } finally {
+    job.fetched += session.fetched;
+  }
   const sink = session.sink;
   const sha256 = sink.digest();
   if (expected && sha256 !== expected) {
@@ -206,9 +223,28 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
     bytes: sink.total ?? 0,
     verified: expected !== undefined,
     resumedFrom,
-    fetchedBytes: session.fetched,
+    fetchedBytes: job.fetched,
     connections: session.peak,
   };
+}
+
+/**
+ * Fails before the first request when the download and what it unpacks into cannot fit: the bytes still to
+ * download, and the unpacked output (rewritten in full, so an earlier run's output frees its space).
+ */
+async function checkSpaceBeforehand(job: Job, resumedFrom: number): Promise<void> {
+  const { expectedBytes, unpackedBytes } = job.opts;
+  if (expectedBytes === undefined) return;
+  const download = expectedBytes - resumedFrom;
+  if (!job.opts.decompress && !job.opts.unpackedBeside) return ensureFreeSpace(job.dir, download);
+  const earlierOutput = job.unpackPath ? ((await fileSize(job.unpackPath)) ?? 0) : 0;
+  const unpacked = Math.max(0, (unpackedBytes ?? expectedBytes) - earlierOutput);
+  const assumed = unpackedBytes === undefined ? ", assumed at least the download's size" : "";
+  await ensureFreeSpace(
+    job.dir,
+    download + unpacked,
+    `${formatBytes(download)} to download + ${formatBytes(unpacked)} unpacked${assumed}`,
+  );
 }
 
 /** Lower-cased headers with a user agent, and the `authorization` header apart from them. */

@@ -50,13 +50,20 @@ export interface FetchResult {
 export interface TransferStats {
   /** Bytes fetched over the network (less than the file when an earlier run's bytes were reused). */
   bytes: number;
+  /** Bytes an earlier, interrupted run had fetched that this one kept. */
+  resumed: number;
   seconds: number;
   /** The most connections open at once. */
   connections: number;
 }
 
 function statsOf(result: DownloadResult): TransferStats {
-  return { bytes: result.fetchedBytes, seconds: result.seconds, connections: result.connections };
+  return {
+    bytes: result.fetchedBytes,
+    resumed: result.resumedFrom,
+    seconds: result.seconds,
+    connections: result.connections,
+  };
 }
 
 const CHECKSUM_ASSET = /^(sha256sums(\.txt)?|checksums(\.txt)?|sha256sum\.txt)$/i;
@@ -69,6 +76,7 @@ export async function fetchReleaseAsset(
   const decompress = opts.decompress !== false && asset.name.endsWith(".zst");
   const outName = decompress ? asset.name.slice(0, -".zst".length) : asset.name;
   const dest = resolveTarget(opts.dest, opts.cache);
+  const twin = decompress ? release.assets.find((a) => a.name === outName) : undefined;
 
   let expected = asset.sha256;
   let verified: Verification = expected ? "digest" : "none";
@@ -98,6 +106,8 @@ export async function fetchReleaseAsset(
     headers: await client.downloadHeaders(),
     env: client.env,
     expectedBytes: asset.size,
+    // The release says what a `.zst` unpacks to when it also publishes the uncompressed file.
+    ...(twin ? { unpackedBytes: twin.size } : {}),
     // A `-latest` asset replaced under the same name gets a new id: its partial download is not continued.
     identity: `asset ${asset.id} ${asset.updatedAt}`,
     label: asset.name,
@@ -199,6 +209,8 @@ async function artifactTree(opts: FetchArtifactOptions): Promise<Tree> {
     identity: `artifact ${artifact.id}`,
     label: `${artifact.name}.zip`,
     ...(artifact.sizeInBytes > 0 ? { expectedBytes: artifact.sizeInBytes } : {}),
+    // Extracted next to the zip, which stays until the extraction is done.
+    unpackedBeside: true,
     ...(expected ? { expectedSha256: expected } : {}),
   }).catch((err: unknown) => {
     // GitHub answers 410 Gone for an artifact that expired after it was listed.

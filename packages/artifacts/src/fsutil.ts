@@ -63,8 +63,11 @@ export async function removeQuietly(...paths: (string | undefined)[]): Promise<v
   );
 }
 
-/** Fails before the first byte rather than at 95 % of a multi-gigabyte download. */
-export async function ensureFreeSpace(dir: string, needed: number): Promise<void> {
+/**
+ * Fails before the first byte rather than at 95 % of a multi-gigabyte download. `detail` says what `needed` is
+ * made of, for the message.
+ */
+export async function ensureFreeSpace(dir: string, needed: number, detail?: string): Promise<void> {
   if (needed <= 0) return;
   let free: number;
   try {
@@ -76,7 +79,7 @@ export async function ensureFreeSpace(dir: string, needed: number): Promise<void
   if (free < needed) {
     throw new ArtifactsError(
       "NO_SPACE",
-      `Not enough free space in ${dir}: ${formatBytes(needed)} needed, ${formatBytes(free)} available. Free some space or download to another disk.`,
+      `Not enough free space in ${dir}: ${formatBytes(needed)} needed${detail ? ` (${detail})` : ""}, ${formatBytes(free)} available. Free some space or download to another disk.`,
     );
   }
 }

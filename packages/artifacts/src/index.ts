@@ -29,6 +29,7 @@ export {
   formatDuration,
   type Progress,
   type ProgressRenderer,
+  type ProgressStream,
   type RendererOptions,
 } from "./progress.js";
 export type { RetryOptions } from "./retry.js";

@@ -8,7 +8,7 @@ export interface Progress {
   bytesPerSecond: number;
   /** Seconds left at the recent rate; undefined while the total or the rate is unknown. */
   etaSeconds?: number;
-  /** Connections fetching at the moment, when there is more than one. */
+  /** Connections fetching at the moment; absent once done. */
   connections?: number;
   done: boolean;
 }
@@ -59,7 +59,7 @@ export class ProgressTracker {
     const elapsed = (t - first.t) / 1000;
     const rate = elapsed > 0 ? Math.max(0, (this.done - first.bytes) / elapsed) : 0;
     const p: Progress = { label: this.label, bytesDone: this.done, bytesPerSecond: rate, done };
-    if (this.connections > 1 && !done) p.connections = this.connections;
+    if (!done) p.connections = this.connections;
     if (this.total !== undefined) {
       p.bytesTotal = this.total;
       if (rate > 0) p.etaSeconds = Math.max(0, (this.total - this.done) / rate);
@@ -88,56 +88,86 @@ export function formatDuration(seconds: number): string {
 }
 
 export interface RendererOptions {
-  /** Minimum time between lines when the stream is not a terminal. Default 5000 ms. */
+  /**
+   * When the stream is not a terminal: the longest silence between plain lines, for a download too slow to cross
+   * the next quarter soon. Default 60 000 ms.
+   */
   plainIntervalMs?: number;
   /** Minimum time between redraws on a terminal. Default 100 ms. */
   ttyIntervalMs?: number;
   now?: () => number;
 }
 
+/** What a renderer writes to: a process stream, or anything that takes text and says whether it is a terminal. */
+export interface ProgressStream {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
 /** A Progress listener; `end()` finishes a bar left open by a transfer that failed, before an error is printed. */
 export type ProgressRenderer = ((p: Progress) => void) & { end(): void };
 
+/** Narrower than this, a bar says too little to be worth its room: the numbers get the line. */
+const MIN_BAR = 10;
+const MAX_BAR = 30;
+
 /**
- * A Progress listener for a CLI: a bar redrawn in place on a terminal, an occasional plain line otherwise
- * (logs and CI output must not fill up with carriage returns).
+ * A Progress listener for a CLI. On a terminal, one line redrawn in place: a bar, the bytes, the total rate, the
+ * ETA and the connections at work. Otherwise (a log, CI output) a few plain lines without carriage returns: the
+ * first, one at each quarter, the last, and one after `plainIntervalMs` of silence.
  */
-export function createProgressRenderer(
-  stream: NodeJS.WritableStream & { isTTY?: boolean; columns?: number },
-  opts: RendererOptions = {},
-): ProgressRenderer {
+export function createProgressRenderer(stream: ProgressStream, opts: RendererOptions = {}): ProgressRenderer {
   const now = opts.now ?? Date.now;
   const tty = stream.isTTY === true;
-  const interval = tty ? (opts.ttyIntervalMs ?? 100) : (opts.plainIntervalMs ?? 5000);
+  const ttyInterval = opts.ttyIntervalMs ?? 100;
+  const plainInterval = opts.plainIntervalMs ?? 60_000;
   let last = Number.NEGATIVE_INFINITY;
+  /** The quarter of the file the last plain line was in; -1 before the first. */
+  let quarter = -1;
   /** Width of the bar currently drawn on the terminal line; 0 when no bar is open. */
   let openWidth = 0;
-  const render = (p: Progress) => {
-    const t = now();
-    if (!p.done && t - last < interval) return;
+  const plain = (p: Progress, t: number) => {
+    // 25, 50 and 75 % each get a line; 100 % is the last line's.
+    const q = p.bytesTotal ? Math.min(3, Math.floor((p.bytesDone / p.bytesTotal) * 4)) : 0;
+    if (!p.done && q <= quarter && t - last < plainInterval) return;
     last = t;
-    const stats = describe(p);
-    if (!tty) {
-      stream.write(`${p.label}: ${stats}${p.done ? " done" : ""}\n`);
-      return;
-    }
-    const columns = stream.columns ?? 80;
-    const fraction = p.bytesTotal ? Math.min(1, p.bytesDone / p.bytesTotal) : undefined;
-    const barWidth = Math.max(10, Math.min(30, columns - stats.length - p.label.length - 6));
-    const bar =
-      fraction === undefined ? "" : `[${"#".repeat(Math.round(fraction * barWidth)).padEnd(barWidth, "-")}] `;
-    let line = `${p.label} ${bar}${stats}`;
-    if (line.length > columns - 1) line = line.slice(0, columns - 1);
+    quarter = Math.max(quarter, q);
+    stream.write(`${p.label}: ${describe(p)}${p.done ? " done" : ""}\n`);
+  };
+  const redraw = (p: Progress, t: number) => {
+    if (!p.done && t - last < ttyInterval) return;
+    last = t;
+    const line = fit(p, (stream.columns ?? 80) - 1);
     // Pad over the previous, possibly longer, line instead of relying on terminal clear codes.
     stream.write(`\r${line.padEnd(openWidth)}${p.done ? "\n" : ""}`);
     openWidth = p.done ? 0 : line.length;
   };
+  const render = (p: Progress) => (tty ? redraw(p, now()) : plain(p, now()));
   return Object.assign(render, {
     end: () => {
       if (openWidth > 0) stream.write("\n");
       openWidth = 0;
     },
   });
+}
+
+/**
+ * The terminal line in `width` columns: the numbers come first, so on a narrow terminal the bar shrinks, then
+ * goes, then the label is shortened.
+ */
+function fit(p: Progress, width: number): string {
+  const stats = describe(p);
+  const fraction = p.bytesTotal ? Math.min(1, p.bytesDone / p.bytesTotal) : undefined;
+  const barWidth = Math.min(MAX_BAR, width - p.label.length - stats.length - 4);
+  if (fraction !== undefined && barWidth >= MIN_BAR) {
+    const bar = "#".repeat(Math.round(fraction * barWidth)).padEnd(barWidth, "-");
+    return `${p.label} [${bar}] ${stats}`;
+  }
+  const room = width - stats.length - 1;
+  if (p.label.length <= room) return `${p.label} ${stats}`;
+  if (room < 4) return stats.slice(0, width);
+  return `${p.label.slice(0, room - 1)}… ${stats}`;
 }
 
 function describe(p: Progress): string {
@@ -150,6 +180,6 @@ function describe(p: Progress): string {
   }
   if (!p.done && p.bytesPerSecond > 0) parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
   if (!p.done && p.etaSeconds !== undefined) parts.push(`ETA ${formatDuration(p.etaSeconds)}`);
-  if (!p.done && p.connections) parts.push(`(${p.connections} connections)`);
+  if (!p.done && p.connections) parts.push(`(${p.connections} connection${p.connections === 1 ? "" : "s"})`);
   return parts.join(" ");
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -314,6 +314,28 @@ describe("download", () => {
     expect((err as ArtifactsError).code).toBe("NO_SPACE");
     expect((err as Error).message).toContain(`Not enough free space in ${dir}: 1048576.0 TiB needed`);
     expect(fake.requests.filter((r) => r.url.includes("/assets/"))).toEqual([]);
+  });
+
+  it("counts what the download unpacks into before the first request: as stated, else as large as the download", async () => {
+    const url = await publish(randomBytes(1024), "image.qcow2.zst");
+    const { bavail, bsize } = await statfs(dir);
+    // Fits alone, not with an unpacked output at least as large beside it.
+    const threeQuarters = Math.ceil(bavail * bsize * 0.75);
+    const refused = async (extra: Partial<DownloadOptions>) => {
+      const err = await download(options(url, extra)).catch((e: unknown) => e);
+      expect((err as ArtifactsError).code).toBe("NO_SPACE");
+      return (err as Error).message;
+    };
+    expect(await refused({ decompress: "zstd", expectedBytes: threeQuarters })).toMatch(
+      new RegExp(
+        `^Not enough free space in ${dir}: .* needed \\(.* to download \\+ .* unpacked, assumed at least the download's size\\), `,
+      ),
+    );
+    expect(await refused({ unpackedBeside: true, expectedBytes: threeQuarters })).toContain("assumed");
+    const stated = await refused({ decompress: "zstd", expectedBytes: 1024, unpackedBytes: 2 ** 60 });
+    expect(stated).toContain("1.00 KiB to download + 1048576.0 TiB unpacked)");
+    expect(assetApiGets()).toEqual([]);
+    expect(storageGets()).toEqual([]);
   });
 
   it("stops with ABORTED when the signal fires", async () => {

@@ -152,7 +152,7 @@ describe("fetchReleaseAsset", () => {
     expect((await readFile(dest)).equals(after)).toBe(true);
     const storage = fake.requests.slice(mark).filter((r) => r.server === "storage");
     expect(storage.map((r) => [r.headers.range, r.headers["if-range"]])).toEqual([["bytes=0-", undefined]]);
-    expect(second.transfer).toMatchObject({ bytes: after.length, connections: 1 });
+    expect(second.transfer).toMatchObject({ bytes: after.length, resumed: 0, connections: 1 });
     expect(second.transfer!.seconds).toBeGreaterThan(0);
   });
 

@@ -18,21 +18,22 @@ class Capture extends Writable {
 }
 
 const MiB = 1024 * 1024;
-const step = (bytesDone: number, done = false): Progress => ({
+const step = (bytesDone: number, done = false, connections = 8): Progress => ({
   label: "disk.qcow2",
   bytesDone,
   bytesTotal: 100 * MiB,
   bytesPerSecond: 10 * MiB,
   etaSeconds: (100 * MiB - bytesDone) / (10 * MiB),
+  ...(done ? {} : { connections }),
   done,
 });
 
 describe("createProgressRenderer", () => {
-  it("redraws one line with a bar on a terminal, throttled, and ends it with a newline", () => {
+  it("redraws one line on a terminal with the bar, total rate, ETA and connections, and ends it with a newline", () => {
     const out = new Capture(true);
     let now = 0;
     const render = createProgressRenderer(out, { now: () => now });
-    render(step(0));
+    render(step(0, false, 1));
     now = 10;
     render(step(MiB)); // inside the throttle window
     now = 200;
@@ -40,10 +41,29 @@ describe("createProgressRenderer", () => {
     now = 210;
     render(step(100 * MiB, true));
     expect(out.chunks).toHaveLength(3);
-    expect(out.chunks[1]).toMatch(/^\rdisk\.qcow2 \[#+-+\] 50% 50\.0 MiB\/100\.0 MiB 10\.0 MiB\/s ETA 0:05/);
+    expect(out.chunks[0]).toMatch(/ETA 0:10 \(1 connection\)$/);
+    expect(out.chunks[1]).toMatch(
+      /^\rdisk\.qcow2 \[#+-+\] 50% 50\.0 MiB\/100\.0 MiB 10\.0 MiB\/s ETA 0:05 \(8 connections\)$/,
+    );
+    // One line: every write goes back to its start, and only the last one moves on.
     expect(out.chunks.every((c) => c.startsWith("\r"))).toBe(true);
+    expect(out.chunks.join("").match(/\n/g)).toHaveLength(1);
     expect(out.chunks[2]).toMatch(/100% .*\n$/);
     expect(out.chunks.every((c) => c.length <= 101)).toBe(true);
+  });
+
+  it("keeps the numbers on a narrow terminal: the bar goes first, then the label is shortened", () => {
+    const line = (columns: number, label = "disk.qcow2") => {
+      const out = new Capture(true, columns);
+      createProgressRenderer(out)({ ...step(50 * MiB), label });
+      return out.chunks[0]!.slice(1);
+    };
+    expect(line(120)).toContain("[");
+    const narrow = line(70);
+    expect(narrow).toBe("disk.qcow2 50% 50.0 MiB/100.0 MiB 10.0 MiB/s ETA 0:05 (8 connections)");
+    const long = line(70, "stack-emulator-amd64.qcow2.zst");
+    expect(long.length).toBeLessThanOrEqual(69);
+    expect(long).toMatch(/^stack-e\S*\u2026 50% .* ETA 0:05 \(8 connections\)$/);
   });
 
   it("ends a bar left open by a failed transfer, once", () => {
@@ -58,10 +78,10 @@ describe("createProgressRenderer", () => {
     expect(out.chunks[1]).toBe("\n");
   });
 
-  it("prints occasional plain lines when not a terminal", () => {
+  it("prints a few plain lines when not a terminal: the first, each quarter, the last", () => {
     const out = new Capture(false);
     let now = 0;
-    const render = createProgressRenderer(out, { now: () => now, plainIntervalMs: 5000 });
+    const render = createProgressRenderer(out, { now: () => now });
     for (let i = 0; i <= 100; i++) {
       now = i * 100;
       render(step(i * MiB));
@@ -69,11 +89,23 @@ describe("createProgressRenderer", () => {
     render(step(100 * MiB, true));
     expect(out.chunks.some((c) => c.includes("\r"))).toBe(false);
     expect(out.chunks).toEqual([
-      expect.stringMatching(/^disk\.qcow2: 0% /),
+      "disk.qcow2: 0% 0 B/100.0 MiB 10.0 MiB/s ETA 0:10 (8 connections)\n",
+      expect.stringMatching(/^disk\.qcow2: 25% .* ETA 0:08 \(8 connections\)\n$/),
       expect.stringMatching(/^disk\.qcow2: 50% /),
-      expect.stringMatching(/^disk\.qcow2: 100% /),
+      expect.stringMatching(/^disk\.qcow2: 75% /),
       "disk.qcow2: 100% 100.0 MiB/100.0 MiB done\n",
     ]);
+  });
+
+  it("says something at least every plainIntervalMs when a download crawls", () => {
+    const out = new Capture(false);
+    let now = 0;
+    const render = createProgressRenderer(out, { now: () => now, plainIntervalMs: 60_000 });
+    for (let s = 0; s <= 180; s++) {
+      now = s * 1000;
+      render(step(s * 0.1 * MiB));
+    }
+    expect(out.chunks.map((c) => c.split(" ")[1])).toEqual(["0%", "6%", "12%", "18%"]);
   });
 });
 
@@ -104,14 +136,14 @@ describe("ProgressTracker", () => {
     expect(events.at(-1)!.done).toBe(true);
   });
 
-  it("reports the connections at work while there are several, and the renderer shows them", () => {
+  it("reports the connections at work, and the renderer shows them", () => {
     const clock = { now: 200 };
     const { tracker, events } = tracked(clock);
     tracker.set(MiB);
     tracker.setConnections(6);
     clock.now = 1000;
     tracker.set(9 * MiB);
-    expect(events.map((p) => p.connections)).toEqual([undefined, 6]);
+    expect(events.map((p) => p.connections)).toEqual([1, 6]);
     const out = new Capture(false);
     createProgressRenderer(out)(events[1]!);
     expect(out.chunks[0]).toMatch(/^x: 9% 9\.00 MiB\/100\.0 MiB 10\.0 MiB\/s ETA 0:09 \(6 connections\)\n$/);

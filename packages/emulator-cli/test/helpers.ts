@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -58,6 +58,8 @@ const NAMESPACE_SETUP = {
     '/usr/bin/mkdir "$d/shm"; /usr/bin/mount -t tmpfs shm "$d/shm"; /usr/bin/ln -s /proc/self/fd "$d/fd"',
     '/usr/bin/mount --move "$d" /dev; /usr/bin/rmdir "$d"',
   ].join(" && "),
+  /** The home is a file system of 4 MiB: a disk too full for an image. */
+  smallHome: '/usr/bin/mount -t tmpfs -o size=4m se-home "$STACK_EMULATOR_HOME"',
 };
 
 /** Runs the built CLI, in a private mount namespace set up as the options say when any is set. */
@@ -66,34 +68,44 @@ export function runCli(
   env: NodeJS.ProcessEnv,
   options: { timeoutMs?: number } & { [K in keyof typeof NAMESPACE_SETUP]?: boolean } = {},
 ): Promise<CliResult> {
-  const timeoutMs = options.timeoutMs ?? 240_000;
   const setup = (Object.keys(NAMESPACE_SETUP) as (keyof typeof NAMESPACE_SETUP)[])
     .filter((key) => options[key])
     .map((key) => NAMESPACE_SETUP[key]);
-  const [command, commandArgs] =
-    setup.length > 0
-      ? [
-          "/usr/bin/unshare",
-          [
-            "-m",
-            "--",
-            "/bin/sh",
-            "-c",
-            `${setup.join(" && ")} && exec "$0" "$@"`,
-            process.execPath,
-            CLI,
-            ...args,
-          ],
-        ]
-      : [process.execPath, [CLI, ...args]];
+  if (setup.length === 0) return startCli(args, env, options.timeoutMs).result;
+  const command = [
+    "-m",
+    "--",
+    "/bin/sh",
+    "-c",
+    `${setup.join(" && ")} && exec "$0" "$@"`,
+    process.execPath,
+    CLI,
+    ...args,
+  ];
+  return collect(
+    spawn("/usr/bin/unshare", command, { env, stdio: ["ignore", "pipe", "pipe"] }),
+    options.timeoutMs,
+  );
+}
+
+/** Starts the built CLI as a child of its own, for a test that signals it; `result` as `runCli`'s. */
+export function startCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs?: number,
+): { child: ChildProcess; result: Promise<CliResult> } {
+  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  return { child, result: collect(child, timeoutMs) };
+}
+
+function collect(child: ChildProcess, timeoutMs = 240_000): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, commandArgs, { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d: Buffer) => {
+    child.stdout?.on("data", (d: Buffer) => {
       stdout += d.toString();
     });
-    child.stderr.on("data", (d: Buffer) => {
+    child.stderr?.on("data", (d: Buffer) => {
       stderr += d.toString();
     });
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
 import { FakeGitHub, type FakeReleaseSpec, makeZip, sha256 } from "../../artifacts/test/fake-github.js";
 import { releaseManifest } from "../src/image/pull.js";
-import { instanceFiles, removeTempHomes, runCli, tempHome } from "./helpers.js";
+import { instanceFiles, removeTempHomes, runCli, startCli, tempHome } from "./helpers.js";
 
 const REPO = "stack-auth/stack-auth";
 const TOKEN = "ghp_test_token_for_the_fake";
@@ -122,6 +122,19 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     const result = await runCli(["pull", "--skip-snapshot", "--json"], envFor(home));
     expect(result.code, result.stderr).toBe(0);
     expect(result.json.captured).toBe(false);
+    expect(result.json.download).toEqual({
+      files: [
+        {
+          name: "stack-emulator-amd64.qcow2",
+          bytes: disk.length,
+          fetchedBytes: disk.length,
+          resumedBytes: 0,
+          seconds: expect.any(Number),
+          connections: expect.any(Number),
+          verified: "digest",
+        },
+      ],
+    });
     const dir = join(home, "images", "release-emulator-dev-latest-amd64");
     expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
     const manifest = JSON.parse(readFileSync(join(dir, "image.json"), "utf8"));
@@ -177,6 +190,9 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     const home = tempHome();
     const result = await runCli(["pull", "--pr", "42", "--skip-snapshot", "--json"], envFor(home));
     expect(result.code, result.stderr).toBe(0);
+    expect(result.json.download.files).toMatchObject([
+      { name: "qemu-emulator-amd64.zip", resumedBytes: 0, verified: "digest" },
+    ]);
     const dir = join(home, "images", "pr-42-amd64");
     expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(disk)).toBe(true);
     expect(imageDirs(home)).toEqual(["pr-42-amd64"]);
@@ -232,4 +248,157 @@ describe("pull from a stand-in of the GitHub API and object storage", () => {
     expect(result.json.error.hint).toContain("--image dev");
     expect(existsSync(instanceFiles(home).state)).toBe(false);
   });
+});
+
+describe("pull from storage that caps each connection", () => {
+  const MiB = 1024 * 1024;
+  const capped = randomBytes(24 * MiB);
+  const cappedZst = compress(capped);
+  let slow: FakeGitHub;
+  const env = (home: string) => ({ ...envFor(home), GITHUB_API_URL: slow.apiUrl });
+
+  beforeAll(async () => {
+    // 2 MiB/s per connection: one connection would take 12 s, eight about 1.5.
+    slow = await FakeGitHub.start({ token: TOKEN, bytesPerSecond: 2 * MiB });
+    slow.addRelease(REPO, {
+      tag: "emulator-capped",
+      prerelease: true,
+      assets: [{ name: "stack-emulator-amd64.qcow2", content: capped }],
+    });
+    slow.addRelease(REPO, {
+      tag: "emulator-capped-zst",
+      prerelease: true,
+      assets: [{ name: "stack-emulator-amd64.qcow2.zst", content: cappedZst }],
+    });
+  });
+
+  afterAll(async () => {
+    await slow.close();
+  });
+
+  it("reports in --json that it used several connections", async () => {
+    const home = tempHome();
+    const result = await runCli(["pull", "--tag", "emulator-capped", "--skip-snapshot", "--json"], env(home));
+    expect(result.code, result.stderr).toBe(0);
+    const [file] = result.json.download.files;
+    expect(file).toMatchObject({ name: "stack-emulator-amd64.qcow2", bytes: capped.length, resumedBytes: 0 });
+    expect(file.connections).toBeGreaterThan(1);
+    expect(file.fetchedBytes).toBe(capped.length);
+    // Faster than one capped connection could be: several carried the bytes.
+    expect(file.seconds).toBeLessThan(capped.length / (2 * MiB));
+    const stored = join(home, "images", "release-emulator-capped-amd64", "stack-emulator-amd64.qcow2");
+    expect(readFileSync(stored).equals(capped)).toBe(true);
+  });
+
+  it("resumes after the CLI is killed with SIGKILL mid-download, and the image verifies", async () => {
+    const home = tempHome();
+    const args = ["pull", "--tag", "emulator-capped-zst", "--skip-snapshot", "--json"];
+    const state = join(home, "images", ".downloads", "release-emulator-capped-zst-amd64.qcow2.part.json");
+    const first = startCli(args, env(home));
+    // Killed once the state file records a quarter of the file as written: mid-download, ranges to keep.
+    const recorded = () => {
+      try {
+        const done: [number, number][] = JSON.parse(readFileSync(state, "utf8")).done;
+        return done.reduce((sum, [s, e]) => sum + e - s, 0);
+      } catch {
+        return 0;
+      }
+    };
+    const killer = setInterval(() => {
+      if (recorded() >= cappedZst.length / 4) first.child.kill("SIGKILL");
+    }, 10);
+    const killed = await first.result.finally(() => clearInterval(killer));
+    expect(killed.code, killed.stderr).toBe(-1);
+    expect(first.child.signalCode).toBe("SIGKILL");
+    const kept = recorded();
+    expect(kept).toBeLessThan(cappedZst.length);
+
+    const again = await runCli(args, env(home));
+    expect(again.code, again.stderr).toBe(0);
+    const [file] = again.json.download.files;
+    expect(file.resumedBytes).toBeGreaterThanOrEqual(kept);
+    expect(file.resumedBytes + file.fetchedBytes).toBe(cappedZst.length);
+    expect(file.verified).toBe("digest");
+    const dir = join(home, "images", "release-emulator-capped-zst-amd64");
+    expect(readFileSync(join(dir, "stack-emulator-amd64.qcow2")).equals(capped)).toBe(true);
+    expect(JSON.parse(readFileSync(join(dir, "image.json"), "utf8")).digest).toBe(
+      `sha256:${sha256(cappedZst)}`,
+    );
+    expect(readdirSync(join(home, "images", ".downloads"))).toEqual([]);
+  });
+});
+
+describe("free space, checked before the first byte of a download", () => {
+  const MiB = 1024 * 1024;
+  const PR_SHA = "0123456789abcdef0123456789abcdef01234567";
+
+  beforeAll(() => {
+    fake.addRelease(REPO, {
+      tag: "emulator-big",
+      prerelease: true,
+      assets: [{ name: "stack-emulator-amd64.qcow2", content: randomBytes(5 * MiB) }],
+    });
+    // The release also publishes the uncompressed disk: its size is what the .zst unpacks to.
+    fake.addRelease(REPO, {
+      tag: "emulator-big-unpacked",
+      prerelease: true,
+      assets: [
+        { name: "stack-emulator-amd64.qcow2", content: Buffer.alloc(8 * MiB) },
+        { name: "stack-emulator-amd64.qcow2.zst", content: compress(randomBytes(MiB)) },
+      ],
+    });
+    fake.addRelease(REPO, {
+      tag: "emulator-zst-only",
+      prerelease: true,
+      assets: [{ name: "stack-emulator-amd64.qcow2.zst", content: compress(randomBytes(2.5 * MiB)) }],
+    });
+    fake.addPull(REPO, 43, { sha: PR_SHA });
+    fake.addRun(REPO, {
+      id: 900,
+      headSha: PR_SHA,
+      workflow: "qemu-emulator-build.yaml",
+      artifacts: [
+        {
+          name: "qemu-emulator-amd64",
+          content: makeZip([{ name: "stack-emulator-amd64.qcow2", data: randomBytes(2.5 * MiB) }]),
+        },
+      ],
+    });
+  });
+
+  // The home is a 4 MiB file system. Each download alone would fit in it except the first; with what it unpacks
+  // into (stated by the release, else assumed at least as large as the download), none does.
+  it.each([
+    ["a release asset", ["--tag", "emulator-big"], "5.00 MiB needed,"],
+    [
+      "a .zst whose release states the unpacked size",
+      ["--tag", "emulator-big-unpacked"],
+      "9.00 MiB needed (1.00 MiB to download + 8.00 MiB unpacked)",
+    ],
+    [
+      "a .zst, the unpacked size assumed",
+      ["--tag", "emulator-zst-only"],
+      "unpacked, assumed at least the download's size)",
+    ],
+    ["an artifact zip", ["--pr", "43"], "unpacked, assumed at least the download's size)"],
+  ])(
+    "refuses %s on a disk too small, naming the directory and the space needed",
+    async (_, flags, needed) => {
+      const home = tempHome();
+      const mark = fake.requests.length;
+      const result = await runCli(["pull", ...flags, "--skip-snapshot", "--json"], envFor(home), {
+        smallHome: true,
+      });
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.json.error.code).toBe("NO_SPACE");
+      expect(result.json.error.message).toMatch(
+        new RegExp(`^Not enough free space in ${join(home, "images", ".downloads")}\\S*: `),
+      );
+      expect(result.json.error.message).toContain(needed);
+      const downloads = fake.requests
+        .slice(mark)
+        .filter((r) => r.server === "storage" || /\/releases\/assets\/|\/zip$/.test(r.url));
+      expect(downloads).toEqual([]);
+    },
+  );
 });

@@ -101,6 +101,16 @@ describe("a release published the original's way", () => {
         boot: "snapshot",
         rotation: "rotated",
       });
+      // The start pulled first, and says what that took.
+      expect(first.json.download.files).toEqual([
+        expect.objectContaining({
+          name: "stack-emulator-amd64.qcow2",
+          bytes: disk.length,
+          fetchedBytes: disk.length,
+          resumedBytes: 0,
+          verified: "checksums",
+        }),
+      ]);
       // Verified against the release's SHA256SUMS (its asset carries no digest), booted as a release is.
       const manifest = JSON.parse(readFileSync(join(first.json.image.dir, "image.json"), "utf8"));
       expect(manifest).toMatchObject({ boot: { firmware: "bios" }, memoryMiB: 4096, cpus: 4 });
@@ -117,6 +127,7 @@ describe("a release published the original's way", () => {
       const again = await runCli(["start", "--json"], inst.env);
       expect(again.code, again.stderr).toBe(0);
       expect(again.json.boot).toBe("quick-boot");
+      expect(again.json.download).toBeUndefined();
       expect(keysOf(inst)).toEqual(keys);
       await runCli(["stop", "--no-save"], inst.env);
     },
@@ -133,6 +144,9 @@ describe("a release published the original's way", () => {
         image: { selector: "pr:42", name: "pr-42-amd64" },
         boot: "cold",
         rotation: "rotated",
+        download: {
+          files: [expect.objectContaining({ name: "qemu-emulator-amd64.zip", verified: "digest" })],
+        },
       });
       expect(await apiStatus(inst, keysOf(inst)[PCK] as string)).toBe(200);
       expect(await apiStatus(inst, placeholderPublishableKey())).toBe(401);

@@ -9,7 +9,19 @@ export interface Reporter {
   mark(label: string): void;
   /** Also write future lines to this log file. */
   logTo(path: string): void;
+  /**
+   * Where a progress display that draws itself (a download's) writes; undefined when quiet. On a terminal its
+   * open line takes the step line's place, and messages printed meanwhile go above it.
+   */
+  progressOutput(): ProgressOutput | undefined;
   done(): void;
+}
+
+/** A line-drawing progress display's view of the reporter's stream (what @stack/artifacts' renderer takes). */
+export interface ProgressOutput {
+  readonly isTTY: boolean;
+  readonly columns: number | undefined;
+  write(text: string): void;
 }
 
 export interface ReporterOptions {
@@ -34,6 +46,8 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
 
   let logFile: string | undefined;
   let current: string | undefined;
+  /** What a progress display has drawn on the open line; it replaces the step line until it ends the line. */
+  let bar: string | undefined;
   let timer: NodeJS.Timeout | undefined;
   const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
   const log = (level: string, message: string) => {
@@ -45,10 +59,30 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
     }
   };
   const clearLine = () => {
-    if (tty && current) stream.write("\r\x1b[2K");
+    if (tty && (current || bar !== undefined)) stream.write("\r\x1b[2K");
   };
   const redraw = () => {
-    if (tty && current) stream.write(`\r\x1b[2K\x1b[36m…\x1b[0m ${current} \x1b[2m${elapsed()}\x1b[0m`);
+    if (!tty) return;
+    if (bar !== undefined) stream.write(`\r\x1b[2K${bar}`);
+    else if (current) stream.write(`\r\x1b[2K\x1b[36m…\x1b[0m ${current} \x1b[2m${elapsed()}\x1b[0m`);
+  };
+  const progressOutput: ProgressOutput = {
+    isTTY: tty,
+    get columns() {
+      return stream.columns;
+    },
+    write(text) {
+      if (!tty) {
+        stream.write(text);
+        return;
+      }
+      const body = text.replace(/^\r/, "").replace(/\n$/, "");
+      const ends = text.endsWith("\n");
+      // A bare newline ends the line as drawn (a failed transfer's last state stays in view).
+      stream.write(body === "" && bar !== undefined ? "\n" : `\r\x1b[2K${body}${ends ? "\n" : ""}`);
+      bar = ends ? undefined : body;
+      if (ends) redraw();
+    },
   };
   const print = (prefix: string, message: string) => {
     if (options.quiet && prefix !== "warning:") return;
@@ -86,10 +120,14 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
     logTo(path) {
       logFile = path;
     },
+    progressOutput() {
+      return options.quiet ? undefined : progressOutput;
+    },
     done() {
       if (timer) clearInterval(timer);
       clearLine();
       current = undefined;
+      bar = undefined;
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { Context } from "../core/context.js";
 import type { Settings } from "../core/settings.js";
+import type { DownloadReport } from "./download-report.js";
 import { type Image, loadImage, withMachineSettings } from "./image.js";
 import {
   archOf,
@@ -35,33 +36,43 @@ export function chooseImage(settings: Settings): ImageChoice {
   return { selector: { kind: "release" }, flags };
 }
 
-/** Downloads the image a selector names; the download code (undici and friends) is loaded only when needed. */
-export async function pullChoice(ctx: Context, choice: ImageChoice): Promise<Image> {
+/** An image to use, and what was downloaded for it when this command pulled it. */
+export interface ResolvedImage {
+  image: Image;
+  download?: DownloadReport;
+}
+
+/** Downloads the image a selector names; the download code (the HTTP client and friends) is loaded only when needed. */
+export async function pullChoice(ctx: Context, choice: ImageChoice): Promise<Required<ResolvedImage>> {
   const { pullImage } = await import("./pull.js");
-  return withMachineSettings(await pullImage(ctx, choice.selector, choice.flags), ctx.settings.machine);
+  const { image, download } = await pullImage(ctx, choice.selector, choice.flags);
+  return { image: withMachineSettings(image, ctx.settings.machine), download };
 }
 
 /**
  * The image a choice names, found, built (the dev image) or downloaded, with the guest's RAM and vCPUs as the settings
  * say. `rebuild`: build the dev image even when it looks current.
  */
-export async function resolveImage(ctx: Context, choice: ImageChoice, rebuild = false): Promise<Image> {
+export async function resolveImage(
+  ctx: Context,
+  choice: ImageChoice,
+  rebuild = false,
+): Promise<ResolvedImage> {
   const { selector, flags } = choice;
   switch (selector.kind) {
-    case "dev":
-      return withMachineSettings(
-        await ensureDevImage(ctx.settings, {
-          arch: archOf(flags),
-          rebuild,
-          onBuild: () => ctx.report.step("building the dev image from Debian packages (cached by content)"),
-        }),
-        ctx.settings.machine,
-      );
+    case "dev": {
+      const image = await ensureDevImage(ctx.settings, {
+        arch: archOf(flags),
+        rebuild,
+        onBuild: () => ctx.report.step("building the dev image from Debian packages (cached by content)"),
+      });
+      return { image: withMachineSettings(image, ctx.settings.machine) };
+    }
     case "path":
-      return withMachineSettings(loadImage(selector.path), ctx.settings.machine);
+      return { image: withMachineSettings(loadImage(selector.path), ctx.settings.machine) };
     default: {
       const stored = storedImage(ctx.layout, selector, flags);
-      return stored ? withMachineSettings(stored, ctx.settings.machine) : pullChoice(ctx, choice);
+      return stored ? { image: withMachineSettings(stored, ctx.settings.machine) } : pullChoice(ctx, choice);
     }
   }
 }

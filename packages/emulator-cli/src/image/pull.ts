@@ -3,6 +3,7 @@ import { join } from "node:path";
 import {
   ArtifactsError,
   createProgressRenderer,
+  type FetchResult,
   fetchArtifactFile,
   fetchReleaseAsset,
   formatBytes,
@@ -13,7 +14,8 @@ import type { Context } from "../core/context.js";
 import { EmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import { commitStaging, createStaging, removeAbandonedStaging } from "../core/staging.js";
-import { type Image, type ImageManifest, loadImage } from "./image.js";
+import { type DownloadedFile, describeFile, type PulledImage, summary } from "./download-report.js";
+import { type ImageManifest, loadImage } from "./image.js";
 import {
   archOf,
   type ImageSelector,
@@ -137,16 +139,24 @@ async function fetchDisk(
   selector: ImageSelector,
   arch: string,
   dest: string,
-): Promise<{ sha256: string; verified: boolean }> {
-  const progress = createProgressRenderer(process.stderr);
-  const transfer = { onProgress: progress, onMessage: (message: string) => ctx.report.warn(message) };
+): Promise<{ sha256: string; verified: boolean; files: DownloadedFile[] }> {
+  const output = ctx.report.progressOutput();
+  const progress = output ? createProgressRenderer(output) : undefined;
+  const transfer = {
+    ...(progress ? { onProgress: progress } : {}),
+    onMessage: (message: string) => ctx.report.warn(message),
+  };
+  const done = (fetched: FetchResult, files: DownloadedFile[]) => {
+    for (const file of files) ctx.report.info(summary(file));
+    return { sha256: fetched.sha256, verified: fetched.verified !== "none", files };
+  };
   try {
     if (selector.kind === "release") {
       const release = await pickRelease(ctx, client, repo, selector, arch);
       ctx.report.info(`release ${release.tag} (${release.publishedAt ?? release.createdAt})`);
       const asset = releaseAsset(release, arch);
       const fetched = await fetchReleaseAsset({ ...transfer, client, release, asset, dest });
-      return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
+      return done(fetched, describeFile(fetched.asset.name, fetched.asset.size, fetched));
     }
     const { workflow } = ctx.settings.pull;
     const query = { artifactName: artifactName(arch) };
@@ -157,10 +167,10 @@ async function fetchDisk(
     ctx.report.info(`artifact ${artifact.name} of run ${artifact.runId} (${artifact.headSha.slice(0, 12)})`);
     const file = new RegExp(`(^|/)${diskFileName(arch).replaceAll(".", "\\.")}$`);
     const fetched = await fetchArtifactFile({ ...transfer, client, artifact, dest, file });
-    return { sha256: fetched.sha256, verified: fetched.verified !== "none" };
+    return done(fetched, describeFile(`${artifact.name}.zip`, artifact.sizeInBytes, fetched));
   } finally {
     // Whatever is printed next must not land on the progress bar's line.
-    progress.end();
+    progress?.end();
   }
 }
 
@@ -168,7 +178,11 @@ async function fetchDisk(
  * Downloads the image a selector names and stores it with its manifest. The download lives under
  * `images/.downloads/` so an interrupted pull resumes; the image directory appears only once complete.
  */
-export async function pullImage(ctx: Context, selector: ImageSelector, flags: PullFlags): Promise<Image> {
+export async function pullImage(
+  ctx: Context,
+  selector: ImageSelector,
+  flags: PullFlags,
+): Promise<PulledImage> {
   const arch = archOf(flags);
   const { repo } = ctx.settings.pull;
   const name = imageName(selector, arch);
@@ -176,7 +190,7 @@ export async function pullImage(ctx: Context, selector: ImageSelector, flags: Pu
   mkdirSync(downloads, { recursive: true });
   const dest = join(downloads, `${name}.qcow2`);
   ctx.report.step(`fetching ${name} from ${repo}`);
-  let fetched: { sha256: string; verified: boolean };
+  let fetched: Awaited<ReturnType<typeof fetchDisk>>;
   try {
     fetched = await fetchDisk(ctx, github(ctx), repo, selector, arch, dest);
   } catch (error) {
@@ -200,7 +214,7 @@ export async function pullImage(ctx: Context, selector: ImageSelector, flags: Pu
     `${JSON.stringify(releaseManifest(name, arch, `sha256:${fetched.sha256}`), null, 2)}\n`,
   );
   commitStaging(staging, storedImageDir(ctx.layout, name));
-  return loadImage(storedImageDir(ctx.layout, name));
+  return { image: loadImage(storedImageDir(ctx.layout, name)), download: { files: fetched.files } };
 }
 
 export interface ReleaseRow {

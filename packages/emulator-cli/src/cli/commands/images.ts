@@ -15,7 +15,7 @@ export function registerImages(program: Command, io: Io): void {
     const { settings, json, instance } = invocation(io, command, flags);
     const choice = chooseImage(settings);
     const { selector } = choice;
-    const image =
+    const { image, download } =
       selector.kind === "dev" || selector.kind === "path"
         ? await resolveImage(instance.ctx, choice, true)
         : await pullChoice(instance.ctx, choice);
@@ -25,7 +25,13 @@ export function registerImages(program: Command, io: Io): void {
     output(
       io,
       json,
-      { image: describeSelector(selector), dir: image.dir, digest: image.manifest.digest, captured },
+      {
+        image: describeSelector(selector),
+        dir: image.dir,
+        digest: image.manifest.digest,
+        captured,
+        ...(download ? { download } : {}),
+      },
       () => `image ${image.manifest.name} ready at ${image.dir}${captured ? " (snapshot captured)" : ""}`,
     );
   });
@@ -35,7 +41,7 @@ export function registerImages(program: Command, io: Io): void {
   ).action(async (flags: SettingsFlags, command: Command) => {
     const { settings, json, instance } = invocation(io, command, flags);
     const choice = chooseImage(settings);
-    const image = await resolveImage(instance.ctx, choice);
+    const { image } = await resolveImage(instance.ctx, choice);
     const result = await instance.capture(image, choice.selector);
     output(io, json, result, () => `snapshot captured (${result.method}) in ${result.snapshotDir}`);
   });

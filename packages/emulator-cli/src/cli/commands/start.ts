@@ -5,8 +5,8 @@ import { childCommand, runChild, shieldedFromSignals } from "../../app/run-child
 import { type EmulatorError, isEmulatorError } from "../../core/errors.js";
 import { serviceUrl } from "../../guest/health.js";
 import { keysFileInUse } from "../../guest/secrets.js";
-import { chooseImage, resolveImage } from "../../image/choose.js";
-import type { Image } from "../../image/image.js";
+import { chooseImage, type ResolvedImage, resolveImage } from "../../image/choose.js";
+import type { DownloadReport } from "../../image/download-report.js";
 import { type ImageSelector, writeCurrentImage } from "../../image/image-store.js";
 import type { StartResult } from "../../instance/lifecycle.js";
 import { type Invocation, type Io, invocation, output, printJson } from "../io.js";
@@ -29,8 +29,15 @@ async function offerDevImage(io: Io, error: EmulatorError): Promise<boolean> {
   }
 }
 
-/** The running instance, or a start like `stack-emulator start`: image, host ports (auto ones recorded), boot. */
-async function ensureStarted(io: Io, call: Invocation, flags: StartFlags): Promise<StartResult> {
+/**
+ * The running instance, or a start like `stack-emulator start`: image, host ports (auto ones recorded), boot. With
+ * what was downloaded when the image had to be pulled first.
+ */
+async function ensureStarted(
+  io: Io,
+  call: Invocation,
+  flags: StartFlags,
+): Promise<StartResult & { download?: DownloadReport }> {
   const { instance, report } = call;
   // Serving as it should: nothing to do. A running instance that does not serve is the start's to recover.
   const { status, state } = await instance.inspect({ probe: true });
@@ -40,18 +47,19 @@ async function ensureStarted(io: Io, call: Invocation, flags: StartFlags): Promi
   }
   const choice = chooseImage(call.settings);
   let selector: ImageSelector = choice.selector;
-  let image: Image;
+  let resolved: ResolvedImage;
   try {
-    image = await resolveImage(instance.ctx, choice);
+    resolved = await resolveImage(instance.ctx, choice);
   } catch (error) {
     if (!isEmulatorError(error, "NO_IMAGE") || call.json || !(await offerDevImage(io, error))) throw error;
     selector = { kind: "dev" };
-    image = await resolveImage(instance.ctx, { ...choice, selector });
+    resolved = await resolveImage(instance.ctx, { ...choice, selector });
   }
+  const { image, download } = resolved;
   report.mark("image found");
   const result = await instance.start(image, selector);
   writeCurrentImage(call.settings.layout, selector, image.manifest.arch);
-  return result;
+  return { ...result, ...(download ? { download } : {}) };
 }
 
 export function registerStart(program: Command, io: Io): void {
@@ -86,7 +94,12 @@ Run \`stack-emulator --help\` (or \`pnpm --filter emulator-cli stack-emulator --
     output(
       io,
       call.json,
-      { alreadyRunning: result.alreadyRunning, ...state, ...(keysFile ? { keysFile } : {}) },
+      {
+        alreadyRunning: result.alreadyRunning,
+        ...state,
+        ...(keysFile ? { keysFile } : {}),
+        ...(result.download ? { download: result.download } : {}),
+      },
       () =>
         [
           result.alreadyRunning
