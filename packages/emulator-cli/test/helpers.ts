@@ -60,16 +60,20 @@ const NAMESPACE_SETUP = {
   ].join(" && "),
 };
 
-/** Runs the built CLI, in a private mount namespace set up as the options say when any is set. */
+/**
+ * Runs the built CLI, in a private mount namespace set up as the options say when any is set; `bin`: an installed
+ * stack-emulator instead, executed as a user runs it.
+ */
 export function runCli(
   args: string[],
   env: NodeJS.ProcessEnv,
-  options: { timeoutMs?: number } & { [K in keyof typeof NAMESPACE_SETUP]?: boolean } = {},
+  options: { timeoutMs?: number; bin?: string } & { [K in keyof typeof NAMESPACE_SETUP]?: boolean } = {},
 ): Promise<CliResult> {
   const timeoutMs = options.timeoutMs ?? 240_000;
   const setup = (Object.keys(NAMESPACE_SETUP) as (keyof typeof NAMESPACE_SETUP)[])
     .filter((key) => options[key])
     .map((key) => NAMESPACE_SETUP[key]);
+  const [program, ...programArgs] = options.bin ? [options.bin] : [process.execPath, CLI];
   const [command, commandArgs] =
     setup.length > 0
       ? [
@@ -80,12 +84,12 @@ export function runCli(
             "/bin/sh",
             "-c",
             `${setup.join(" && ")} && exec "$0" "$@"`,
-            process.execPath,
-            CLI,
+            program,
+            ...programArgs,
             ...args,
           ],
         ]
-      : [process.execPath, [CLI, ...args]];
+      : [program, [...programArgs, ...args]];
   return new Promise((resolvePromise, reject) => {
     const child = spawn(command, commandArgs, { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
