@@ -24,7 +24,7 @@ const env = { ...process.env, REPO: "owner/name", BRANCH: "dev", SHA };
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function run(script: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
+function runScript(script: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
   const result = spawnSync(join(release, script), args, { env: { ...env, ...extraEnv }, encoding: "utf8" });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
@@ -44,7 +44,7 @@ function artifacts(archs = ["amd64", "arm64"]): string {
 describe("image-release-files", () => {
   it("makes the disks pull downloads, a SHA256SUMS that sha256sum -c accepts, and notes naming the build", () => {
     const out = join(work, "release-ok");
-    const made = run("image-release-files", [artifacts(), out]);
+    const made = runScript("image-release-files", [artifacts(), out]);
     expect(made.code, made.stderr).toBe(0);
     expect(execFileSync("sha256sum", ["-c", "SHA256SUMS"], { cwd: out, encoding: "utf8" })).toBe(
       "stack-emulator-amd64.qcow2: OK\nstack-emulator-arm64.qcow2: OK\n",
@@ -55,7 +55,7 @@ describe("image-release-files", () => {
   });
 
   it("refuses a build with an architecture missing", () => {
-    const made = run("image-release-files", [artifacts(["amd64"]), join(work, "release-half")]);
+    const made = runScript("image-release-files", [artifacts(["amd64"]), join(work, "release-half")]);
     expect(made.code).toBe(1);
     expect(made.stderr).toContain("the arm64 build did not upload its artifact");
   });
@@ -63,7 +63,7 @@ describe("image-release-files", () => {
   it("refuses a disk that is not the one the build's SHA256SUMS names, or no qcow2 at all", () => {
     const changed = artifacts();
     appendFileSync(join(changed, "qemu-emulator-arm64", "stack-emulator-arm64.qcow2"), "x");
-    const made = run("image-release-files", [changed, join(work, "release-changed")]);
+    const made = runScript("image-release-files", [changed, join(work, "release-changed")]);
     expect(made.code).toBe(1);
     expect(made.stderr).toContain("does not match the SHA256SUMS guest/build-image wrote beside it");
 
@@ -72,7 +72,7 @@ describe("image-release-files", () => {
       join(html, "qemu-emulator-amd64", "stack-emulator-amd64.qcow2"),
       "<html>rate limited</html>",
     );
-    const refused = run("image-release-files", [html, join(work, "release-html")]);
+    const refused = runScript("image-release-files", [html, join(work, "release-html")]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("is not a qcow2 image");
   });
@@ -98,9 +98,9 @@ describe("publish-image-release", () => {
       .filter((line) => !line.startsWith("release view"));
 
   it("updates releases that exist: the dated one completed in place, -latest hidden while re-uploaded, its tag moved", () => {
-    expect(run("image-release-files", [artifacts(), files]).code).toBe(0);
+    expect(runScript("image-release-files", [artifacts(), files]).code).toBe(0);
     rmSync(log, { force: true });
-    const published = run("publish-image-release", [files], { GH: gh(true), DATE: "20261206" });
+    const published = runScript("publish-image-release", [files], { GH: gh(true), DATE: "20261206" });
     expect(published.code, published.stderr).toBe(0);
     const assets = ["amd64.qcow2", "arm64.qcow2"].map((f) => join(files, `stack-emulator-${f}`));
     const upload = (tag: string) =>
@@ -116,13 +116,13 @@ describe("publish-image-release", () => {
   });
 
   it("refuses a branch that cannot name a tag, and images that SHA256SUMS does not describe", () => {
-    expect(run("image-release-files", [artifacts(), files]).code).toBe(0);
-    const branch = run("publish-image-release", [files], { GH: gh(false), BRANCH: "dev; rm -rf /" });
+    expect(runScript("image-release-files", [artifacts(), files]).code).toBe(0);
+    const branch = runScript("publish-image-release", [files], { GH: gh(false), BRANCH: "dev; rm -rf /" });
     expect(branch.code).toBe(1);
     expect(branch.stderr).toContain("cannot name a release");
     appendFileSync(join(files, "stack-emulator-amd64.qcow2"), "x");
     rmSync(log, { force: true });
-    const tampered = run("publish-image-release", [files], { GH: gh(false) });
+    const tampered = runScript("publish-image-release", [files], { GH: gh(false) });
     expect(tampered.code).toBe(1);
     expect(tampered.stderr).toContain("SHA256SUMS does not match the images");
     expect(() => readFileSync(log)).toThrow();
@@ -162,7 +162,7 @@ describe("build-containers", () => {
       '#!/usr/bin/env bash\nwhile [ $# -gt 0 ]; do [ "$1" = --metadata-file ] && echo "{}" >"$2"; shift; done; exit 0\n',
     );
     chmodSync(docker, 0o755);
-    const built = run("build-containers", ["ghcr.io/owner", "tag", upstream], { DOCKER: docker });
+    const built = runScript("build-containers", ["ghcr.io/owner", "tag", upstream], { DOCKER: docker });
     expect(built.code).toBe(1);
     expect(built.stderr).toContain("docker reported no digest for ghcr.io/owner/stack-emulator-app:tag");
   });
