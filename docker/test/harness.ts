@@ -149,16 +149,24 @@ export interface Postgres {
   stop(): Promise<void>;
 }
 
-/** A throwaway cluster: initdb refuses root, so the server runs as the `postgres` user in a dir it owns. */
+/**
+ * A throwaway cluster in a dir its server owns: initdb refuses root, so as root the server runs as the `postgres`
+ * user; otherwise as the user running the tests.
+ */
 export async function startPostgres(): Promise<Postgres> {
   const bin = await postgresBinDir();
   const dir = await mkdtemp(join(tmpdir(), "stack-pg-"));
-  const uid = Number((await mustRun("id", ["-u", "postgres"])).trim());
-  const gid = Number((await mustRun("id", ["-g", "postgres"])).trim());
-  await chown(dir, uid, gid);
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const uid = Number((await mustRun("id", ["-u", "postgres"])).trim());
+    const gid = Number((await mustRun("id", ["-g", "postgres"])).trim());
+    await chown(dir, uid, gid);
+  }
   await chmod(dir, 0o755);
   const asPostgres = (cmd: string, args: string[]) =>
-    mustRun("runuser", ["-u", "postgres", "--", join(bin, cmd), ...args], { cwd: dir });
+    asRoot
+      ? mustRun("runuser", ["-u", "postgres", "--", join(bin, cmd), ...args], { cwd: dir })
+      : mustRun(join(bin, cmd), args, { cwd: dir });
   const data = join(dir, "data");
   await asPostgres("initdb", [
     "-D",

@@ -1,49 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { PassThrough } from "node:stream";
-import { afterAll, describe, expect, it } from "vitest";
-import { run } from "../src/cli/run.js";
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
 import { describeError, EmulatorError, ERROR_CODES, LIBRARY_ERROR_CODES } from "../src/core/errors.js";
 import { packageFile } from "../src/core/package-files.js";
-
-/** The CLI run in this process against captured streams, as the bin runs it against the process's own. */
-async function cli(args: string[], env: NodeJS.ProcessEnv) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough() as unknown as NodeJS.WriteStream;
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  (stderr as unknown as PassThrough).on("data", (d: Buffer) => {
-    err += d.toString();
-  });
-  const code = await run(["node", "stack-emulator", ...args], {
-    stdout,
-    stderr,
-    stdin: new PassThrough() as unknown as NodeJS.ReadStream,
-    env,
-  });
-  let json: unknown;
-  try {
-    json = JSON.parse(out);
-  } catch {
-    json = undefined;
-  }
-  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON output of the CLI under test
-  return { code, stdout: out, stderr: err, json: json as any };
-}
-
-const homes: string[] = [];
-afterAll(() => {
-  for (const home of homes) rmSync(home, { recursive: true, force: true });
-});
-function home(): NodeJS.ProcessEnv {
-  const dir = mkdtempSync(join(tmpdir(), "se-inproc-"));
-  homes.push(dir);
-  return { PATH: process.env.PATH, STACK_EMULATOR_HOME: dir, CI: "1" };
-}
+import { inProcessCli as cli, inProcessHome as home } from "./in-process.js";
 
 describe("the CLI in-process", () => {
   it("reports a stopped instance with exit status 3 and its JSON", async () => {

@@ -29,6 +29,8 @@ export interface Image {
   initrdPath?: string;
 }
 
+const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
 function fail(dir: string, problem: string): never {
   throw new EmulatorError(
     "INVALID_IMAGE",
@@ -59,6 +61,10 @@ export function loadImage(dir: string): Image {
   for (const key of ["name", "digest", "disk"] as const) {
     if (typeof manifest[key] !== "string" || manifest[key] === "")
       fail(dir, `"${key}" must be a non-empty string`);
+  }
+  // The name is a directory under snapshots/: one path component of safe characters, never `..` or a path.
+  if (!IMAGE_NAME.test(manifest.name)) {
+    fail(dir, `"name" ${JSON.stringify(manifest.name)} must be 1-128 letters, digits, dots, dashes or underscores`);
   }
   if (!Number.isInteger(manifest.memoryMiB) || manifest.memoryMiB < 64)
     fail(dir, '"memoryMiB" must be >= 64');
