@@ -64,7 +64,10 @@ export function loadImage(dir: string): Image {
   }
   // The name is a directory under snapshots/: one path component of safe characters, never `..` or a path.
   if (!IMAGE_NAME.test(manifest.name)) {
-    fail(dir, `"name" ${JSON.stringify(manifest.name)} must be 1-128 letters, digits, dots, dashes or underscores`);
+    fail(
+      dir,
+      `"name" ${JSON.stringify(manifest.name)} must be 1-128 letters, digits, dots, dashes or underscores`,
+    );
   }
   if (!Number.isInteger(manifest.memoryMiB) || manifest.memoryMiB < 64)
     fail(dir, '"memoryMiB" must be >= 64');
