@@ -4,13 +4,13 @@ import { type FileHandle, open } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { DecompressStream } from "zstd-napi";
+import type { DecompressStream } from "zstd-napi";
 import { type ArtifactsError, ioError } from "./errors.js";
 import { ensureFreeSpace } from "./fsutil.js";
 import { formatBytes } from "./progress.js";
 import { Ranges } from "./ranges.js";
 import { release, SLAB_BYTES, takeSlab } from "./slabs.js";
-import { ZSTD_HEADER_MAX, zstdContentSize } from "./zstd.js";
+import { ZSTD_HEADER_MAX, type Zstd, zstdContentSize } from "./zstd.js";
 
 /** Writes in flight at once, in bytes: the disk's queue, bounded so a slow disk slows the network down. */
 const MAX_WRITING = 16 << 20;
@@ -23,8 +23,8 @@ const SYNC_EVERY = 64 << 20;
 export interface AssemblerOptions {
   /** The file the bytes as published go to, each at its offset. */
   partPath: string;
-  /** Decompress (zstd) the bytes, in order, into this file. */
-  unpackTo?: string;
+  /** Decompress the bytes, in order, into `path` with `zstd` (loaded by the caller: it is optional). */
+  unpack?: { path: string; zstd: Zstd };
   /** Ranges of `partPath` that an earlier run left there; read back when the hash reaches them. */
   onDisk: Ranges;
   /** Called when `written` grew. */
@@ -79,7 +79,7 @@ export class Assembler {
     } catch (err) {
       throw ioError(err, `opening ${this.opts.partPath}`);
     }
-    if (this.opts.unpackTo) this.startDecompressor(this.opts.unpackTo);
+    if (this.opts.unpack) this.startDecompressor(this.opts.unpack);
     this.consumed = this.consume();
     // A failure is also reported to whoever puts the next piece; this keeps it from being unhandled meanwhile.
     this.consumed.catch(() => {});
@@ -235,17 +235,17 @@ export class Assembler {
 
   /** The decompressed size is known only once the frame header has arrived. */
   private async checkUnpackedSpace(unpacked: number | undefined): Promise<void> {
-    if (unpacked === undefined || !this.opts.unpackTo) return;
+    if (unpacked === undefined || !this.opts.unpack) return;
     const stillCompressed = this.total === undefined ? 0 : this.total - this.written.size;
     await ensureFreeSpace(
-      dirname(this.opts.unpackTo),
+      dirname(this.opts.unpack.path),
       unpacked + stillCompressed,
       `${formatBytes(stillCompressed)} still to download + ${formatBytes(unpacked)} unpacked, as the zstd frame header declares`,
     );
   }
 
-  private startDecompressor(outPath: string): void {
-    const dec = new DecompressStream();
+  private startDecompressor({ path: outPath, zstd }: { path: string; zstd: Zstd }): void {
+    const dec = new zstd.DecompressStream();
     const out = createWriteStream(outPath, { highWaterMark: 8 << 20 });
     // A corrupt stream is reported only after the digest check: a digest mismatch is the more useful diagnosis.
     dec.on("error", (err) => {

@@ -12,6 +12,7 @@ import { Ranges } from "./ranges.js";
 import { abortedError, afterFailure, failureFor, RetryableError, type RetryOptions } from "./retry.js";
 import { release, retain } from "./slabs.js";
 import { earlierState, type PartState, StateWriter } from "./state.js";
+import { loadZstd, type Zstd } from "./zstd.js";
 
 export interface DownloadOptions extends RetryOptions {
   url: string;
@@ -107,8 +108,8 @@ interface Job {
   dir: string;
   partPath: string;
   metaPath: string;
-  /** The decompressed output, when decompressing. */
-  unpackPath: string | undefined;
+  /** The decompressed output and the decompressor, when decompressing. */
+  unpack: { path: string; zstd: Zstd } | undefined;
   expected: string | undefined;
   headers: Record<string, string>;
   /** An `authorization` header, kept apart: it goes to the first URL's origin only. */
@@ -129,6 +130,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
   const dest = resolve(opts.dest);
   const env = opts.env ?? process.env;
   const { headers, credentials } = splitHeaders(opts.headers);
+  // Before any byte is fetched: a download that could not be decompressed would be wasted.
+  const zstd = opts.decompress ? await loadZstd() : undefined;
   const job: Job = {
     opts,
     label: opts.label ?? basename(dest),
@@ -136,7 +139,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     dir: dirname(dest),
     partPath: `${dest}.part`,
     metaPath: `${dest}.part.json`,
-    unpackPath: opts.decompress ? `${dest}.unpacking` : undefined,
+    unpack: zstd ? { path: `${dest}.unpacking`, zstd } : undefined,
     expected: normalizeSha256(opts.expectedSha256),
     headers,
     credentials,
@@ -169,7 +172,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
  * mismatch after resuming asks for a fresh start, since the kept bytes may come from another version of the file.
  */
 async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "seconds"> | "start over"> {
-  const { opts, label, partPath, metaPath, unpackPath, expected } = job;
+  const { opts, label, partPath, metaPath, expected } = job;
+  const unpackPath = job.unpack?.path;
   const earlier = resume
     ? await earlierState(metaPath, await fileSize(partPath), {
         url: opts.url,
@@ -237,7 +241,7 @@ async function checkSpaceBeforehand(job: Job, resumedFrom: number): Promise<void
   if (expectedBytes === undefined) return;
   const download = expectedBytes - resumedFrom;
   if (!job.opts.decompress && !job.opts.unpackedBeside) return ensureFreeSpace(job.dir, download);
-  const earlierOutput = job.unpackPath ? ((await fileSize(job.unpackPath)) ?? 0) : 0;
+  const earlierOutput = job.unpack ? ((await fileSize(job.unpack.path)) ?? 0) : 0;
   const unpacked = Math.max(0, (unpackedBytes ?? expectedBytes) - earlierOutput);
   const assumed = unpackedBytes === undefined ? ", assumed at least the download's size" : "";
   await ensureFreeSpace(
@@ -384,7 +388,7 @@ class Session {
             `Downloading ${this.job.label} had to restart from zero ${this.restarts} times (${err.message}). Run the command again later.`,
           );
         }
-        await removeQuietly(this.job.partPath, this.job.metaPath, this.job.unpackPath);
+        await removeQuietly(this.job.partPath, this.job.metaPath, this.job.unpack?.path);
         this.single ||= err.single;
         this.state = this.freshState();
         this.onDisk = new Ranges();
@@ -420,7 +424,7 @@ class Session {
     user?.addEventListener("abort", onAbort, { once: true });
     this.sink = new Assembler({
       partPath: job.partPath,
-      ...(job.unpackPath ? { unpackTo: job.unpackPath } : {}),
+      ...(job.unpack ? { unpack: job.unpack } : {}),
       onDisk: this.onDisk,
       onWritten: () => this.writer.touch(),
       onAdvance: () => this.wakeAll(),

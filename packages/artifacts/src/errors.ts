@@ -16,6 +16,7 @@ export type ArtifactsErrorCode =
   | "NO_SPACE"
   | "IO"
   | "DECOMPRESS_FAILED"
+  | "ZSTD_UNAVAILABLE"
   | "UNSAFE_ZIP"
   | "ZIP_FAILED"
   | "INVALID_ARGUMENT";

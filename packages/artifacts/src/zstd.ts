@@ -1,3 +1,5 @@
+import { ArtifactsError } from "./errors.js";
+
 /** Bytes enough for any zstd frame header (magic 4 + descriptor 1 + window 1 + dictionary id 4 + size 8). */
 export const ZSTD_HEADER_MAX = 18;
 
@@ -18,4 +20,25 @@ export function zstdContentSize(head: Buffer): number | undefined {
   if (sizeBytes === 2) return head.readUInt16LE(at) + 256;
   if (sizeBytes === 4) return head.readUInt32LE(at);
   return Number(head.readBigUInt64LE(at));
+}
+
+/** zstd-napi, the streaming decompressor: a native addon, so an optional dependency that may not have installed. */
+export type Zstd = typeof import("zstd-napi");
+
+let loaded: Promise<Zstd> | undefined;
+
+/**
+ * Loads zstd-napi on first use, so that a machine where it could not compile still downloads everything that is not
+ * zstd-compressed. Its absence is `ZSTD_UNAVAILABLE`, reported before a download starts.
+ */
+export function loadZstd(): Promise<Zstd> {
+  loaded ??= import("zstd-napi").catch((err: unknown) => {
+    loaded = undefined;
+    throw new ArtifactsError(
+      "ZSTD_UNAVAILABLE",
+      `zstd-napi, the optional dependency that decompresses .zst files, cannot be loaded (${err instanceof Error ? err.message : String(err)}). Install it where it can compile (a C++ compiler, make and Python; or a platform with a prebuilt binary), or download the uncompressed file.`,
+      { cause: err },
+    );
+  });
+  return loaded;
 }

@@ -62,24 +62,33 @@ const NAMESPACE_SETUP = {
   smallHome: '/usr/bin/mount -t tmpfs -o size=4m se-home "$STACK_EMULATOR_HOME"',
 };
 
-/** Runs the built CLI, in a private mount namespace set up as the options say when any is set. */
+/**
+ * Runs the built CLI, in a private mount namespace set up as the options say when any is set; `bin`: an installed
+ * stack-emulator instead, executed as a user runs it.
+ */
 export function runCli(
   args: string[],
   env: NodeJS.ProcessEnv,
-  options: { timeoutMs?: number } & { [K in keyof typeof NAMESPACE_SETUP]?: boolean } = {},
+  options: { timeoutMs?: number; bin?: string } & { [K in keyof typeof NAMESPACE_SETUP]?: boolean } = {},
 ): Promise<CliResult> {
   const setup = (Object.keys(NAMESPACE_SETUP) as (keyof typeof NAMESPACE_SETUP)[])
     .filter((key) => options[key])
     .map((key) => NAMESPACE_SETUP[key]);
-  if (setup.length === 0) return startCli(args, env, options.timeoutMs).result;
+  const program = options.bin ? [options.bin] : [process.execPath, CLI];
+  if (setup.length === 0) {
+    const [file, ...rest] = program as [string, ...string[]];
+    return collect(
+      spawn(file, [...rest, ...args], { env, stdio: ["ignore", "pipe", "pipe"] }),
+      options.timeoutMs,
+    );
+  }
   const command = [
     "-m",
     "--",
     "/bin/sh",
     "-c",
     `${setup.join(" && ")} && exec "$0" "$@"`,
-    process.execPath,
-    CLI,
+    ...program,
     ...args,
   ];
   return collect(

@@ -1,11 +1,11 @@
 import { readFileSync } from "node:fs";
-import { Command } from "commander";
+import { Command, CommanderError } from "commander";
 import { packageFile } from "../core/package-files.js";
 import { registerHost } from "./commands/host.js";
 import { registerImages } from "./commands/images.js";
 import { registerManage } from "./commands/manage.js";
 import { registerStart } from "./commands/start.js";
-import type { Io } from "./io.js";
+import { type Io, printJson } from "./io.js";
 
 const HELP_AFTER = `
 Examples:
@@ -39,7 +39,8 @@ export function createProgram(io: Io): Command {
     .description(
       "The stack backend on your machine, in a QEMU VM resumed from a snapshot in well under a second.",
     )
-    .version(JSON.parse(readFileSync(packageFile("package.json"), "utf8")).version)
+    .option("-V, --version", "print this CLI's version (as JSON with --json)")
+    .on("option:version", () => printVersion(io))
     .option("--json", "machine-readable output on stdout")
     .option("--instance <name>", "instance to act on (default: STACK_EMULATOR_INSTANCE, else default)")
     .showHelpAfterError()
@@ -54,4 +55,16 @@ export function createProgram(io: Io): Command {
   registerImages(program, io);
   registerHost(program, io);
   return program;
+}
+
+/**
+ * commander's own version option prints plain text as soon as it sees the flag, before a later `--json` is parsed;
+ * so, like run()'s error output, --json anywhere on the command line asks for JSON.
+ */
+function printVersion(io: Io): never {
+  const { version } = JSON.parse(readFileSync(packageFile("package.json"), "utf8")) as { version: string };
+  if (io.argv.includes("--json")) printJson(io, { version });
+  else io.stdout.write(`${version}\n`);
+  // As commander ends --help and its own --version: run() turns this into exit status 0.
+  throw new CommanderError(0, "commander.version", version);
 }

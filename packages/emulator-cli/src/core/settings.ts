@@ -68,7 +68,7 @@ export interface Settings {
   snapshotMethod?: "x-ignore-shared" | "stream";
   noSnapshot: boolean;
   noRotation: boolean;
-  /** STACK_EMULATOR_DEV_IMAGE_BUILDER; undefined: the repository's guest/build-dev-image. */
+  /** STACK_EMULATOR_DEV_IMAGE_BUILDER; undefined: the guest/build-dev-image this package ships. */
   devImageBuilder?: string;
   /**
    * This process's environment, passed on whole, unread, to what takes one: host-detect (QEMU binaries, firmware,

@@ -92,8 +92,8 @@ export function writeCurrentImage(
 }
 
 function devImageBuilder(settings: Settings): string {
-  // This package's directory -> the repository's guest/ folder.
-  return settings.devImageBuilder ?? packageFile("../../guest/build-dev-image");
+  // The build copies guest/build-dev-image and its inputs (guest/dev) into this package, installed or not.
+  return settings.devImageBuilder ?? packageFile("guest/build-dev-image");
 }
 
 function newestMtime(path: string): number {
@@ -129,7 +129,9 @@ export async function ensureDevImage(
     throw new EmulatorError(
       "DEV_IMAGE_UNAVAILABLE",
       `the dev image builder ${builder} is not here`,
-      "run from a checkout of the stack-emulator repository, or set STACK_EMULATOR_DEV_IMAGE_BUILDER",
+      settings.devImageBuilder === undefined
+        ? "this copy of stack-emulator lacks its guest/ folder: reinstall it, or in the repository run pnpm build"
+        : "STACK_EMULATOR_DEV_IMAGE_BUILDER names a file that does not exist: point it at a guest/build-dev-image",
     );
   }
   // The amd64 image keeps the name it always had, so existing homes find their snapshots.
@@ -146,7 +148,7 @@ export async function ensureDevImage(
     throw new EmulatorError(
       "DEV_IMAGE_BUILD_FAILED",
       `building the dev image failed: ${stderr.split("\n").slice(-3).join(" | ") || (error as Error).message}`,
-      "run guest/build-dev-image yourself to see the whole output; it needs apt-get on a Debian/Ubuntu host",
+      `run ${builder} --arch ${arch} --out ${out} yourself to see the whole output; it needs apt-get on a Debian/Ubuntu host`,
     );
   }
   return loadImage(out);

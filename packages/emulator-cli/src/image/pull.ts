@@ -11,9 +11,10 @@ import {
   type Release,
 } from "@stack/artifacts";
 import type { Context } from "../core/context.js";
-import { EmulatorError } from "../core/errors.js";
+import { EmulatorError, isEmulatorError } from "../core/errors.js";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import { commitStaging, createStaging, removeAbandonedStaging } from "../core/staging.js";
+import { loadZstd } from "../core/zstd.js";
 import { type DownloadedFile, describeFile, type PulledImage, summary } from "./download-report.js";
 import { type ImageManifest, loadImage } from "./image.js";
 import {
@@ -118,11 +119,22 @@ async function pickRelease(
   return newest;
 }
 
-/** The release's disk asset: compressed when the release has that (smaller download), plain otherwise. */
-function releaseAsset(release: Release, arch: string): string {
+/**
+ * The release's disk asset: compressed when the release has that (smaller download) and zstd-napi, an optional
+ * dependency, is installed; plain otherwise. A release with only the compressed disk needs zstd-napi.
+ */
+async function releaseAsset(ctx: Context, release: Release, arch: string): Promise<string> {
   const plain = diskFileName(arch);
   const names = new Set(release.assets.map((a) => a.name));
-  if (names.has(`${plain}.zst`)) return `${plain}.zst`;
+  if (names.has(`${plain}.zst`)) {
+    try {
+      await loadZstd(`downloading ${plain}.zst of release ${release.tag}`);
+      return `${plain}.zst`;
+    } catch (error) {
+      if (!names.has(plain) || !isEmulatorError(error, "ZSTD_UNAVAILABLE")) throw error;
+      ctx.report.warn(`${error.message}; downloading the uncompressed ${plain} instead`);
+    }
+  }
   if (names.has(plain)) return plain;
   throw new EmulatorError(
     "NO_IMAGE",
@@ -154,7 +166,7 @@ async function fetchDisk(
     if (selector.kind === "release") {
       const release = await pickRelease(ctx, client, repo, selector, arch);
       ctx.report.info(`release ${release.tag} (${release.publishedAt ?? release.createdAt})`);
-      const asset = releaseAsset(release, arch);
+      const asset = await releaseAsset(ctx, release, arch);
       const fetched = await fetchReleaseAsset({ ...transfer, client, release, asset, dest });
       return done(fetched, describeFile(fetched.asset.name, fetched.asset.size, fetched));
     }

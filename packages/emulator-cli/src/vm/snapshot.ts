@@ -4,6 +4,7 @@ import { pipeline } from "node:stream/promises";
 import * as v from "valibot";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import { readStateFile } from "../core/state-file.js";
+import { loadZstd } from "../core/zstd.js";
 import { CPU_MODEL, type MachineSpec, machineType } from "../host/machine.js";
 import type { Image } from "../image/image.js";
 import { DEVICE_LAYOUT_VERSION } from "./qemu-args.js";
@@ -143,14 +144,9 @@ export function writeSnapshotManifest(files: SnapshotFiles, manifest: SnapshotMa
   writeFileAtomic(files.manifest, `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
-/** Loaded on first use: a native addon that only the compressed-stream fallback needs, kept off every start. */
-function zstd(): Promise<typeof import("zstd-napi")> {
-  return import("zstd-napi");
-}
-
 /** Compresses a migration stream with zstd (level 3: about as fast as the disk, a fraction of the size). */
 export async function compressState(raw: string, compressed: string): Promise<void> {
-  const { CompressStream } = await zstd();
+  const { CompressStream } = await loadZstd("saving a snapshot as a compressed migration stream");
   await pipeline(
     createReadStream(raw),
     new CompressStream({ compressionLevel: 3 }),
@@ -159,6 +155,6 @@ export async function compressState(raw: string, compressed: string): Promise<vo
 }
 
 export async function decompressState(compressed: string, raw: string): Promise<void> {
-  const { DecompressStream } = await zstd();
+  const { DecompressStream } = await loadZstd("resuming a snapshot saved as a compressed migration stream");
   await pipeline(createReadStream(compressed), new DecompressStream(), createWriteStream(raw));
 }
