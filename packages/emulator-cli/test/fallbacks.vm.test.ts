@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { QgaClient } from "@stack/qga";
 import { describe, expect, it } from "vitest";
 import {
+  currentSnapshotDir,
   devImageFixture,
   expectKeysAsReported,
   instanceFiles,
@@ -29,7 +30,7 @@ async function startOk(env: NodeJS.ProcessEnv) {
 }
 
 const snapshotDir = (env: NodeJS.ProcessEnv) =>
-  join(env.STACK_EMULATOR_HOME as string, "snapshots", dev.imageName);
+  currentSnapshotDir(env.STACK_EMULATOR_HOME as string, dev.imageName) as string;
 const pidFileOf = (env: NodeJS.ProcessEnv) => instanceFiles(env.STACK_EMULATOR_HOME as string).pidFile;
 
 describe("every fast-path failure ends healthy, with the reason reported", () => {
@@ -111,7 +112,7 @@ describe("every fast-path failure ends healthy, with the reason reported", () =>
       const result = await pending;
       expect(result.code, result.stderr).toBe(0);
       expect(result.json.fallbackReason).toMatch(/capture or resume failed/);
-      expect(existsSync(join(snapshotDir(env), "snapshot.json"))).toBe(false);
+      expect(currentSnapshotDir(home, dev.imageName)).toBeUndefined();
       expect(readdirSync(join(home, "snapshots")).filter((n) => n.startsWith(".staging-"))).toEqual([]);
     },
     TIMEOUT,

@@ -322,3 +322,13 @@ export async function appConfig(inst: Instance): Promise<Record<string, string>>
 export function instanceFiles(home: string, name = "default"): InstancePaths {
   return instancePaths(resolveHome(home), name);
 }
+
+/** The image's current snapshot generation (`snapshots/<image>/<generation>`), if it has one. */
+export function currentSnapshotDir(home: string, imageName: string): string | undefined {
+  const root = join(home, "snapshots", imageName);
+  try {
+    return join(root, readFileSync(join(root, "current"), "utf8").trim());
+  } catch {
+    return undefined;
+  }
+}

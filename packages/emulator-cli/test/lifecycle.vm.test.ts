@@ -9,6 +9,7 @@ import { internalClientHeaders, PUBLISHABLE_KEY_NAME as PCK } from "../src/contr
 import {
   apiStatus,
   appConfig,
+  currentSnapshotDir,
   devImageFixture,
   expectKeysAsReported,
   expectKeysReplaced,
@@ -122,7 +123,7 @@ describe("emulator lifecycle with the dev image", () => {
         `http://localhost:${inst.dashboard}`,
       );
 
-      const ramFile = join(inst.home, "snapshots", manifest.name, "ram");
+      const ramFile = join(currentSnapshotDir(inst.home, manifest.name) as string, "ram");
       const ramDigest = sha256(ramFile);
 
       // Data survives stop -> start, and so do the keys.

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { devImageFixture, type Instance, instanceFiles, runCli } from "./helpers.js";
+import { currentSnapshotDir, devImageFixture, type Instance, instanceFiles, runCli } from "./helpers.js";
 
 const TIMEOUT = 600_000;
 const dev = devImageFixture();
@@ -22,7 +22,7 @@ describe("snapshot methods beyond x-ignore-shared", () => {
       expect(first.code, first.stderr).toBe(0);
       expect(first.json.boot).toBe("snapshot");
       expect(first.json.snapshotMethod).toBe("exec");
-      const dir = join(inst.home, "snapshots", dev.imageName);
+      const dir = currentSnapshotDir(inst.home, dev.imageName) as string;
       const manifest = JSON.parse(readFileSync(join(dir, "snapshot.json"), "utf8"));
       expect(manifest.compressed).toBe(true);
       expect(manifest.ramBytes).toBe(0);

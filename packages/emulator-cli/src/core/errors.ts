@@ -114,7 +114,8 @@ export function exitCodeFor(error: unknown): number {
 
 /**
  * An error as the CLI reports it (`--json`: `{error: {code, message, hint?}}`): only the documented codes, this
- * module's ERROR_CODES and LIBRARY_ERROR_CODES; anything else is INTERNAL, with the cause in the message.
+ * module's ERROR_CODES and LIBRARY_ERROR_CODES, and a full disk met anywhere as NO_SPACE; anything else is INTERNAL,
+ * with the cause in the message.
  */
 export function describeError(error: unknown): { code: string; message: string; hint?: string } {
   if (error instanceof EmulatorError) {
@@ -128,6 +129,13 @@ export function describeError(error: unknown): { code: string; message: string; 
     if (library && typeof code === "string") {
       const known = (library.codes as readonly string[]).includes(code);
       return { code: known ? code : library.otherwise, message: error.message };
+    }
+    if (code === "ENOSPC" || code === "EDQUOT") {
+      return {
+        code: "NO_SPACE",
+        message: error.message,
+        hint: "free space on the disk of the emulator's home (STACK_EMULATOR_HOME), then run the command again",
+      };
     }
     return {
       code: "INTERNAL",

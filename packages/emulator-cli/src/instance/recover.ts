@@ -21,7 +21,7 @@ async function continueAfterFullDisk(ctx: Context, state: InstanceState): Promis
       `free at least ${formatMiB(ROOM_TO_CONTINUE)} there, then run \`stack-emulator start\` again: the VM continues where it stopped`,
     );
   }
-  ctx.report.step("continuing the VM that paused when the disk filled");
+  ctx.report.warn("continuing the VM that paused when the disk filled, now that there is room");
   const qmp = await connectQmp(ctx.paths, 5000);
   try {
     await qmp.cont();
