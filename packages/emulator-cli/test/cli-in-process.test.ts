@@ -54,7 +54,10 @@ describe("errors as the CLI reports them", () => {
       message: "Error ENOENT: ENOENT: no such file",
     });
     const full = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
-    expect(describeError(full)).toMatchObject({ code: "NO_SPACE", hint: expect.stringMatching(/free space/) });
+    expect(describeError(full)).toMatchObject({
+      code: "NO_SPACE",
+      hint: expect.stringMatching(/free space/),
+    });
     const timeout = Object.assign(new Error("no answer"), { name: "QgaError", code: "TIMEOUT" });
     expect(describeError(timeout).code).toBe("INTERNAL");
     const download = Object.assign(new Error("digest differs"), {

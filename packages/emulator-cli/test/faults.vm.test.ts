@@ -5,6 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { QmpClient } from "@stack/qmp";
 import { describe, expect, it } from "vitest";
+import type { InstancePaths } from "../src/core/paths.js";
 import {
   devImageFixture,
   expectKeysAsReported,
@@ -51,7 +52,7 @@ const MARKS: Record<Phase, string[]> = {
     "guest running",
     "guest agent in sync",
     "secrets rotated",
-    "after rotation: services answered",
+    "snapshot resume: services answered",
   ],
   "quick-boot start": [
     "launching QEMU",
@@ -123,6 +124,23 @@ const ARGS: Record<Phase, string[]> = {
   run: ["run", "--", "sleep", "120"],
 };
 
+/**
+ * A stop killed once it wrote the state (the guest is left paused), after which the guest runs on from that point
+ * and writes to its disk: the saved state no longer goes with the disk.
+ */
+async function guestRanOnAfterAKilledStop(): Promise<{ inst: Instance; paths: InstancePaths }> {
+  const { inst } = await prepare("stop");
+  const paths = instanceFiles(inst.home);
+  expect((await interrupted(inst, { phase: "stop", at: "suspend committed", how: "SIGKILL" })).reached).toBe(
+    true,
+  );
+  const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000 });
+  await qmp.cont();
+  await qmp.close();
+  await putValue(inst, "later", "written after the save");
+  return { inst, paths };
+}
+
 describe("an interrupted command never leaves a VM serving the public keys, and loses nothing", () => {
   it.each((FULL ? MATRIX : SAMPLE).map((f) => [`${f.phase} at "${f.at}" by ${f.how}`, f] as const))(
     "%s",
@@ -182,16 +200,7 @@ describe("what an interruption leaves is found and said", () => {
   it(
     "a saved state whose guest ran on after it (its stop never finished) is not resumed over the changed disk",
     async () => {
-      const { inst } = await prepare("stop");
-      const paths = instanceFiles(inst.home);
-      expect(
-        (await interrupted(inst, { phase: "stop", at: "suspend committed", how: "SIGKILL" })).reached,
-      ).toBe(true);
-      // The guest runs on from the saved point and writes to its disk, then its QEMU dies.
-      const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000 });
-      await qmp.cont();
-      await qmp.close();
-      await putValue(inst, "later", "written after the save");
+      const { inst } = await guestRanOnAfterAKilledStop();
       const [pid] = qemusOf(inst.home);
       process.kill(pid as number, "SIGKILL");
       const started = await runCli(["start", "--json"], inst.env);
@@ -207,15 +216,7 @@ describe("what an interruption leaves is found and said", () => {
   it(
     "stop --no-save after an unfinished stop drops that stop's saved state: the next start boots the disk as it is",
     async () => {
-      const { inst } = await prepare("stop");
-      const paths = instanceFiles(inst.home);
-      expect(
-        (await interrupted(inst, { phase: "stop", at: "suspend committed", how: "SIGKILL" })).reached,
-      ).toBe(true);
-      const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000 });
-      await qmp.cont();
-      await qmp.close();
-      await putValue(inst, "later", "written after the save");
+      const { inst, paths } = await guestRanOnAfterAKilledStop();
       expect((await runCli(["stop", "--no-save"], inst.env)).code).toBe(0);
       expect(existsSync(paths.suspend)).toBe(false);
       const started = await runCli(["start", "--json"], inst.env);

@@ -3,27 +3,32 @@ import type { ProcessIdentity } from "../core/process-identity.js";
 import type { Reporter } from "../core/report.js";
 
 /**
- * The QEMUs this process launched and has not handed over yet. While there is one, SIGINT, SIGTERM and SIGHUP end
- * it before the process goes: an interrupted command never leaves a VM behind. (A kill -9 of the CLI reaches no
- * handler; its QEMU forwards none of the user's ports until the handover, and the next command ends it.)
+ * The QEMUs this process is launching or has launched and not handed over yet. While there is one, SIGINT, SIGTERM
+ * and SIGHUP end it before the process goes: an interrupted command never leaves a VM behind. (A kill -9 of the
+ * CLI reaches no handler; its QEMU forwards none of the user's ports until the handover, and the next command ends
+ * it.)
  */
-interface Owned {
-  end: () => Promise<unknown>;
-  report: Reporter;
+export interface Ownership {
+  /** The launch started this QEMU; `end` ends it (and cleans up after it). Called again when `end` changes. */
+  launched(identity: ProcessIdentity, end: () => Promise<unknown>): void;
+  /** Ended or handed over: no longer this process's to end. */
+  release(): void;
 }
 
-const owned = new Map<ProcessIdentity, Owned>();
+interface Owned {
+  report: Reporter;
+  identity?: ProcessIdentity;
+  end?: () => Promise<unknown>;
+  /** Resolves once the launch has a QEMU to end, or none. */
+  settled: Promise<void>;
+  settle: () => void;
+}
+
+const owned = new Set<Owned>();
 const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 let ending: Promise<void> | undefined;
-/** Why this process was interrupted: from then on it starts no QEMU. */
+/** Why this process was interrupted: from then on it launches no QEMU. */
 let interruptedBy: string | undefined;
-
-/** Refuses to go on with a command that was interrupted while the VM it owned was being ended. */
-export function checkNotInterrupted(): void {
-  if (interruptedBy) {
-    throw new EmulatorError("INTERRUPTED", `the command was interrupted (${interruptedBy})`);
-  }
-}
 
 function onInterrupt(signal: NodeJS.Signals): void {
   void endOwnedVms(`${signal}`).then(() => {
@@ -33,26 +38,50 @@ function onInterrupt(signal: NodeJS.Signals): void {
   });
 }
 
-/** This process owns the QEMU `identity` until `disown`; `end` ends it (and cleans up after it). */
-export function own(identity: ProcessIdentity, report: Reporter, end: () => Promise<unknown>): void {
-  if (owned.size === 0) for (const signal of INTERRUPTS) process.on(signal, onInterrupt);
-  owned.set(identity, { end, report });
+/** Refuses to go on with a command that was interrupted while the VM it owned was being ended. */
+export function checkNotInterrupted(): void {
+  if (interruptedBy) {
+    throw new EmulatorError("INTERRUPTED", `the command was interrupted (${interruptedBy})`);
+  }
 }
 
-export function disown(identity: ProcessIdentity): void {
-  if (!owned.delete(identity) || owned.size > 0) return;
-  for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
+/** Takes ownership of a QEMU about to be launched: from now on an interrupt waits for it, then ends it. */
+export function ownLaunch(report: Reporter): Ownership {
+  checkNotInterrupted();
+  if (owned.size === 0) for (const signal of INTERRUPTS) process.on(signal, onInterrupt);
+  let settle = () => {};
+  const settled = new Promise<void>((resolve) => {
+    settle = resolve;
+  });
+  const entry: Owned = { report, settled, settle };
+  owned.add(entry);
+  return {
+    launched(identity, end) {
+      entry.identity = identity;
+      entry.end = end;
+      entry.settle();
+    },
+    release() {
+      entry.settle();
+      if (!owned.delete(entry) || owned.size > 0) return;
+      for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
+    },
+  };
 }
 
 /** Ends every QEMU this process owns, once however often it is asked: the command was interrupted by `why`. */
 export function endOwnedVms(why: string): Promise<void> {
   interruptedBy ??= why;
   ending ??= (async () => {
-    for (const [identity, { end, report }] of [...owned]) {
-      report.warn(`${why}: ending the VM this command started (QEMU pid ${identity.pid})`);
-      await end().catch(() => undefined);
-      disown(identity);
+    for (const entry of [...owned]) {
+      await entry.settled;
+      if (entry.identity && entry.end) {
+        entry.report.warn(`${why}: ending the VM this command started (QEMU pid ${entry.identity.pid})`);
+        await entry.end().catch(() => undefined);
+      }
+      owned.delete(entry);
     }
+    if (owned.size === 0) for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
   })().finally(() => {
     ending = undefined;
   });

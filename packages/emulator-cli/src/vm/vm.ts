@@ -12,7 +12,7 @@ import type { InstancePaths } from "../core/paths.js";
 import type { ForwardedService } from "../core/ports.js";
 import { isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
 import type { Reporter } from "../core/report.js";
-import { checkNotInterrupted, disown, own } from "./owned.js";
+import { checkNotInterrupted, type Ownership, ownLaunch } from "./owned.js";
 import { type LaunchSpec, NETDEV_ID } from "./qemu-args.js";
 import { connectQmp, INHERITED_STATE_FD, launchQemu, removeRuntimeFiles, terminate } from "./qemu-process.js";
 
@@ -46,6 +46,8 @@ export class Vm {
     private readonly paths: InstancePaths,
     private readonly options: VmOptions,
     forwards: ForwardedService[],
+    /** This process's claim on a QEMU it launched; none for one it took over (attach). */
+    private readonly ownership?: Ownership,
   ) {
     this.#forwards = forwards;
   }
@@ -53,33 +55,34 @@ export class Vm {
   /** Starts QEMU for `spec`; with `restore`, loads that state and lets the guest run. A failure ends the QEMU. */
   static async launch(spec: LaunchSpec, options: VmOptions & { restore?: Restore }): Promise<Vm> {
     const { report, restore } = options;
-    checkNotInterrupted();
+    const ownership = ownLaunch(report);
     report.mark("launching QEMU");
     // Methods that stream the state can read it from a descriptor QEMU inherits; the others open it by path.
     const viaFd = restore && !readsStateByPath(restore.method);
-    const identity = await launchQemu(spec, viaFd ? restore.state : undefined);
+    let identity: ProcessIdentity;
+    try {
+      identity = await launchQemu(spec, viaFd ? restore.state : undefined);
+    } catch (error) {
+      ownership.release();
+      throw error;
+    }
     const endUnconnected = async () => {
       await terminate(identity).catch(() => undefined);
       removeRuntimeFiles(spec.paths);
-      disown(identity);
+      ownership.release();
     };
-    own(identity, report, endUnconnected);
+    ownership.launched(identity, endUnconnected);
     report.mark("QEMU initialised");
-    try {
-      checkNotInterrupted();
-    } catch (error) {
-      await endUnconnected();
-      throw error;
-    }
     let qmp: QmpClient;
     try {
+      checkNotInterrupted();
       qmp = await connectQmp(spec.paths);
     } catch (error) {
       await endUnconnected();
       throw error;
     }
-    const vm = new Vm(identity, qmp, spec.paths, options, spec.services);
-    own(identity, report, () => vm.end());
+    const vm = new Vm(identity, qmp, spec.paths, options, spec.services, ownership);
+    ownership.launched(identity, () => vm.end());
     report.mark("QMP negotiated");
     if (!restore) return vm;
     try {
@@ -229,13 +232,13 @@ export class Vm {
     await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
     this.#earlyAgent = undefined;
     removeRuntimeFiles(this.paths);
-    disown(this.identity);
+    this.ownership?.release();
     return !this.alive;
   }
 
   /** Leaves QEMU running for the instance: this command's connections close, the VM stays. */
   async release(): Promise<void> {
-    disown(this.identity);
+    this.ownership?.release();
     await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
     this.#earlyAgent = undefined;
     await this.qmp.close().catch(() => undefined);
