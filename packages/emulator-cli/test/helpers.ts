@@ -201,8 +201,8 @@ export async function freePorts<K extends string>(names: readonly K[]): Promise<
   return ports;
 }
 
-/** A fresh home with its own free ports, booting `imageDir` under TCG. */
-async function newInstance(imageDir: string): Promise<Instance> {
+/** A fresh home with its own free ports, booting under TCG; `env` adds to (or overrides) those variables. */
+export async function newInstance(env: NodeJS.ProcessEnv): Promise<Instance> {
   const home = tempHome();
   const ports = await freePorts(["dashboard", "backend", "minio", "inbucket"] as const);
   return {
@@ -211,7 +211,6 @@ async function newInstance(imageDir: string): Promise<Instance> {
     env: {
       ...process.env,
       STACK_EMULATOR_HOME: home,
-      STACK_EMULATOR_IMAGE: imageDir,
       STACK_EMULATOR_DASHBOARD_PORT: String(ports.dashboard),
       STACK_EMULATOR_BACKEND_PORT: String(ports.backend),
       STACK_EMULATOR_MINIO_PORT: String(ports.minio),
@@ -219,6 +218,7 @@ async function newInstance(imageDir: string): Promise<Instance> {
       // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).
       EMULATOR_ACCEL: "tcg",
       CI: "1",
+      ...env,
     },
   };
 }
@@ -251,7 +251,7 @@ export function devImageFixture(arch: GuestArch = "amd64"): DevImageFixture {
       return imageName;
     },
     async instance() {
-      const inst = await newInstance(imageDir);
+      const inst = await newInstance({ STACK_EMULATOR_IMAGE: imageDir });
       started.push(inst);
       return inst;
     },

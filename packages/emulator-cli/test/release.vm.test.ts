@@ -7,15 +7,14 @@ import { FakeGitHub, makeZip } from "../../artifacts/test/fake-github.js";
 import { PUBLISHABLE_KEY_NAME as PCK } from "../src/contract/contract.js";
 import {
   apiStatus,
-  freePorts,
   GUEST,
   type Instance,
   instanceFiles,
   keysOf,
+  newInstance,
   placeholderPublishableKey,
   removeTempHomes,
   runCli,
-  tempHome,
 } from "./helpers.js";
 
 /**
@@ -66,25 +65,7 @@ afterAll(async () => {
 });
 
 async function instance(): Promise<Instance> {
-  const home = tempHome();
-  const ports = await freePorts(["dashboard", "backend", "minio", "inbucket"] as const);
-  const inst: Instance = {
-    home,
-    ...ports,
-    env: {
-      ...process.env,
-      STACK_EMULATOR_HOME: home,
-      GITHUB_API_URL: fake.apiUrl,
-      GH_TOKEN: TOKEN,
-      STACK_EMULATOR_DASHBOARD_PORT: String(ports.dashboard),
-      STACK_EMULATOR_BACKEND_PORT: String(ports.backend),
-      STACK_EMULATOR_MINIO_PORT: String(ports.minio),
-      STACK_EMULATOR_INBUCKET_PORT: String(ports.inbucket),
-      // This machine's /dev/kvm cannot boot a stock kernel (see shared/reference/qemu.md).
-      EMULATOR_ACCEL: "tcg",
-      CI: "1",
-    },
-  };
+  const inst = await newInstance({ GITHUB_API_URL: fake.apiUrl, GH_TOKEN: TOKEN });
   started.push(inst);
   return inst;
 }
