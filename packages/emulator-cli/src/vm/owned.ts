@@ -2,12 +2,7 @@ import { EmulatorError } from "../core/errors.js";
 import type { ProcessIdentity } from "../core/process-identity.js";
 import type { Reporter } from "../core/report.js";
 
-/**
- * The QEMUs this process is launching or has launched and not handed over yet. While there is one, SIGINT, SIGTERM
- * and SIGHUP end it before the process goes: an interrupted command never leaves a VM behind. (A kill -9 of the
- * CLI reaches no handler; its QEMU forwards none of the user's ports until the handover, and the next command ends
- * it.)
- */
+/** One launch's claim on its QEMU, from before the spawn until the QEMU ends or is handed over. */
 export interface Ownership {
   /** The launch started this QEMU; `end` ends it (and cleans up after it). Called again when `end` changes. */
   launched(identity: ProcessIdentity, end: () => Promise<unknown>): void;
@@ -24,6 +19,12 @@ interface Owned {
   settle: () => void;
 }
 
+/**
+ * The QEMUs this process is launching or has launched and not handed over yet. While there is one, SIGINT, SIGTERM
+ * and SIGHUP end it before the process goes: an interrupted command never leaves a VM behind. (A kill -9 of the
+ * CLI reaches no handler; its QEMU forwards none of the user's ports until the handover, and the next command ends
+ * it.)
+ */
 const owned = new Set<Owned>();
 const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 let ending: Promise<void> | undefined;
