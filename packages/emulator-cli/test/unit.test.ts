@@ -215,6 +215,26 @@ describe("secrets", () => {
     expect(statSync(paths.internalPck).mode & 0o777).toBe(0o600);
     expect(readFileSync(paths.internalPck, "utf8")).toBe(keys[PUBLISHABLE_KEY_NAME]);
   });
+
+  it("that do not read as keys are set aside with a warning that never shows them", () => {
+    const paths = instancePaths(resolveHome(mkdtempSync(join(tmpdir(), "keys-"))), "i");
+    mkdirSync(paths.dir, { recursive: true });
+    const keys = generateSecrets(SECRET_NAMES);
+    const [first, second] = SECRET_NAMES;
+    const edited = { ...keys, [first]: `${keys[first]}0`, [second]: "a-key-typed-by-hand" };
+    writeFileSync(
+      paths.keys,
+      Object.entries(edited)
+        .map(([name, value]) => `${name}=${value}\n`)
+        .join(""),
+    );
+    const warnings: string[] = [];
+    expect(loadKeys(paths.keys, (message) => warnings.push(message))).toBeUndefined();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`${paths.keys} is unreadable (${first}: expected`);
+    for (const value of Object.values(edited)) expect(warnings[0]).not.toContain(value);
+    expect(readFileSync(`${paths.keys}.unreadable`, "utf8")).toContain("a-key-typed-by-hand");
+  });
 });
 
 describe("following the app's log", () => {
