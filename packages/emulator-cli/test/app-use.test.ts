@@ -10,7 +10,10 @@ import { buildSettings } from "../src/cli/settings.js";
 import type { EmulatorError } from "../src/core/errors.js";
 import { instancePaths, resolveHome } from "../src/core/paths.js";
 import { checkPortsFree, describePortOwner, type ServiceSpec } from "../src/core/ports.js";
+import { identify, type ProcessIdentity } from "../src/core/process-identity.js";
+import { writeState } from "../src/instance/instance-state.js";
 import { assignPorts, type PortPlanInput, planPorts } from "../src/instance/port-assignment.js";
+import type { Fingerprint } from "../src/vm/snapshot.js";
 
 const connection: AppConnection = {
   projectId: "internal",
@@ -25,6 +28,14 @@ const services: ServiceSpec[] = [
 ];
 
 const homes: string[] = [];
+
+/** A TCP server holding a free port of 127.0.0.1. */
+async function listening(): Promise<{ server: Server; port: number }> {
+  const server = createServer();
+  await new Promise<void>((resolvePromise) => server.listen(0, "127.0.0.1", resolvePromise));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
 afterAll(() => {
   for (const home of homes) rmSync(home, { recursive: true, force: true });
 });
@@ -178,6 +189,52 @@ describe("port picking", () => {
     expect(warnings).toEqual([]);
   });
 
+  it("counts the ports its own running VM forwards as free: an instance that runs but does not serve keeps its ports", async () => {
+    const home = mkdtempSync(join(tmpdir(), "se-ports-"));
+    homes.push(home);
+    const paths = instancePaths(resolveHome(home), "b");
+    mkdirSync(paths.dir, { recursive: true });
+    // The VM's forwards, held for real; this test process stands in for its QEMU.
+    const held = await Promise.all(services.map(() => listening()));
+    const ownServices = services.map((service, i) => ({
+      ...service,
+      defaultHostPort: held[i]?.port as number,
+    }));
+    const defaults = Object.fromEntries(
+      ownServices.map((service) => [service.name, service.defaultHostPort]),
+    );
+    const running = (qemu: ProcessIdentity) =>
+      writeState(paths, {
+        version: 1,
+        name: "b",
+        image: { selector: "dev", name: "dev", dir: home, digest: "sha256:0" },
+        qemu: { ...qemu, binary: "qemu-system-x86_64", version: "7.2.0" },
+        accel: "tcg",
+        services: ownServices.map((service) => ({ ...service, hostPort: service.defaultHostPort })),
+        boot: "cold",
+        suspendFingerprint: {} as Fingerprint,
+        rotation: "rotated",
+        configHash: "0",
+        startedAt: new Date().toISOString(),
+        readyMs: 1,
+        socketDir: home,
+      });
+    const input = { services: ownServices, given: {}, instance: "b", reserved: new Set<number>() };
+    try {
+      const self = identify(process.pid) as ProcessIdentity;
+      running(self);
+      const plan = await assignPorts(paths, input, () => {});
+      expect(plan).toEqual({ ports: defaults, record: undefined });
+      // The same ports held by a process that is not the instance's QEMU are taken: the instance moves.
+      running({ ...self, startTime: "1" });
+      const moved = await assignPorts(paths, input, () => {});
+      expect(moved.note).toMatch(/is taken/);
+      expect(moved.ports).not.toEqual(defaults);
+    } finally {
+      for (const { server } of held) server.close();
+    }
+  });
+
   it("sets an unreadable record aside with one warning naming the file, and picks again", async () => {
     const home = mkdtempSync(join(tmpdir(), "se-ports-"));
     homes.push(home);
@@ -216,9 +273,7 @@ describe("port conflicts", () => {
   });
 
   it("name the process that listens on the port", async () => {
-    const server: Server = createServer();
-    await new Promise<void>((resolvePromise) => server.listen(0, "127.0.0.1", resolvePromise));
-    const port = (server.address() as { port: number }).port;
+    const { server, port } = await listening();
     try {
       expect(describePortOwner(port)).toMatch(new RegExp(`^pid ${process.pid} \\(`));
       let error: EmulatorError | undefined;

@@ -4,8 +4,10 @@ import * as v from "valibot";
 import { writeFileAtomic } from "../core/fs-atomic.js";
 import type { InstancePaths } from "../core/paths.js";
 import { isPortFree, pickFreePort, portSchema, type ServiceSpec } from "../core/ports.js";
+import { isSameProcess } from "../core/process-identity.js";
 import type { PortRequest, PortsMode } from "../core/settings.js";
 import { readStateFile, type Warn } from "../core/state-file.js";
+import { readState } from "./instance-state.js";
 
 export type ServicePorts = Record<string, number>;
 
@@ -99,14 +101,24 @@ export async function assignPorts(
   warn: Warn,
 ): Promise<PortPlan> {
   const file = paths.ports;
+  const own = portsOfOwnVm(paths);
   const plan = await planPorts({
     ...input,
     recorded: readRecordedPorts(file, warn),
-    isFree: isPortFree,
+    isFree: async (port) => own.has(port) || isPortFree(port),
     pickFree: pickFreePort,
   });
   // Recorded before the boot, so instances started at the same moment see each other's picks as reserved.
   if (plan.record === "forget") forgetRecordedPorts(file);
   else if (plan.record) recordPorts(file, plan.record);
   return plan;
+}
+
+/**
+ * The host ports the instance's own QEMU forwards while it runs. They are free for the instance's start, which keeps
+ * that VM or ends it before it boots: a VM that runs but does not serve must not push its instance to other ports.
+ */
+function portsOfOwnVm(paths: InstancePaths): Set<number> {
+  const state = readState(paths);
+  return new Set(state && isSameProcess(state.qemu) ? state.services.map((service) => service.hostPort) : []);
 }
