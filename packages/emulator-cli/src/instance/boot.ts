@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { EmulatorError, isEmulatorError } from "../core/errors.js";
 import { rememberAcceleratorFailure } from "../host/host.js";
 import { createOverlay, inspectInstanceDisk, recordInstanceDisk, setAsideInstanceDisk } from "../vm/disks.js";
+import { checkNotInterrupted } from "../vm/owned.js";
 import { fingerprintDifferences, readSnapshot } from "../vm/snapshot.js";
 import { stableImageDisk } from "../vm/snapshot-store.js";
 import { type BootInputs, fingerprint, onTcg } from "./boot-inputs.js";
@@ -144,6 +145,8 @@ export async function withAcceleratorFallback<T>(
       return { result: await boot(current), inputs: current };
     } catch (error) {
       if (!(error instanceof AcceleratorFailed)) throw error;
+      // An interrupt ends the VM under the boot, which then looks like the accelerator's failure; it is not one.
+      checkNotInterrupted();
       if (current.resolved.accelOverridden) {
         throw new EmulatorError(
           "ACCEL_UNUSABLE",

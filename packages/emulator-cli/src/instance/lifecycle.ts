@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { SaveMethod } from "@stack/qmp";
 import { type Context, createContext, msSince } from "../core/context.js";
@@ -6,6 +6,7 @@ import { EmulatorError } from "../core/errors.js";
 import { acquireLock } from "../core/lock.js";
 import { describeSelector } from "../image/image-store.js";
 import { inspectInstanceDisk, setAsideInstanceDisk } from "../vm/disks.js";
+import { checkNotInterrupted } from "../vm/owned.js";
 import { bootByPlan, type Note, withAcceleratorFallback } from "./boot.js";
 import { type BootInputs, fingerprint, prepareBoot, type StartOptions } from "./boot-inputs.js";
 import { captureSnapshot } from "./capture.js";
@@ -96,6 +97,8 @@ export async function start(ctx: Context, options: StartOptions): Promise<StartR
       // The handover: the guest holds this install's keys (or EMULATOR_NO_ROTATION said to keep the placeholders).
       await vm.publish(inputs.services);
       state.services = [...vm.forwards];
+      // An interrupt is ending this VM: it must not be recorded, nor said to be ready.
+      checkNotInterrupted();
       writeState(ctx.paths, state);
       await vm.release();
       return { alreadyRunning: false, state };
@@ -168,7 +171,10 @@ async function deleteInstance(ctx: Context): Promise<StopResult | undefined> {
       }
       return stopped;
     });
-    rmSync(paths.dir, { recursive: true, force: true });
+    // Not recursive: what a command that took the lock since has made is its own.
+    try {
+      rmdirSync(paths.dir);
+    } catch {}
   }
   rmSync(paths.socketDir, { recursive: true, force: true });
   return result;

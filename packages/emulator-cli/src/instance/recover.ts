@@ -52,9 +52,11 @@ export async function recoverRunning(
 ): Promise<InstanceState | undefined> {
   const state = inspection.state as InstanceState;
   if (inspection.status === "running") return state;
-  if (inspection.vm === "io-error" && (await continueAfterFullDisk(ctx, state))) return state;
-  if (inspection.vm === "running" && (await serving(ctx, state))) return state;
-  if (inspection.vm === "running") {
+  if (inspection.vm === "running" || inspection.vm === "io-error") {
+    // A VM paused on a full disk is running again once continued: it is judged like any other by its services.
+    const serves =
+      inspection.vm === "io-error" ? await continueAfterFullDisk(ctx, state) : await serving(ctx, state);
+    if (serves) return state;
     ctx.report.warn("powering down the running emulator that does not serve, and starting it again");
     await stopRunning(ctx, state, "powerdown");
   } else {

@@ -1,6 +1,7 @@
 import { rmSync } from "node:fs";
 import type { Context } from "../core/context.js";
 import { requireFreeSpace } from "../core/disk-space.js";
+import { EmulatorError } from "../core/errors.js";
 import { removeAbandonedStaging } from "../core/staging.js";
 import { removeRuntimeFiles, terminate, waitForExit } from "../vm/qemu-process.js";
 import { Vm } from "../vm/vm.js";
@@ -78,12 +79,6 @@ async function saveOutlook(
 /** Stops a running instance: saves its guest (mode `save`), or powers it down, or ends it; QEMU is gone after. */
 export async function stopRunning(ctx: Context, state: InstanceState, mode: StopMode): Promise<StopResult> {
   const { paths, report } = ctx;
-  if (mode === "save") {
-    requireFreeSpace(paths.dir, saveBytes(state), {
-      what: "saving the running state",
-      otherwise: "or `stack-emulator stop --no-save` to power the guest down without saving it",
-    });
-  }
   const vm = await Vm.attach(
     paths,
     state.qemu,
@@ -105,6 +100,16 @@ export async function stopRunning(ctx: Context, state: InstanceState, mode: Stop
       ending = "discard";
     } else {
       try {
+        // Checked only here: keeping an earlier stop's state, or ending a VM that cannot be saved, needs no room.
+        requireFreeSpace(paths.dir, saveBytes(state), {
+          what: "saving the running state",
+          otherwise: "or `stack-emulator stop --no-save` to power the guest down without saving it",
+        });
+      } catch (error) {
+        await vm.release();
+        throw error;
+      }
+      try {
         report.step("saving the running state");
         if (state.shareDevice) await detachShare(ctx);
         saved = await saveSuspend(ctx, vm, state);
@@ -121,8 +126,15 @@ export async function stopRunning(ctx: Context, state: InstanceState, mode: Stop
     await waitForExit(state.qemu, ctx.settings.timeouts.powerdownMs);
   }
   report.step("stopping QEMU");
-  if (vm) await vm.end();
-  else await terminate(state.qemu);
+  if (vm) {
+    if (!(await vm.end())) {
+      throw new EmulatorError(
+        "STOP_FAILED",
+        `QEMU (pid ${state.qemu.pid}) did not exit after SIGKILL; its state is kept`,
+        "check the process with `ps`",
+      );
+    }
+  } else await terminate(state.qemu);
   if (saved) sealSuspend(paths, saved);
   await stopShareSync(paths);
   removeRuntimeFiles(paths);

@@ -150,8 +150,9 @@ export async function saveSuspend(ctx: Context, vm: Vm, state: InstanceState): P
     const record: SuspendRecord = {
       fingerprint: state.suspendFingerprint,
       method,
-      // Every RAM is the same named backend (qemu-args), so a stream of any of them loads into the instance's file.
-      ram: state.resumeRam ?? ram,
+      // Every RAM is the same named backend (qemu-args), so a stream of any of them loads into the instance's file;
+      // a state saved beside its shared RAM file holds no RAM and resumes only over that file.
+      ram: method === "x-ignore-shared" ? ram : (state.resumeRam ?? ram),
       configHash: state.configHash,
       rotation: state.rotation,
       ...(state.shareDevice ? { shareDevice: true } : {}),

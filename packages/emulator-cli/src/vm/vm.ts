@@ -231,9 +231,11 @@ export class Vm {
     // would wait out its whole deadline (a cold boot's).
     await this.#earlyAgent?.then((qga) => qga.close()).catch(() => undefined);
     this.#earlyAgent = undefined;
-    removeRuntimeFiles(this.paths);
     this.ownership?.release();
-    return !this.alive;
+    // A QEMU that outlived SIGKILL keeps its pid file and sockets: they are how the next command finds it.
+    if (this.alive) return false;
+    removeRuntimeFiles(this.paths);
+    return true;
   }
 
   /** Leaves QEMU running for the instance: this command's connections close, the VM stays. */
