@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { EmulatorError, isEmulatorError } from "../core/errors.js";
 import { rememberAcceleratorFailure } from "../host/host.js";
-import { createOverlay, inspectInstanceDisk, recordInstanceDisk, setAsideInstanceDisk } from "../vm/disks.js";
+import { createOverlay, inspectInstanceDisk, makeInstanceDisk, setAsideInstanceDisk } from "../vm/disks.js";
 import { checkNotInterrupted } from "../vm/owned.js";
 import { fingerprintDifferences, readSnapshot } from "../vm/snapshot.js";
 import { stableImageDisk } from "../vm/snapshot-store.js";
@@ -74,8 +74,9 @@ async function runAttempt(
     }
     case "cold-boot-new-disk": {
       const base = stableImageDisk(inputs.ctx.layout, inputs.image);
-      await createOverlay(inputs.resolved.qemuImg, base, paths.disk);
-      recordInstanceDisk(paths, inputs.image.manifest.digest);
+      await makeInstanceDisk(paths, inputs.image.manifest.digest, (disk) =>
+        createOverlay(inputs.resolved.qemuImg, base, disk),
+      );
       return coldBootWithKeys(inputs, paths.disk);
     }
   }

@@ -3,7 +3,7 @@ import type { SaveMethod } from "@stack/qmp";
 import { EmulatorError } from "../core/errors.js";
 import { settleResumedGuest } from "../guest/guest.js";
 import { loadKeys } from "../guest/secrets.js";
-import { copyRamFile, createOverlay, recordInstanceDisk } from "../vm/disks.js";
+import { copyRamFile, createOverlay, makeInstanceDisk } from "../vm/disks.js";
 import type { RamSpec } from "../vm/qemu-args.js";
 import { removeRuntimeFiles } from "../vm/qemu-process.js";
 import { decompressState, readSnapshot } from "../vm/snapshot.js";
@@ -20,9 +20,11 @@ export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
   const manifest = snapshot && readSnapshot(snapshot).manifest;
   if (!snapshot || !manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
   report.step("resuming the snapshot");
-  if (existsSync(snapshot.overlayTemplate)) copyFileSync(snapshot.overlayTemplate, paths.disk);
-  else await createOverlay(inputs.resolved.qemuImg, snapshot.disk, paths.disk);
-  recordInstanceDisk(paths, inputs.image.manifest.digest);
+  await makeInstanceDisk(paths, inputs.image.manifest.digest, (disk) =>
+    existsSync(snapshot.overlayTemplate)
+      ? copyFileSync(snapshot.overlayTemplate, disk)
+      : createOverlay(inputs.resolved.qemuImg, snapshot.disk, disk),
+  );
   const method = manifest.fingerprint.method as SaveMethod;
   // An instance that keeps its own RAM file starts it as a copy of the snapshot's (a clone where the file system
   // has them), so that even its first stop saves device state only; others map the snapshot's file copy-on-write.

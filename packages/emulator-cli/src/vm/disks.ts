@@ -54,8 +54,23 @@ export async function copyRamFile(from: string, to: string): Promise<void> {
 
 const diskRecordSchema = v.object({ imageDigest: v.string() });
 
-/** Which image the instance disk was made for. */
-export function recordInstanceDisk(paths: InstancePaths, imageDigest: string): void {
+/**
+ * Makes the instance disk for the image `imageDigest`: `make` writes it under a temporary name, which becomes the
+ * disk once whole, and only then is the image recorded. An interrupted one is never taken for a disk of the image.
+ */
+export async function makeInstanceDisk(
+  paths: InstancePaths,
+  imageDigest: string,
+  make: (path: string) => Promise<void> | void,
+): Promise<void> {
+  rmSync(paths.diskInfo, { force: true });
+  const partial = `${paths.disk}.partial`;
+  try {
+    await make(partial);
+    renameSync(partial, paths.disk);
+  } finally {
+    rmSync(partial, { force: true });
+  }
   writeFileAtomic(paths.diskInfo, `${JSON.stringify({ imageDigest }, null, 2)}\n`);
 }
 
