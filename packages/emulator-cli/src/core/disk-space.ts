@@ -15,6 +15,12 @@ export function freeBytes(dir: string): number | undefined {
 
 export const formatMiB = (bytes: number) => `${Math.ceil(bytes / MiB)} MiB`;
 
+/** "<dir> has N MiB free", for messages about a disk that filled. */
+export function describeFreeSpace(dir: string): string {
+  const free = freeBytes(dir);
+  return `${dir} has ${free === undefined ? "unknown space" : formatMiB(free)} free`;
+}
+
 /**
  * Refuses work that writes up to `bytes` into `dir` when its file system has less free: said before anything is
  * written, with where and how much, instead of a VM that pauses on a full disk halfway through.

@@ -5,7 +5,7 @@ import {
   REAPPLY_CONFIG_SCRIPT,
   SECRET_NAMES,
 } from "../contract/contract.js";
-import { formatMiB, freeBytes } from "../core/disk-space.js";
+import { describeFreeSpace } from "../core/disk-space.js";
 import { EmulatorError } from "../core/errors.js";
 import type { InstancePaths } from "../core/paths.js";
 import type { Reporter } from "../core/report.js";
@@ -131,10 +131,9 @@ export async function waitServices(work: GuestWork, timeoutMs: number, what: str
   if (!result.healthy) {
     const status = await work.vm.qmp.queryStatus().catch(() => undefined);
     if (status?.status === "io-error") {
-      const free = freeBytes(work.paths.dir);
       throw new EmulatorError(
         "NO_SPACE",
-        `${what}: the VM paused on a failed disk write: ${work.paths.dir} has ${free === undefined ? "unknown space" : formatMiB(free)} free`,
+        `${what}: the VM paused on a failed disk write: ${describeFreeSpace(work.paths.dir)}`,
         "free space there (or set STACK_EMULATOR_HOME to a disk with room) and start again",
       );
     }

@@ -28,9 +28,9 @@ export async function captureSnapshot(
   });
   const staging = createStaging(layout.snapshots);
   const files = snapshotFiles(staging);
+  let captured: SnapshotFiles;
   try {
-    const base = stableImageDisk(layout, inputs.image);
-    await createOverlay(inputs.resolved.qemuImg, base, files.disk);
+    await createOverlay(inputs.resolved.qemuImg, stableImageDisk(layout, inputs.image), files.disk);
     const vm = await coldBoot(
       inputs,
       files.disk,
@@ -59,9 +59,8 @@ export async function captureSnapshot(
       ramBytes: compressed ? 0 : statSync(files.ram).size,
       compressed,
       captureMs: msSince(started),
-      base,
     });
-    const captured = snapshotFiles(newSnapshotDir(layout, inputs.image.manifest.name));
+    captured = snapshotFiles(newSnapshotDir(layout, inputs.image.manifest.name));
     commitStaging(staging, captured.dir);
     // Made once the disk is at its final path, which the overlay names as its backing file. Optional: without
     // it a resume runs qemu-img.
@@ -71,10 +70,15 @@ export async function captureSnapshot(
     publishSnapshot(captured.dir);
     report.mark("snapshot committed");
     report.info(`snapshot captured in ${msSince(started)} ms (${method})`);
-    removeUnusedSnapshots(inputs.ctx);
-    return captured;
   } catch (error) {
     rmSync(staging, { recursive: true, force: true });
     throw error;
   }
+  // The snapshot is in place whatever becomes of the older ones.
+  try {
+    removeUnusedSnapshots(inputs.ctx);
+  } catch (error) {
+    report.warn(`older snapshots were not removed: ${(error as Error).message}`);
+  }
+  return captured;
 }

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { Context } from "../core/context.js";
-import { formatMiB, freeBytes } from "../core/disk-space.js";
+import { describeFreeSpace } from "../core/disk-space.js";
 import type { InstancePaths } from "../core/paths.js";
 import { commandLine, identify, isSameProcess, type ProcessIdentity } from "../core/process-identity.js";
 import { checkServices, type ServiceHealth } from "../guest/health.js";
@@ -26,7 +26,7 @@ export interface Inspection {
   stale?: InstanceState;
   /** A QEMU started from our pid file for which no state was ever written (a start that did not finish). */
   orphan?: ProcessIdentity;
-  /** A `stop` saved the running state: the next start resumes it. */
+  /** A `stop` saved the running state: the next start resumes it if it still fits (its seal, the host, the image). */
   savedState: boolean;
   /** Host ports in use while running, else the ones recorded for the next start (empty: the defaults). */
   ports: ServicePorts;
@@ -70,8 +70,7 @@ export const failingServices = (results: ServiceHealth[]) =>
 /** Why a running instance does not serve, with what recovers it: the words of `status` and of `start`. */
 function brokenProblem(home: string, vm: string, health: ServiceHealth[]): string {
   if (vm === "io-error") {
-    const free = freeBytes(home);
-    return `the VM paused on a failed disk write (${home} has ${free === undefined ? "unknown space" : formatMiB(free)} free); free space there, then \`stack-emulator start\` continues it, nothing lost`;
+    return `the VM paused on a failed disk write (${describeFreeSpace(home)}); free space there, then \`stack-emulator start\` continues it, nothing lost`;
   }
   if (vm !== "running") return `the VM is ${vm}; \`stack-emulator start\` starts it again`;
   return `services do not answer (${failingServices(health)}); \`stack-emulator start\` waits for them and restarts the VM if they stay silent`;

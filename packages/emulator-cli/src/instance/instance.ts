@@ -86,7 +86,3 @@ export class Instance {
     return appConnection(this.ctx, configFile);
   }
 }
-
-export function openInstance(settings: Settings, report: Reporter, name?: string): Instance {
-  return new Instance(settings, report, name);
-}

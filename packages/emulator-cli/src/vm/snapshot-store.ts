@@ -88,7 +88,8 @@ export function stableImageDisk(layout: HomeLayout, image: Image): string {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     linkSync(image.diskPath, stable);
     return stable;
-  } catch {
-    return image.diskPath;
+  } catch (error) {
+    // Another command linked it first: the same image by its digest.
+    return (error as NodeJS.ErrnoException).code === "EEXIST" ? stable : image.diskPath;
   }
 }

@@ -48,8 +48,6 @@ export interface SnapshotManifest {
   /** The state is a zstd-compressed migration stream (`state.zst`), the fallback without a RAM file. */
   compressed: boolean;
   captureMs: number;
-  /** The disk this snapshot's disk is an overlay on (the image's, by digest: see stableImageDisk). */
-  base?: string;
 }
 
 const byteCount = v.pipe(v.number(), v.integer(), v.minValue(0));
@@ -62,7 +60,6 @@ const snapshotManifestSchema: v.GenericSchema<unknown, SnapshotManifest> = v.obj
   ramBytes: byteCount,
   compressed: v.boolean(),
   captureMs: v.number(),
-  base: v.optional(v.string()),
 });
 
 export interface SnapshotFiles {
@@ -120,7 +117,7 @@ export function snapshotFiles(dir: string): SnapshotFiles {
 /** A snapshot whose files are all present and whose sizes match its manifest, or the reason it is unusable. */
 export function readSnapshot(files: SnapshotFiles): { manifest?: SnapshotManifest; problem?: string } {
   if (!existsSync(files.manifest)) return { problem: "no snapshot" };
-  // Not set aside when unreadable: a capture replaces the whole snapshot, manifest included.
+  // Not set aside when unreadable: the next capture writes a new generation, manifest included.
   const manifest = readStateFile(files.manifest, snapshotManifestSchema);
   if (!manifest) return { problem: "snapshot manifest is unreadable" };
   for (const [file, bytes] of [
