@@ -563,6 +563,10 @@ class Session {
       headers.range =
         claim.reqEnd >= total ? `bytes=${claim.pos}-` : `bytes=${claim.pos}-${claim.reqEnd - 1}`;
       if (this.state.validator) headers["if-range"] = this.state.validator;
+      else if (claim.pos > 0 && !this.job.expected) {
+        // Nothing would tell this version's bytes from a replacement of the same size: only a fresh start is safe.
+        throw new Restart("the server gave no ETag or Last-Modified to resume against", false);
+      }
     }
     const asked = performance.now();
     const res = await this.link.get(headers, this.signal());
@@ -705,7 +709,10 @@ class Session {
     this.writer.touch();
     if (this.job.opts.expectedBytes === undefined)
       await ensureFreeSpace(this.job.dir, total - this.sink.received);
-    if (this.job.opts.adaptive === false && !this.single) {
+    if (validator === undefined && !this.job.expected) {
+      // Ranges fetched apart could come from two versions of the file, and nothing would tell: one stream.
+      this.ramp.on = false;
+    } else if (this.job.opts.adaptive === false && !this.single) {
       this.ramp.on = false;
       this.target = this.job.connections;
       while (this.workers.length < this.target) this.spawn();

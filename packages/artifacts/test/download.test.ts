@@ -209,6 +209,29 @@ describe("download", () => {
     expect((await readFile(unverified.path)).equals(content)).toBe(true);
   });
 
+  it("without a validator or a digest, a dropped connection starts over from zero instead of resuming", async () => {
+    await fake.close();
+    fake = await FakeGitHub.start({ token: TOKEN, noEtag: true });
+    const before = randomBytes(4 * MiB);
+    const after = randomBytes(4 * MiB);
+    const url = await publish(before);
+    fake.fault("/blob/", { kind: "drop", afterBytes: MiB });
+    // The file is overwritten in place, same size, while the cut answer goes out: a resumed range would splice.
+    fake.onSent = (request, sent) => {
+      if (request.server === "storage" && sent >= MiB && fake.onSent) {
+        fake.onSent = undefined;
+        fake.replaceAsset(REPO, "v1", "image.qcow2", after, { inPlace: true });
+      }
+    };
+    const result = await download(options(url));
+    expect((await readFile(result.path)).equals(after)).toBe(true);
+    expect(result).toMatchObject({ verified: false, resumedFrom: 0 });
+    expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-", "bytes=0-"]);
+    expect(
+      messages.some((m) => m.includes("no ETag or Last-Modified") && m.includes("restarting from zero")),
+    ).toBe(true);
+  });
+
   it("starts over once when a resumed download does not match its digest", async () => {
     const content = randomBytes(2 * MiB);
     const url = await publish(content);
@@ -518,6 +541,23 @@ describe("segmented downloads", () => {
     expect(result.connections).toBe(4);
     expect((await readFile(result.path)).equals(original)).toBe(true);
     expect(await leftovers()).toEqual([]);
+  });
+
+  it("uses one stream when neither a validator nor a digest could tell two versions of the file apart", async () => {
+    await capped(8 * MiB, { noEtag: true });
+    const before = randomBytes(8 * MiB);
+    const url = await publish(before);
+    // Overwritten in place, same size, as the first answer starts: any later request would get the new bytes.
+    fake.onSent = (request) => {
+      if (request.server === "storage" && fake.onSent) {
+        fake.onSent = undefined;
+        fake.replaceAsset(REPO, "v1", "image.qcow2", randomBytes(before.length), { inPlace: true });
+      }
+    };
+    const result = await download(options(url, { connections: 4, adaptive: false }));
+    expect((await readFile(result.path)).equals(before)).toBe(true);
+    expect(result.connections).toBe(1);
+    expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-"]);
   });
 
   it("says so when the file disappears from under the download (replaced by a new upload)", async () => {
