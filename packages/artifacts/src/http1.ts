@@ -252,6 +252,10 @@ class Connection {
     }
     try {
       await tunnel(raw, target, proxy, this.proxyAuth);
+    } catch (err) {
+      // Refused, or spoilt by early data: nothing else will use or close this socket, nor listen for its errors.
+      raw.destroy();
+      throw err;
     } finally {
       raw.setTimeout(0);
       raw.removeAllListeners("timeout");
