@@ -1,5 +1,16 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, statfs, writeFile } from "node:fs/promises";
+import {
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rm,
+  stat,
+  statfs,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -57,6 +68,14 @@ async function writeState(url: string, state: { sha256?: string; total: number; 
 
 async function leftovers(): Promise<string[]> {
   return (await readdir(dir)).filter((n) => n !== "image.qcow2");
+}
+
+/** Files under `dir` this process holds open (Linux: /proc/self/fd). */
+async function openUnder(under: string): Promise<string[]> {
+  const prefix = `${await realpath(under)}/`;
+  const fds = await readdir("/proc/self/fd");
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+  return targets.filter((t) => t.startsWith(prefix));
 }
 
 describe("download", () => {
@@ -304,6 +323,28 @@ describe("download", () => {
     expect((await readFile(result.path)).equals(original)).toBe(true);
     expect(await leftovers()).toEqual([]);
   });
+
+  it.runIf(process.platform === "linux")(
+    "closes its files when finishing fails (the decompressed output cannot be written)",
+    async () => {
+      const compressed = compress(Buffer.alloc(MiB));
+      const url = await publish(compressed, "image.qcow2.zst");
+      // Every byte is on disk already, so finishing is what is left; the output goes to a device that is always full.
+      await writeFile(join(dir, "image.qcow2.part"), compressed);
+      await writeState(url, {
+        sha256: sha256(compressed),
+        total: compressed.length,
+        done: [[0, compressed.length]],
+      });
+      await symlink("/dev/full", join(dir, "image.qcow2.unpacking"));
+      const err = await download(
+        options(url, { decompress: "zstd", expectedSha256: sha256(compressed) }),
+      ).catch((e: unknown) => e);
+      expect((err as ArtifactsError).code).toBe("NO_SPACE");
+      expect((err as Error).message).toContain("image.qcow2.unpacking");
+      expect(await openUnder(dir)).toEqual([]);
+    },
+  );
 
   it("checks free space for the decompressed size the zstd frame header declares", async () => {
     // A frame header declaring 2^60 bytes of content; what follows never gets decompressed.
