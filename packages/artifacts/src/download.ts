@@ -162,6 +162,10 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
           })
         : first;
     return { ...result, seconds: (performance.now() - started) / 1000 };
+  } catch (err) {
+    // The .part stays for the next run to resume; the decompressed output is rebuilt from zero anyway.
+    await removeQuietly(job.unpack?.path);
+    throw err;
   } finally {
     job.agent.close();
   }

@@ -324,6 +324,17 @@ describe("download", () => {
     expect(await leftovers()).toEqual([]);
   });
 
+  it("keeps the .part of a failed .zst download for the next run, but not its half-decompressed output", async () => {
+    const compressed = compress(Buffer.concat([randomBytes(2 * MiB), Buffer.alloc(2 * MiB, 7)]));
+    const url = await publish(compressed, "image.qcow2.zst");
+    fake.fault("/blob/", { kind: "drop", afterBytes: Math.floor(compressed.length / 2) });
+    const err = await download(
+      options(url, { decompress: "zstd", retries: 0, expectedSha256: sha256(compressed) }),
+    ).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("NETWORK");
+    expect((await leftovers()).sort()).toEqual(["image.qcow2.part", "image.qcow2.part.json"]);
+  });
+
   it.runIf(process.platform === "linux")(
     "closes its files when finishing fails (the decompressed output cannot be written)",
     async () => {
