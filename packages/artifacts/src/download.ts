@@ -186,11 +186,11 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
       })
     : undefined;
   if (!earlier) await removeQuietly(partPath, metaPath, `${metaPath}.tmp`, unpackPath);
-  const resumedFrom = earlier?.onDisk.size ?? 0;
-  if (resumedFrom > 0) {
-    opts.onMessage?.(`${label}: resuming, ${formatBytes(resumedFrom)} already here from an earlier run`);
+  const here = earlier?.onDisk.size ?? 0;
+  if (here > 0) {
+    opts.onMessage?.(`${label}: resuming, ${formatBytes(here)} already here from an earlier run`);
   }
-  await checkSpaceBeforehand(job, resumedFrom);
+  await checkSpaceBeforehand(job, here);
 
   const session = new Session(job, earlier);
   try {
@@ -200,6 +200,8 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
   }
   const sink = session.sink;
   const sha256 = sink.digest();
+  // What the session kept of the earlier run: nothing when it had to start over (the file changed, 200, 416).
+  const resumedFrom = session.kept;
   if (expected && sha256 !== expected) {
     await removeQuietly(partPath, metaPath, unpackPath);
     if (resumedFrom > 0) {
@@ -375,6 +377,11 @@ class Session {
     this.state = earlier?.state ?? this.freshState();
     this.onDisk = earlier?.onDisk ?? new Ranges();
     this.progress = new ProgressTracker(job.label, job.opts.onProgress);
+  }
+
+  /** Bytes of an earlier run's .part that this session kept: none once it restarted from zero. */
+  get kept(): number {
+    return this.onDisk.size;
   }
 
   /** Runs until the assembler has every byte in order; starts over when a connection says it must. */

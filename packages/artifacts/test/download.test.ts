@@ -264,6 +264,21 @@ describe("download", () => {
     expect(messages.some((m) => m.includes("mismatch after resuming"))).toBe(true);
   });
 
+  it("reports a mismatch at once when a resumed download had to start over from zero anyway", async () => {
+    const content = randomBytes(MiB);
+    const url = await publish(content);
+    const wrong = "0".repeat(64);
+    // The earlier run believed the file longer than it is: the server refuses the resume position (416).
+    await writeFile(join(dir, "image.qcow2.part"), content);
+    await writeState(url, { sha256: wrong, total: content.length + 10, done: [[0, content.length]] });
+    const err = await download(options(url, { expectedSha256: wrong })).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("CHECKSUM_MISMATCH");
+    expect(messages.some((m) => m.includes("416") && m.includes("restarting from zero"))).toBe(true);
+    // No bytes of the earlier run were kept, so a second download could not fare any better.
+    expect(messages.some((m) => m.includes("mismatch after resuming"))).toBe(false);
+    expect(storageGets().map((r) => r.status)).toEqual([416, 206]);
+  });
+
   it("finishes from the state alone when every range is on disk, cutting off what lies past the end", async () => {
     const content = randomBytes(MiB);
     const url = await publish(content);
@@ -645,6 +660,7 @@ describe("segmented downloads", () => {
     const second = await download(options(url));
     expect((await readFile(second.path)).equals(after)).toBe(true);
     expect(messages.some((m) => m.includes("changed"))).toBe(true);
-    expect(second.resumedFrom).toBeGreaterThan(0);
+    // The earlier run's bytes were discarded: none of them are in the file.
+    expect(second).toMatchObject({ resumedFrom: 0, fetchedBytes: after.length });
   });
 });
