@@ -104,6 +104,8 @@ describe("proxy settings", () => {
     expect(proxyFor(new URL("https://x.svc/"), env)?.host).toBe("p:3128");
     expect(proxyFor(new URL("http://[::1]:80/"), env)).toBeUndefined();
     expect(proxyFor(new URL("https://example.com/"), { ...env, no_proxy: "*" })).toBeUndefined();
+    // An empty variable is unset, as for the proxies: it does not hide the other spelling.
+    expect(proxyFor(new URL("https://a.b.internal/"), { ...env, no_proxy: "" })).toBeUndefined();
     expect(() => proxyFor(new URL("https://example.com/"), { HTTPS_PROXY: "socks5://s:1080" })).toThrow(
       /Only http:\/\/ and https:\/\/ proxies/,
     );
@@ -147,6 +149,20 @@ describe("proxy settings", () => {
       dest: join(dir, "b.qcow2"),
     });
     expect(proxy.seen.lines.length).toBe(before);
+  });
+
+  it("go around the proxy for NO_PROXY when no_proxy is set but empty", async () => {
+    const proxy = await startProxy();
+    const fake = await FakeGitHub.start({ token: TOKEN });
+    closers.push(() => fake.close());
+    fake.addRelease(REPO, { tag: "v1", assets: [{ name: "disk.qcow2", content: randomBytes(1024) }] });
+    const client = new GitHubClient({
+      apiUrl: fake.apiUrl,
+      token: TOKEN,
+      env: { HTTP_PROXY: proxy.url, no_proxy: "", NO_PROXY: "127.0.0.1" },
+    });
+    expect((await client.releaseByTag(REPO, "v1")).tag).toBe("v1");
+    expect(proxy.seen.lines).toEqual([]);
   });
 
   it("tunnel https through CONNECT, and say what to do when the proxy wants credentials", async () => {
