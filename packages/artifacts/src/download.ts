@@ -9,7 +9,14 @@ import { type Claim, Plan } from "./plan.js";
 import { formatBytes, type Progress, ProgressTracker } from "./progress.js";
 import { proxyFor } from "./proxy.js";
 import { Ranges } from "./ranges.js";
-import { abortedError, afterFailure, failureFor, RetryableError, type RetryOptions } from "./retry.js";
+import {
+  abortedError,
+  afterFailure,
+  failureFor,
+  LINK_REFUSED,
+  RetryableError,
+  type RetryOptions,
+} from "./retry.js";
 import { release, retain } from "./slabs.js";
 import { earlierState, type PartState, StateWriter } from "./state.js";
 import { loadZstd, type Zstd } from "./zstd.js";
@@ -88,8 +95,6 @@ const RAMP_MAX_BUSY = 0.8;
 /** Bounds of what a split of a claim must be worth, whatever the measurements say. */
 const MIN_SPLIT = 128 << 10;
 const MAX_SPLIT = 4 << 20;
-/** Refused by storage on a link resolved earlier: the signed link expired, so ask the API for a new one. */
-const EXPIRED = new Set([400, 401, 403, 404, 410]);
 
 export function normalizeSha256(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
@@ -686,7 +691,7 @@ class Session {
       }
       throw new Restart("the server rejected the resume position (416)", false);
     }
-    if (!res.fresh && res.crossOrigin && EXPIRED.has(res.statusCode)) {
+    if (!res.fresh && res.crossOrigin && LINK_REFUSED.has(res.statusCode)) {
       this.link.expire(res.url);
       throw new LinkExpired();
     }

@@ -29,6 +29,12 @@ export class RetryableError extends Error {
 
 const MAX_BACKOFF_MS = 30_000;
 
+/**
+ * Statuses with which storage behind a redirect refuses a signed link (it expired, within about a minute for
+ * artifact zips): asking the API again gives a fresh one.
+ */
+export const LINK_REFUSED: ReadonlySet<number> = new Set([400, 401, 403, 404, 410]);
+
 export function abortedError(signal: AbortSignal | undefined): ArtifactsError {
   return new ArtifactsError("ABORTED", "The operation was cancelled.", { cause: signal?.reason });
 }
@@ -184,8 +190,8 @@ export function failureFor(
   const wait = rateLimitWaitMs(status, headers);
   if (wait !== undefined) return rateLimitDecision(wait, headers, host, opts, ctx.hasToken);
   if (status >= 500) return new RetryableError(`${host} answered ${status}`);
-  // A signed storage URL expires within about a minute; the next attempt asks the API for a fresh one.
-  if (ctx.crossOrigin && (status === 400 || status === 403 || status === 404)) {
+  // The next attempt asks the API for a fresh link.
+  if (ctx.crossOrigin && LINK_REFUSED.has(status)) {
     return new RetryableError(
       `storage at ${host} refused the download link (${status}), asking for a new one`,
     );
