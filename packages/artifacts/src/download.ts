@@ -540,7 +540,7 @@ class Session {
       this.peak = Math.max(this.peak, this.active);
       this.progress.setConnections(this.active);
       try {
-        await this.fetch(claim, id);
+        await this.fetch(claim, id, signal);
         this.plan.finish(claim);
         failures = 0;
       } catch (err) {
@@ -572,7 +572,7 @@ class Session {
   }
 
   /** Requests a claim's bytes and takes them, extending the claim while the answer runs on. */
-  private async fetch(claim: Claim, id: number): Promise<void> {
+  private async fetch(claim: Claim, id: number, signal: AbortSignal): Promise<void> {
     const headers = { ...this.job.headers };
     if (!this.single) {
       const total = this.state.total ?? Number.POSITIVE_INFINITY;
@@ -585,7 +585,7 @@ class Session {
       }
     }
     const asked = performance.now();
-    const res = await this.link.get(headers, this.signal());
+    const res = await this.link.get(headers, signal);
     const waited = performance.now() - asked;
     this.firstAnswerMs = this.firstAnswerMs === 0 ? waited : 0.8 * this.firstAnswerMs + 0.2 * waited;
     let end: number;
