@@ -622,8 +622,7 @@ class Session {
     if (pos < claim.end) {
       if (this.single && claim.end === Number.POSITIVE_INFINITY) {
         // A body of unknown length (no Content-Length) ends when the server closes: that was all of it.
-        this.sink.setTotal(pos);
-        this.plan.setTotal(pos);
+        this.setTotal(pos);
         return;
       }
       throw new RetryableError(`the connection closed at byte ${pos} of ${this.state.total ?? "?"}`);
@@ -718,11 +717,7 @@ class Session {
 
   /** The first answer told the size and version of the file: the plan, the state and the space check follow. */
   private async learn(total: number, validator: string | undefined): Promise<void> {
-    this.state = { ...this.state, total, ...(validator ? { validator } : {}) };
-    this.sink.setTotal(total);
-    this.plan.setTotal(total);
-    this.progress.setTotal(total);
-    this.writer.touch();
+    this.setTotal(total, validator);
     if (this.job.opts.expectedBytes === undefined)
       await ensureFreeSpace(this.job.dir, total - this.sink.received);
     if (validator === undefined && !this.job.expected) {
@@ -733,6 +728,15 @@ class Session {
       this.target = this.job.connections;
       while (this.workers.length < this.target) this.spawn();
     }
+  }
+
+  /** The file is `total` bytes: the state, the assembler, the plan and the progress all know it from now on. */
+  private setTotal(total: number, validator?: string): void {
+    this.state = { ...this.state, total, ...(validator ? { validator } : {}) };
+    this.sink.setTotal(total);
+    this.plan.setTotal(total);
+    this.progress.setTotal(total);
+    this.writer.touch();
   }
 
   /** The newest connection delivered its first bytes: measure the throughput from now on. */

@@ -11,11 +11,13 @@ import {
   symlink,
   writeFile,
 } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
-import { ArtifactsError, type DownloadOptions, download, GitHubClient } from "../src/index.js";
+import { ArtifactsError, type DownloadOptions, download, GitHubClient, type Progress } from "../src/index.js";
 import { FakeGitHub, type RequestRecord, sha256 } from "./fake-github.js";
 
 const TOKEN = "ghp_test_token_value";
@@ -457,6 +459,35 @@ describe("download", () => {
       expect((await readFile(result.path)).equals(original)).toBe(true);
     }
     expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-", "bytes=0-", "bytes=0-"]);
+  });
+
+  it("takes the size of a body of unknown length from where it ended, for the progress too", async () => {
+    const content = randomBytes(2 * MiB);
+    // Chunked, without Content-Length: the size is known only at the end.
+    const server = createServer((_req, res) => {
+      res.writeHead(200);
+      res.write(content.subarray(0, MiB));
+      res.end(content.subarray(MiB));
+    });
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+    try {
+      const events: Progress[] = [];
+      const result = await download({
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/image.qcow2`,
+        dest: join(dir, "image.qcow2"),
+        onProgress: (p) => events.push(p),
+      });
+      expect(result.bytes).toBe(content.length);
+      expect((await readFile(result.path)).equals(content)).toBe(true);
+      expect(events.at(-1)).toMatchObject({
+        bytesDone: content.length,
+        bytesTotal: content.length,
+        done: true,
+      });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((closed) => server.close(closed));
+    }
   });
 
   it("reports progress with totals, ending with done", async () => {
