@@ -127,8 +127,8 @@ interface Job {
 
 /**
  * Downloads `url` to `dest` over several connections at once: resumable across runs through `<dest>.part` and its
- * state file, hashed while streaming, verified, fsynced and renamed into place. Never leaves a partial or
- * unverified file under the final name.
+ * state file, hashed while streaming, verified, fsynced and renamed into place. Never leaves a partial file, or
+ * one that failed its digest check, under the final name (without `expectedSha256` nothing is verified).
  */
 export async function download(opts: DownloadOptions): Promise<DownloadResult> {
   const started = performance.now();
