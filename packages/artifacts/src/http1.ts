@@ -348,7 +348,8 @@ function tlsOptions(to: URL, ca: string | Buffer | undefined): ConnectionOptions
   };
 }
 
-function bareHost(url: URL): string {
+/** The host name without the brackets of an IPv6 literal. */
+export function bareHost(url: URL): string {
   return url.hostname.replace(/^\[(.*)\]$/, "$1");
 }
 

@@ -1,4 +1,5 @@
 import { ArtifactsError, redactUrl } from "./errors.js";
+import { bareHost } from "./http1.js";
 
 /**
  * The forward proxy a request to `url` goes through, from the environment the way undici's EnvHttpProxyAgent
@@ -30,7 +31,7 @@ export function proxyFor(url: URL, env: NodeJS.ProcessEnv): URL | undefined {
  * host itself and its subdomains (a leading dot is optional), IP addresses literally, `:port` narrowing an entry.
  */
 function bypassed(url: URL, noProxy: string): boolean {
-  const host = url.hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  const host = bareHost(url).toLowerCase();
   const port = url.port || (url.protocol === "https:" ? "443" : "80");
   for (const item of noProxy.split(/[\s,]+/)) {
     const entry = item.trim().toLowerCase();
