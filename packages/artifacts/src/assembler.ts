@@ -129,20 +129,23 @@ export class Assembler {
 
   /** Waits for the writes and the decompressor, and closes the files; then `digest()` is final. */
   async finish(): Promise<void> {
-    await this.consumed;
-    await this.settle();
-    if (this.zstd && !this.decompressError) {
-      this.zstd.dec.end();
-      await this.zstd.done;
-    }
-    if (this.failure) throw this.failure;
     try {
-      // An earlier run's .part may run on past the end (its state lists only what belongs to the file).
-      await this.fh!.truncate(this.total);
-    } catch (err) {
-      throw ioError(err, `writing ${this.opts.partPath}`);
+      await this.consumed;
+      await this.settle();
+      if (this.zstd && !this.decompressError) {
+        this.zstd.dec.end();
+        await this.zstd.done;
+      }
+      if (this.failure) throw this.failure;
+      try {
+        // An earlier run's .part may run on past the end (its state lists only what belongs to the file).
+        await this.fh!.truncate(this.total);
+      } catch (err) {
+        throw ioError(err, `writing ${this.opts.partPath}`);
+      }
+    } finally {
+      await this.close();
     }
-    await this.close();
   }
 
   digest(): string {

@@ -9,7 +9,14 @@ import { type Claim, Plan } from "./plan.js";
 import { formatBytes, type Progress, ProgressTracker } from "./progress.js";
 import { proxyFor } from "./proxy.js";
 import { Ranges } from "./ranges.js";
-import { abortedError, afterFailure, failureFor, RetryableError, type RetryOptions } from "./retry.js";
+import {
+  abortedError,
+  afterFailure,
+  failureFor,
+  LINK_REFUSED,
+  RetryableError,
+  type RetryOptions,
+} from "./retry.js";
 import { release, retain } from "./slabs.js";
 import { earlierState, type PartState, StateWriter } from "./state.js";
 import { loadZstd, type Zstd } from "./zstd.js";
@@ -88,8 +95,6 @@ const RAMP_MAX_BUSY = 0.8;
 /** Bounds of what a split of a claim must be worth, whatever the measurements say. */
 const MIN_SPLIT = 128 << 10;
 const MAX_SPLIT = 4 << 20;
-/** Refused by storage on a link resolved earlier: the signed link expired, so ask the API for a new one. */
-const EXPIRED = new Set([400, 401, 403, 404, 410]);
 
 export function normalizeSha256(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
@@ -122,8 +127,8 @@ interface Job {
 
 /**
  * Downloads `url` to `dest` over several connections at once: resumable across runs through `<dest>.part` and its
- * state file, hashed while streaming, verified, fsynced and renamed into place. Never leaves a partial or
- * unverified file under the final name.
+ * state file, hashed while streaming, verified, fsynced and renamed into place. Never leaves a partial file, or
+ * one that failed its digest check, under the final name (without `expectedSha256` nothing is verified).
  */
 export async function download(opts: DownloadOptions): Promise<DownloadResult> {
   const started = performance.now();
@@ -162,6 +167,10 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
           })
         : first;
     return { ...result, seconds: (performance.now() - started) / 1000 };
+  } catch (err) {
+    // The .part stays for the next run to resume; the decompressed output is rebuilt from zero anyway.
+    await removeQuietly(job.unpack?.path);
+    throw err;
   } finally {
     job.agent.close();
   }
@@ -182,11 +191,11 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
       })
     : undefined;
   if (!earlier) await removeQuietly(partPath, metaPath, `${metaPath}.tmp`, unpackPath);
-  const resumedFrom = earlier?.onDisk.size ?? 0;
-  if (resumedFrom > 0) {
-    opts.onMessage?.(`${label}: resuming, ${formatBytes(resumedFrom)} already here from an earlier run`);
+  const here = earlier?.onDisk.size ?? 0;
+  if (here > 0) {
+    opts.onMessage?.(`${label}: resuming, ${formatBytes(here)} already here from an earlier run`);
   }
-  await checkSpaceBeforehand(job, resumedFrom);
+  await checkSpaceBeforehand(job, here);
 
   const session = new Session(job, earlier);
   try {
@@ -196,6 +205,8 @@ async function pass(job: Job, resume: boolean): Promise<Omit<DownloadResult, "se
   }
   const sink = session.sink;
   const sha256 = sink.digest();
+  // What the session kept of the earlier run: nothing when it had to start over (the file changed, 200, 416).
+  const resumedFrom = session.kept;
   if (expected && sha256 !== expected) {
     await removeQuietly(partPath, metaPath, unpackPath);
     if (resumedFrom > 0) {
@@ -373,6 +384,11 @@ class Session {
     this.progress = new ProgressTracker(job.label, job.opts.onProgress);
   }
 
+  /** Bytes of an earlier run's .part that this session kept: none once it restarted from zero. */
+  get kept(): number {
+    return this.onDisk.size;
+  }
+
   /** Runs until the assembler has every byte in order; starts over when a connection says it must. */
   async run(): Promise<void> {
     for (;;) {
@@ -524,7 +540,7 @@ class Session {
       this.peak = Math.max(this.peak, this.active);
       this.progress.setConnections(this.active);
       try {
-        await this.fetch(claim, id);
+        await this.fetch(claim, id, signal);
         this.plan.finish(claim);
         failures = 0;
       } catch (err) {
@@ -556,16 +572,20 @@ class Session {
   }
 
   /** Requests a claim's bytes and takes them, extending the claim while the answer runs on. */
-  private async fetch(claim: Claim, id: number): Promise<void> {
+  private async fetch(claim: Claim, id: number, signal: AbortSignal): Promise<void> {
     const headers = { ...this.job.headers };
     if (!this.single) {
       const total = this.state.total ?? Number.POSITIVE_INFINITY;
       headers.range =
         claim.reqEnd >= total ? `bytes=${claim.pos}-` : `bytes=${claim.pos}-${claim.reqEnd - 1}`;
       if (this.state.validator) headers["if-range"] = this.state.validator;
+      else if (claim.pos > 0 && !this.job.expected) {
+        // Nothing would tell this version's bytes from a replacement of the same size: only a fresh start is safe.
+        throw new Restart("the server gave no ETag or Last-Modified to resume against", false);
+      }
     }
     const asked = performance.now();
-    const res = await this.link.get(headers, this.signal());
+    const res = await this.link.get(headers, signal);
     const waited = performance.now() - asked;
     this.firstAnswerMs = this.firstAnswerMs === 0 ? waited : 0.8 * this.firstAnswerMs + 0.2 * waited;
     let end: number;
@@ -602,8 +622,7 @@ class Session {
     if (pos < claim.end) {
       if (this.single && claim.end === Number.POSITIVE_INFINITY) {
         // A body of unknown length (no Content-Length) ends when the server closes: that was all of it.
-        this.sink.setTotal(pos);
-        this.plan.setTotal(pos);
+        this.setTotal(pos);
         return;
       }
       throw new RetryableError(`the connection closed at byte ${pos} of ${this.state.total ?? "?"}`);
@@ -671,7 +690,7 @@ class Session {
       }
       throw new Restart("the server rejected the resume position (416)", false);
     }
-    if (!res.fresh && res.crossOrigin && EXPIRED.has(res.statusCode)) {
+    if (!res.fresh && res.crossOrigin && LINK_REFUSED.has(res.statusCode)) {
       this.link.expire(res.url);
       throw new LinkExpired();
     }
@@ -698,18 +717,26 @@ class Session {
 
   /** The first answer told the size and version of the file: the plan, the state and the space check follow. */
   private async learn(total: number, validator: string | undefined): Promise<void> {
+    this.setTotal(total, validator);
+    if (this.job.opts.expectedBytes === undefined)
+      await ensureFreeSpace(this.job.dir, total - this.sink.received);
+    if (validator === undefined && !this.job.expected) {
+      // Ranges fetched apart could come from two versions of the file, and nothing would tell: one stream.
+      this.ramp.on = false;
+    } else if (this.job.opts.adaptive === false && !this.single) {
+      this.ramp.on = false;
+      this.target = this.job.connections;
+      while (this.workers.length < this.target) this.spawn();
+    }
+  }
+
+  /** The file is `total` bytes: the state, the assembler, the plan and the progress all know it from now on. */
+  private setTotal(total: number, validator?: string): void {
     this.state = { ...this.state, total, ...(validator ? { validator } : {}) };
     this.sink.setTotal(total);
     this.plan.setTotal(total);
     this.progress.setTotal(total);
     this.writer.touch();
-    if (this.job.opts.expectedBytes === undefined)
-      await ensureFreeSpace(this.job.dir, total - this.sink.received);
-    if (this.job.opts.adaptive === false && !this.single) {
-      this.ramp.on = false;
-      this.target = this.job.connections;
-      while (this.workers.length < this.target) this.spawn();
-    }
   }
 
   /** The newest connection delivered its first bytes: measure the throughput from now on. */

@@ -252,6 +252,10 @@ class Connection {
     }
     try {
       await tunnel(raw, target, proxy, this.proxyAuth);
+    } catch (err) {
+      // Refused, or spoilt by early data: nothing else will use or close this socket, nor listen for its errors.
+      raw.destroy();
+      throw err;
     } finally {
       raw.setTimeout(0);
       raw.removeAllListeners("timeout");
@@ -344,7 +348,8 @@ function tlsOptions(to: URL, ca: string | Buffer | undefined): ConnectionOptions
   };
 }
 
-function bareHost(url: URL): string {
+/** The host name without the brackets of an IPv6 literal. */
+export function bareHost(url: URL): string {
   return url.hostname.replace(/^\[(.*)\]$/, "$1");
 }
 

@@ -1,14 +1,16 @@
 import { ArtifactsError, redactUrl } from "./errors.js";
+import { bareHost } from "./http1.js";
 
 /**
  * The forward proxy a request to `url` goes through, from the environment the way undici's EnvHttpProxyAgent
  * reads it: `https_proxy`/`HTTPS_PROXY` for https URLs, falling back to `http_proxy`/`HTTP_PROXY`, which also
- * serves http URLs; `no_proxy`/`NO_PROXY` lists hosts reached directly. Undefined: connect directly.
+ * serves http URLs; `no_proxy`/`NO_PROXY` lists hosts reached directly. An empty variable counts as unset, for
+ * the proxies and NO_PROXY alike. Undefined: connect directly.
  */
 export function proxyFor(url: URL, env: NodeJS.ProcessEnv): URL | undefined {
   const http = env.http_proxy || env.HTTP_PROXY;
   const raw = url.protocol === "https:" ? env.https_proxy || env.HTTPS_PROXY || http : http;
-  if (!raw || bypassed(url, env.no_proxy ?? env.NO_PROXY ?? "")) return undefined;
+  if (!raw || bypassed(url, env.no_proxy || env.NO_PROXY || "")) return undefined;
   let proxy: URL;
   try {
     proxy = new URL(raw.includes("://") ? raw : `http://${raw}`);
@@ -29,7 +31,7 @@ export function proxyFor(url: URL, env: NodeJS.ProcessEnv): URL | undefined {
  * host itself and its subdomains (a leading dot is optional), IP addresses literally, `:port` narrowing an entry.
  */
 function bypassed(url: URL, noProxy: string): boolean {
-  const host = url.hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  const host = bareHost(url).toLowerCase();
   const port = url.port || (url.protocol === "https:" ? "443" : "80");
   for (const item of noProxy.split(/[\s,]+/)) {
     const entry = item.trim().toLowerCase();

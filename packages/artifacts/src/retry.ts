@@ -1,6 +1,6 @@
 import { setTimeout as delay } from "node:timers/promises";
 import { ArtifactsError, redactUrl } from "./errors.js";
-import { StallError } from "./http.js";
+import { headerValue, StallError } from "./http.js";
 
 export interface RetryOptions {
   /** Attempts after the first one for network errors, 5xx answers and rate limits. Default 5. */
@@ -28,6 +28,12 @@ export class RetryableError extends Error {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * Statuses with which storage behind a redirect refuses a signed link (it expired, within about a minute for
+ * artifact zips): asking the API again gives a fresh one.
+ */
+export const LINK_REFUSED: ReadonlySet<number> = new Set([400, 401, 403, 404, 410]);
 
 export function abortedError(signal: AbortSignal | undefined): ArtifactsError {
   return new ArtifactsError("ABORTED", "The operation was cancelled.", { cause: signal?.reason });
@@ -113,26 +119,21 @@ export function formatWait(ms: number): string {
 
 type Headers = Record<string, string | string[] | undefined>;
 
-function header(headers: Headers, name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 /**
  * How long a rate-limited answer asks us to wait, or undefined when the answer is not a rate limit.
  * GitHub signals limits with 403 or 429 plus `retry-after` or `x-ratelimit-remaining: 0` and `x-ratelimit-reset`.
  */
 export function rateLimitWaitMs(status: number, headers: Headers, now = Date.now()): number | undefined {
   if (status !== 429 && status !== 403) return undefined;
-  const retryAfter = header(headers, "retry-after");
+  const retryAfter = headerValue(headers, "retry-after");
   if (retryAfter !== undefined) {
     const seconds = Number(retryAfter);
     if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
     const at = Date.parse(retryAfter);
     if (Number.isFinite(at)) return Math.max(0, at - now);
   }
-  const remaining = header(headers, "x-ratelimit-remaining");
-  const reset = Number(header(headers, "x-ratelimit-reset"));
+  const remaining = headerValue(headers, "x-ratelimit-remaining");
+  const reset = Number(headerValue(headers, "x-ratelimit-reset"));
   if (remaining === "0" && Number.isFinite(reset)) return Math.max(0, reset * 1000 - now) + 1000;
   if (status === 429) return 60_000;
   return undefined;
@@ -148,7 +149,7 @@ export function rateLimitDecision(
 ): RetryableError {
   const cap = opts.maxRateLimitWaitMs ?? 120_000;
   if (waitMs > cap) {
-    const reset = Number(header(headers, "x-ratelimit-reset"));
+    const reset = Number(headerValue(headers, "x-ratelimit-reset"));
     const when = Number.isFinite(reset)
       ? `it resets at ${new Date(reset * 1000).toISOString()}`
       : `the server asked to wait ${formatWait(waitMs)}`;
@@ -184,8 +185,8 @@ export function failureFor(
   const wait = rateLimitWaitMs(status, headers);
   if (wait !== undefined) return rateLimitDecision(wait, headers, host, opts, ctx.hasToken);
   if (status >= 500) return new RetryableError(`${host} answered ${status}`);
-  // A signed storage URL expires within about a minute; the next attempt asks the API for a fresh one.
-  if (ctx.crossOrigin && (status === 400 || status === 403 || status === 404)) {
+  // The next attempt asks the API for a fresh link.
+  if (ctx.crossOrigin && LINK_REFUSED.has(status)) {
     return new RetryableError(
       `storage at ${host} refused the download link (${status}), asking for a new one`,
     );

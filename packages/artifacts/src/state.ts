@@ -16,7 +16,7 @@ export interface PartState {
   /** Strong ETag (or Last-Modified) of the file, sent back in If-Range. */
   validator?: string;
   total?: number;
-  /** Ranges [start, end) of the .part whose bytes reached the file (the page cache at least). */
+  /** Ranges [start, end) of the .part whose writes completed: in the page cache, not necessarily on the disk. */
   done: [number, number][];
 }
 
@@ -50,8 +50,10 @@ export async function earlierState(
 
 /**
  * Writes the state atomically (temp file and rename) soon after every change, at most every `intervalMs`: a kill
- * loses at most that much progress, and never leaves a state that claims bytes the file does not hold, because
- * ranges enter it only once their writes have completed.
+ * loses at most that much progress. Ranges enter it only once their writes have completed, so a killed process
+ * never leaves a state that claims bytes the file does not hold. A power loss (or an OS crash) can: nothing is
+ * fsynced before the state's rename, which may reach the disk before the bytes it lists; only the digest check,
+ * when there is a digest, catches what a later run then resumes.
  */
 export class StateWriter {
   private timer: NodeJS.Timeout | undefined;

@@ -1,10 +1,23 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, statfs, writeFile } from "node:fs/promises";
+import {
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rm,
+  stat,
+  statfs,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { compress } from "zstd-napi";
-import { ArtifactsError, type DownloadOptions, download, GitHubClient } from "../src/index.js";
+import { ArtifactsError, type DownloadOptions, download, GitHubClient, type Progress } from "../src/index.js";
 import { FakeGitHub, type RequestRecord, sha256 } from "./fake-github.js";
 
 const TOKEN = "ghp_test_token_value";
@@ -57,6 +70,14 @@ async function writeState(url: string, state: { sha256?: string; total: number; 
 
 async function leftovers(): Promise<string[]> {
   return (await readdir(dir)).filter((n) => n !== "image.qcow2");
+}
+
+/** Files under `dir` this process holds open (Linux: /proc/self/fd). */
+async function openUnder(under: string): Promise<string[]> {
+  const prefix = `${await realpath(under)}/`;
+  const fds = await readdir("/proc/self/fd");
+  const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+  return targets.filter((t) => t.startsWith(prefix));
 }
 
 describe("download", () => {
@@ -209,6 +230,29 @@ describe("download", () => {
     expect((await readFile(unverified.path)).equals(content)).toBe(true);
   });
 
+  it("without a validator or a digest, a dropped connection starts over from zero instead of resuming", async () => {
+    await fake.close();
+    fake = await FakeGitHub.start({ token: TOKEN, noEtag: true });
+    const before = randomBytes(4 * MiB);
+    const after = randomBytes(4 * MiB);
+    const url = await publish(before);
+    fake.fault("/blob/", { kind: "drop", afterBytes: MiB });
+    // The file is overwritten in place, same size, while the cut answer goes out: a resumed range would splice.
+    fake.onSent = (request, sent) => {
+      if (request.server === "storage" && sent >= MiB && fake.onSent) {
+        fake.onSent = undefined;
+        fake.replaceAsset(REPO, "v1", "image.qcow2", after, { inPlace: true });
+      }
+    };
+    const result = await download(options(url));
+    expect((await readFile(result.path)).equals(after)).toBe(true);
+    expect(result).toMatchObject({ verified: false, resumedFrom: 0 });
+    expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-", "bytes=0-"]);
+    expect(
+      messages.some((m) => m.includes("no ETag or Last-Modified") && m.includes("restarting from zero")),
+    ).toBe(true);
+  });
+
   it("starts over once when a resumed download does not match its digest", async () => {
     const content = randomBytes(2 * MiB);
     const url = await publish(content);
@@ -220,6 +264,21 @@ describe("download", () => {
     expect(result.resumedFrom).toBe(0);
     expect((await readFile(result.path)).equals(content)).toBe(true);
     expect(messages.some((m) => m.includes("mismatch after resuming"))).toBe(true);
+  });
+
+  it("reports a mismatch at once when a resumed download had to start over from zero anyway", async () => {
+    const content = randomBytes(MiB);
+    const url = await publish(content);
+    const wrong = "0".repeat(64);
+    // The earlier run believed the file longer than it is: the server refuses the resume position (416).
+    await writeFile(join(dir, "image.qcow2.part"), content);
+    await writeState(url, { sha256: wrong, total: content.length + 10, done: [[0, content.length]] });
+    const err = await download(options(url, { expectedSha256: wrong })).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("CHECKSUM_MISMATCH");
+    expect(messages.some((m) => m.includes("416") && m.includes("restarting from zero"))).toBe(true);
+    // No bytes of the earlier run were kept, so a second download could not fare any better.
+    expect(messages.some((m) => m.includes("mismatch after resuming"))).toBe(false);
+    expect(storageGets().map((r) => r.status)).toEqual([416, 206]);
   });
 
   it("finishes from the state alone when every range is on disk, cutting off what lies past the end", async () => {
@@ -281,6 +340,39 @@ describe("download", () => {
     expect((await readFile(result.path)).equals(original)).toBe(true);
     expect(await leftovers()).toEqual([]);
   });
+
+  it("keeps the .part of a failed .zst download for the next run, but not its half-decompressed output", async () => {
+    const compressed = compress(Buffer.concat([randomBytes(2 * MiB), Buffer.alloc(2 * MiB, 7)]));
+    const url = await publish(compressed, "image.qcow2.zst");
+    fake.fault("/blob/", { kind: "drop", afterBytes: Math.floor(compressed.length / 2) });
+    const err = await download(
+      options(url, { decompress: "zstd", retries: 0, expectedSha256: sha256(compressed) }),
+    ).catch((e: unknown) => e);
+    expect((err as ArtifactsError).code).toBe("NETWORK");
+    expect((await leftovers()).sort()).toEqual(["image.qcow2.part", "image.qcow2.part.json"]);
+  });
+
+  it.runIf(process.platform === "linux")(
+    "closes its files when finishing fails (the decompressed output cannot be written)",
+    async () => {
+      const compressed = compress(Buffer.alloc(MiB));
+      const url = await publish(compressed, "image.qcow2.zst");
+      // Every byte is on disk already, so finishing is what is left; the output goes to a device that is always full.
+      await writeFile(join(dir, "image.qcow2.part"), compressed);
+      await writeState(url, {
+        sha256: sha256(compressed),
+        total: compressed.length,
+        done: [[0, compressed.length]],
+      });
+      await symlink("/dev/full", join(dir, "image.qcow2.unpacking"));
+      const err = await download(
+        options(url, { decompress: "zstd", expectedSha256: sha256(compressed) }),
+      ).catch((e: unknown) => e);
+      expect((err as ArtifactsError).code).toBe("NO_SPACE");
+      expect((err as Error).message).toContain("image.qcow2.unpacking");
+      expect(await openUnder(dir)).toEqual([]);
+    },
+  );
 
   it("checks free space for the decompressed size the zstd frame header declares", async () => {
     // A frame header declaring 2^60 bytes of content; what follows never gets decompressed.
@@ -367,6 +459,35 @@ describe("download", () => {
       expect((await readFile(result.path)).equals(original)).toBe(true);
     }
     expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-", "bytes=0-", "bytes=0-"]);
+  });
+
+  it("takes the size of a body of unknown length from where it ended, for the progress too", async () => {
+    const content = randomBytes(2 * MiB);
+    // Chunked, without Content-Length: the size is known only at the end.
+    const server = createServer((_req, res) => {
+      res.writeHead(200);
+      res.write(content.subarray(0, MiB));
+      res.end(content.subarray(MiB));
+    });
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+    try {
+      const events: Progress[] = [];
+      const result = await download({
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/image.qcow2`,
+        dest: join(dir, "image.qcow2"),
+        onProgress: (p) => events.push(p),
+      });
+      expect(result.bytes).toBe(content.length);
+      expect((await readFile(result.path)).equals(content)).toBe(true);
+      expect(events.at(-1)).toMatchObject({
+        bytesDone: content.length,
+        bytesTotal: content.length,
+        done: true,
+      });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((closed) => server.close(closed));
+    }
   });
 
   it("reports progress with totals, ending with done", async () => {
@@ -520,6 +641,23 @@ describe("segmented downloads", () => {
     expect(await leftovers()).toEqual([]);
   });
 
+  it("uses one stream when neither a validator nor a digest could tell two versions of the file apart", async () => {
+    await capped(8 * MiB, { noEtag: true });
+    const before = randomBytes(8 * MiB);
+    const url = await publish(before);
+    // Overwritten in place, same size, as the first answer starts: any later request would get the new bytes.
+    fake.onSent = (request) => {
+      if (request.server === "storage" && fake.onSent) {
+        fake.onSent = undefined;
+        fake.replaceAsset(REPO, "v1", "image.qcow2", randomBytes(before.length), { inPlace: true });
+      }
+    };
+    const result = await download(options(url, { connections: 4, adaptive: false }));
+    expect((await readFile(result.path)).equals(before)).toBe(true);
+    expect(result.connections).toBe(1);
+    expect(storageGets().map((r) => r.headers.range)).toEqual(["bytes=0-"]);
+  });
+
   it("says so when the file disappears from under the download (replaced by a new upload)", async () => {
     await capped(4 * MiB);
     const url = await publish(randomBytes(24 * MiB));
@@ -553,6 +691,7 @@ describe("segmented downloads", () => {
     const second = await download(options(url));
     expect((await readFile(second.path)).equals(after)).toBe(true);
     expect(messages.some((m) => m.includes("changed"))).toBe(true);
-    expect(second.resumedFrom).toBeGreaterThan(0);
+    // The earlier run's bytes were discarded: none of them are in the file.
+    expect(second).toMatchObject({ resumedFrom: 0, fetchedBytes: after.length });
   });
 });

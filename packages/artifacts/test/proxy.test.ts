@@ -3,9 +3,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createServer, request, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import { connect, type Socket } from "node:net";
+import { connect, createServer as createNetServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { Http1Agent } from "../src/http1.js";
 import { type ArtifactsError, fetchReleaseAsset, GitHubClient } from "../src/index.js";
@@ -103,6 +104,8 @@ describe("proxy settings", () => {
     expect(proxyFor(new URL("https://x.svc/"), env)?.host).toBe("p:3128");
     expect(proxyFor(new URL("http://[::1]:80/"), env)).toBeUndefined();
     expect(proxyFor(new URL("https://example.com/"), { ...env, no_proxy: "*" })).toBeUndefined();
+    // An empty variable is unset, as for the proxies: it does not hide the other spelling.
+    expect(proxyFor(new URL("https://a.b.internal/"), { ...env, no_proxy: "" })).toBeUndefined();
     expect(() => proxyFor(new URL("https://example.com/"), { HTTPS_PROXY: "socks5://s:1080" })).toThrow(
       /Only http:\/\/ and https:\/\/ proxies/,
     );
@@ -148,6 +151,20 @@ describe("proxy settings", () => {
     expect(proxy.seen.lines.length).toBe(before);
   });
 
+  it("go around the proxy for NO_PROXY when no_proxy is set but empty", async () => {
+    const proxy = await startProxy();
+    const fake = await FakeGitHub.start({ token: TOKEN });
+    closers.push(() => fake.close());
+    fake.addRelease(REPO, { tag: "v1", assets: [{ name: "disk.qcow2", content: randomBytes(1024) }] });
+    const client = new GitHubClient({
+      apiUrl: fake.apiUrl,
+      token: TOKEN,
+      env: { HTTP_PROXY: proxy.url, no_proxy: "", NO_PROXY: "127.0.0.1" },
+    });
+    expect((await client.releaseByTag(REPO, "v1")).tag).toBe("v1");
+    expect(proxy.seen.lines).toEqual([]);
+  });
+
   it("tunnel https through CONNECT, and say what to do when the proxy wants credentials", async () => {
     const { key, cert } = localhostCertificate();
     const content = randomBytes(5 * 1024 * 1024);
@@ -173,5 +190,43 @@ describe("proxy settings", () => {
     const err = (await refused.get(target, {}).catch((e: unknown) => e)) as ArtifactsError;
     expect(err.code).toBe("HTTP_ERROR");
     expect(err.message).toMatch(/wants credentials \(407\).*http:\/\/user:password@host:port/);
+  });
+
+  it("close their connection to a proxy that refuses the tunnel, or talks before it is set up, and then waits", async () => {
+    for (const [answer, error] of [
+      [
+        "HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic\r\n\r\n",
+        /wants credentials/,
+      ],
+      ["HTTP/1.1 200 Connection Established\r\n\r\nbytes before the tunnel", /before the tunnel was set up/],
+    ] as const) {
+      let peer: Socket | undefined;
+      let gone!: Promise<void>;
+      const server = createNetServer((socket) => {
+        peer = socket;
+        socket.on("error", () => {});
+        gone = new Promise((resolve) => socket.on("close", () => resolve()));
+        // Answers the CONNECT and leaves the connection open: only the client can close it.
+        socket.once("data", () => socket.write(answer));
+      });
+      closers.push(
+        () =>
+          new Promise((done) => {
+            peer?.destroy();
+            server.close(done);
+          }),
+      );
+      const port = await new Promise<number>((resolve) =>
+        server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+      );
+      const agent = new Http1Agent({ proxyFor: () => new URL(`http://127.0.0.1:${port}`) });
+      closers.push(async () => agent.close());
+      const err = await agent.get(new URL("https://localhost:9/image"), {}).catch((e: unknown) => e);
+      expect((err as Error).message).toMatch(error);
+      const closed = await Promise.race([gone.then(() => true), sleep(2000).then(() => false)]);
+      // A socket the client kept would now get an error nobody listens for: an uncaught exception.
+      if (!closed) peer?.resetAndDestroy();
+      expect(closed).toBe(true);
+    }
   });
 });
