@@ -1,3 +1,6 @@
+import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { createProgressRenderer, type Progress } from "@stack/artifacts";
 import { describe, expect, it } from "vitest";
@@ -94,5 +97,17 @@ describe("a download's progress on stderr", () => {
     const stderr = new FakeStderr(false);
     pull(stderr, { quiet: true });
     expect(stderr.text).toBe("warning: storage refused the link; asking the API again\n");
+  });
+});
+
+describe("the instance's log", () => {
+  it("gets every message, in a file only its owner can read", () => {
+    const log = join(mkdtempSync(join(tmpdir(), "se-log-")), "emulator.log");
+    const report = createReporter({ stream: new FakeStderr(false) as unknown as NodeJS.WriteStream });
+    report.logTo(log);
+    report.warn("a warning");
+    report.step("a step");
+    expect(statSync(log).mode & 0o777).toBe(0o600);
+    expect(readFileSync(log, "utf8")).toMatch(/WARN.*a warning/i);
   });
 });

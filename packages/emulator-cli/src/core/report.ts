@@ -53,7 +53,8 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
   const log = (level: string, message: string) => {
     if (!logFile) return;
     try {
-      appendFileSync(logFile, `${new Date().toISOString()} ${level} ${message}\n`);
+      // Owner-only, like every file of the instance: the log names its paths and what went wrong.
+      appendFileSync(logFile, `${new Date().toISOString()} ${level} ${message}\n`, { mode: 0o600 });
     } catch {
       // The log is a convenience; the terminal output already carries the message.
     }
