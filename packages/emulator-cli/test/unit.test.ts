@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { buildSettings, choiceFromEnv } from "../src/cli/settings.js";
 import { CONFIG_DISK_BYTES, writeConfigDisk } from "../src/contract/config-disk.js";
 import { contractServices, PUBLISHABLE_KEY_NAME, SECRET_NAMES } from "../src/contract/contract.js";
+import type { Context } from "../src/core/context.js";
 import type { EmulatorError } from "../src/core/errors.js";
 import { acquireLock } from "../src/core/lock.js";
 import { instancePaths, resolveHome } from "../src/core/paths.js";
@@ -15,8 +16,10 @@ import { identify, isSameProcess } from "../src/core/process-identity.js";
 import { newLines } from "../src/guest/app-log.js";
 import { generateSecrets, loadKeys, saveKeys } from "../src/guest/secrets.js";
 import { parseImageSelector, readCurrentImage, writeCurrentImage } from "../src/image/image-store.js";
+import { removeUnusedSnapshots } from "../src/instance/store.js";
 import { buildQemuArgs } from "../src/vm/qemu-args.js";
 import { type Fingerprint, fingerprintDifferences } from "../src/vm/snapshot.js";
+import { withStoreLock } from "../src/vm/snapshot-store.js";
 import { freePort } from "./helpers.js";
 
 const services: ServiceSpec[] = [
@@ -195,6 +198,37 @@ describe("process identity and the lock", () => {
     const taken = acquireLock(path, "test");
     expect(JSON.parse(readFileSync(path, "utf8")).pid).toBe(process.pid);
     taken.release();
+  });
+});
+
+describe("the snapshot store", () => {
+  it("is not cleaned up under a capture between its commit and its publication", async () => {
+    const layout = resolveHome(mkdtempSync(join(tmpdir(), "store-")));
+    const root = join(layout.snapshots, "dev");
+    const generation = (name: string) => {
+      mkdirSync(join(root, name), { recursive: true });
+      writeFileSync(join(root, name, "snapshot.json"), "{}");
+      return join(root, name);
+    };
+    const older = generation("g-older");
+    writeFileSync(join(root, "current"), "g-older\n");
+    // A capture holds the store from its commit to its publication: its generation is there, not yet current.
+    let publish = () => {};
+    const capture = withStoreLock(layout, "capture", () => new Promise<void>((r) => (publish = r)));
+    const newer = generation("g-newer");
+    let cleaned = false;
+    const cleanUp = removeUnusedSnapshots({ layout } as Context).then(() => {
+      cleaned = true;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(cleaned).toBe(false);
+    expect(existsSync(newer)).toBe(true);
+    writeFileSync(join(root, "current"), "g-newer\n");
+    publish();
+    await capture;
+    await cleanUp;
+    expect(existsSync(newer)).toBe(true);
+    expect(existsSync(older)).toBe(false);
   });
 });
 

@@ -1,5 +1,6 @@
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { EmulatorError } from "./errors.js";
+import { setTimeout as delay } from "node:timers/promises";
+import { EmulatorError, isEmulatorError } from "./errors.js";
 import { identify, isSameProcess, type ProcessIdentity } from "./process-identity.js";
 
 export interface Lock {
@@ -44,5 +45,21 @@ function readOwner(path: string): (ProcessIdentity & { purpose?: string }) | und
     return JSON.parse(readFileSync(path, "utf8"));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * `acquireLock` for a lock that is only ever held for moments (a file or two renamed): while another live process
+ * holds it, waits, up to `timeoutMs`, instead of reporting BUSY at once.
+ */
+export async function acquireLockWaiting(path: string, purpose: string, timeoutMs = 60_000): Promise<Lock> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return acquireLock(path, purpose);
+    } catch (error) {
+      if (!isEmulatorError(error, "BUSY") || Date.now() >= until) throw error;
+      await delay(50);
+    }
   }
 }

@@ -4,7 +4,7 @@ import { requireFreeSpace } from "../core/disk-space.js";
 import { commitStaging, createStaging } from "../core/staging.js";
 import { createOverlay } from "../vm/disks.js";
 import { compressState, type SnapshotFiles, snapshotFiles, writeSnapshotManifest } from "../vm/snapshot.js";
-import { newSnapshotDir, publishSnapshot, stableImageDisk } from "../vm/snapshot-store.js";
+import { newSnapshotDir, publishSnapshot, stableImageDisk, withStoreLock } from "../vm/snapshot-store.js";
 import { type BootInputs, fingerprint } from "./boot-inputs.js";
 import { coldBoot } from "./cold-boot.js";
 import { removeUnusedSnapshots } from "./store.js";
@@ -60,14 +60,17 @@ export async function captureSnapshot(
       compressed,
       captureMs: msSince(started),
     });
-    captured = snapshotFiles(newSnapshotDir(layout, inputs.image.manifest.name));
-    commitStaging(staging, captured.dir);
-    // Made once the disk is at its final path, which the overlay names as its backing file. Optional: without
-    // it a resume runs qemu-img.
-    await createOverlay(inputs.resolved.qemuImg, captured.disk, captured.overlayTemplate).catch(
-      () => undefined,
-    );
-    publishSnapshot(captured.dir);
+    captured = await withStoreLock(layout, "capture", async () => {
+      const committed = snapshotFiles(newSnapshotDir(layout, inputs.image.manifest.name));
+      commitStaging(staging, committed.dir);
+      // Made once the disk is at its final path, which the overlay names as its backing file. Optional: without
+      // it a resume runs qemu-img.
+      await createOverlay(inputs.resolved.qemuImg, committed.disk, committed.overlayTemplate).catch(
+        () => undefined,
+      );
+      publishSnapshot(committed.dir);
+      return committed;
+    });
     report.mark("snapshot committed");
     report.info(`snapshot captured in ${msSince(started)} ms (${method})`);
   } catch (error) {
@@ -76,7 +79,7 @@ export async function captureSnapshot(
   }
   // The snapshot is in place whatever becomes of the older ones.
   try {
-    removeUnusedSnapshots(inputs.ctx);
+    await removeUnusedSnapshots(inputs.ctx);
   } catch (error) {
     report.warn(`older snapshots were not removed: ${(error as Error).message}`);
   }

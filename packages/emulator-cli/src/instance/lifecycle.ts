@@ -191,7 +191,7 @@ export async function reset(
   const deleted = await deleteInstance(ctx);
   const result: ResetResult = { existed: deleted !== undefined, wasRunning: deleted?.wasRunning ?? false };
   if (!options.images) {
-    removeUnusedSnapshots(ctx);
+    await removeUnusedSnapshots(ctx);
     return result;
   }
   if (options.force) {
@@ -202,7 +202,7 @@ export async function reset(
     }
     result.alsoReset = users;
   }
-  result.kept = removeImagesAndSnapshots(ctx);
+  result.kept = await removeImagesAndSnapshots(ctx);
   return result;
 }
 

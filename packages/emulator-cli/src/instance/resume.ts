@@ -7,6 +7,7 @@ import { copyRamFile, createOverlay, makeInstanceDisk } from "../vm/disks.js";
 import type { RamSpec } from "../vm/qemu-args.js";
 import { removeRuntimeFiles } from "../vm/qemu-process.js";
 import { decompressState, readSnapshot } from "../vm/snapshot.js";
+import { withStoreLock } from "../vm/snapshot-store.js";
 import type { Vm } from "../vm/vm.js";
 import { type BootInputs, guestWork } from "./boot-inputs.js";
 import type { BootOutcome } from "./cold-boot.js";
@@ -17,14 +18,19 @@ import { dropSuspend, ramOutsideStream, type SuspendRecord } from "./suspend.js"
 export async function resumeSnapshot(inputs: BootInputs): Promise<BootOutcome> {
   const { report, paths } = inputs.ctx;
   const { snapshot } = inputs;
-  const manifest = snapshot && readSnapshot(snapshot).manifest;
-  if (!snapshot || !manifest) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
+  if (!snapshot) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
   report.step("resuming the snapshot");
-  await makeInstanceDisk(paths, inputs.image.manifest.digest, (disk) =>
-    existsSync(snapshot.overlayTemplate)
-      ? copyFileSync(snapshot.overlayTemplate, disk)
-      : createOverlay(inputs.resolved.qemuImg, snapshot.disk, disk),
-  );
+  // From here on the instance disk names the snapshot as its base: a clean-up keeps it.
+  const manifest = await withStoreLock(inputs.ctx.layout, "resume", async () => {
+    const found = readSnapshot(snapshot).manifest;
+    if (!found) throw new EmulatorError("SNAPSHOT_INVALID", "the snapshot disappeared");
+    await makeInstanceDisk(paths, inputs.image.manifest.digest, (disk) =>
+      existsSync(snapshot.overlayTemplate)
+        ? copyFileSync(snapshot.overlayTemplate, disk)
+        : createOverlay(inputs.resolved.qemuImg, snapshot.disk, disk),
+    );
+    return found;
+  });
   const method = manifest.fingerprint.method as SaveMethod;
   // An instance that keeps its own RAM file starts it as a copy of the snapshot's (a clone where the file system
   // has them), so that even its first stop saves device state only; others map the snapshot's file copy-on-write.

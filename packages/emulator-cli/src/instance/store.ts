@@ -3,7 +3,7 @@ import { dirname, join, resolve, sep } from "node:path";
 import type { Context } from "../core/context.js";
 import { type HomeLayout, instancePaths } from "../core/paths.js";
 import { backingFileOf } from "../vm/qcow2.js";
-import { removeGeneration, snapshotGenerations } from "../vm/snapshot-store.js";
+import { removeGeneration, snapshotGenerations, withStoreLock } from "../vm/snapshot-store.js";
 import { instanceNames } from "./home.js";
 import { readState } from "./instance-state.js";
 import { readSuspend } from "./suspend.js";
@@ -111,15 +111,21 @@ function removeUnused(layout: HomeLayout, users: Map<string, string[]>, keepCurr
 }
 
 /** After a capture: the image's older snapshot generations that no instance uses any more are removed. */
-export function removeUnusedSnapshots(ctx: Context): void {
-  removeUnused(ctx.layout, filesInUse(ctx.layout), true);
+export function removeUnusedSnapshots(ctx: Context): Promise<void> {
+  return withStoreLock(ctx.layout, "clean-up", () => {
+    removeUnused(ctx.layout, filesInUse(ctx.layout), true);
+  });
 }
 
 /**
  * `reset --images`: every image and snapshot that no other instance uses is removed; what one uses is kept and
  * listed with its users (`--force` resets those instances first, so nothing is kept).
  */
-export function removeImagesAndSnapshots(ctx: Context): Kept[] {
+export function removeImagesAndSnapshots(ctx: Context): Promise<Kept[]> {
+  return withStoreLock(ctx.layout, "reset", () => removeAll(ctx));
+}
+
+function removeAll(ctx: Context): Kept[] {
   const { layout } = ctx;
   const users = filesInUse(layout, ctx.name);
   const kept: Kept[] = [];

@@ -1,6 +1,7 @@
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, relative } from "node:path";
 import { writeFileAtomic } from "../core/fs-atomic.js";
+import { acquireLockWaiting } from "../core/lock.js";
 import type { HomeLayout } from "../core/paths.js";
 import type { Image } from "../image/image.js";
 import { snapshotFiles } from "./snapshot.js";
@@ -91,5 +92,25 @@ export function stableImageDisk(layout: HomeLayout, image: Image): string {
   } catch (error) {
     // Another command linked it first: the same image by its digest.
     return (error as NodeJS.ErrnoException).code === "EEXIST" ? stable : image.diskPath;
+  }
+}
+
+/**
+ * Runs `fn` holding the home's snapshot store lock. Held only for moments, by what must see the store stand still:
+ * a capture from its commit to its publication, a resume from reading its snapshot to the instance disk that then
+ * names it, and a clean-up from finding what is in use to removing the rest. Without it a clean-up could remove
+ * a generation that one of them was about to use.
+ */
+export async function withStoreLock<T>(
+  layout: HomeLayout,
+  purpose: string,
+  fn: () => T | Promise<T>,
+): Promise<T> {
+  mkdirSync(layout.snapshots, { recursive: true, mode: 0o700 });
+  const lock = await acquireLockWaiting(join(layout.snapshots, ".lock"), purpose);
+  try {
+    return await fn();
+  } finally {
+    lock.release();
   }
 }
